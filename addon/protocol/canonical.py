@@ -1,0 +1,178 @@
+"""The canonical request, response and stream events every translator meets at.
+
+Front ends (Chat Completions, Responses, legacy Completions) parse into these and
+render from them; back ends (Gemini, Cloud Code, OpenAI-compatible) translate
+them to and from their wire formats. N + M translators instead of N x M.
+Plain slotted dataclasses: they are built on every request, so they stay cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Role = Literal["system", "user", "assistant", "tool"]
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
+
+
+# ---- content parts -------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class TextPart:
+    text: str
+
+
+@dataclass(slots=True)
+class MediaPart:
+    """An image/audio/file given inline (base64 `data`) or by remote `url` (http/https only)."""
+
+    mime_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+
+
+@dataclass(slots=True)
+class ReasoningPart:
+    """Model reasoning carried back in a later turn; `signature` is opaque upstream state."""
+
+    text: str = ""
+    signature: str | None = None
+
+
+Part = TextPart | MediaPart | ReasoningPart
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as OpenAI carries it
+
+
+@dataclass(slots=True)
+class Message:
+    role: Role
+    content: list[Part] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None  # role == "tool": which call this answers
+    name: str | None = None
+
+    def text(self) -> str:
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+
+# ---- request -------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Tool:
+    name: str
+    description: str | None = None
+    parameters: dict | None = None
+    strict: bool | None = None
+
+
+@dataclass(slots=True)
+class ToolChoice:
+    mode: Literal["auto", "none", "required"] = "auto"
+    names: tuple[str, ...] = ()  # with mode "required": only these functions
+
+
+@dataclass(slots=True)
+class ResponseFormat:
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    schema: dict | None = None
+    name: str | None = None
+    strict: bool | None = None
+
+
+@dataclass(slots=True)
+class ChatRequest:
+    model: str  # the name the client asked for; the mapped name travels separately
+    messages: list[Message]
+    stream: bool = False
+    include_usage: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stop: list[str] = field(default_factory=list)
+    n: int = 1
+    seed: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    tools: list[Tool] = field(default_factory=list)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    reasoning_effort: str | None = None  # none|minimal|low|medium|high
+    user: str | None = None
+
+
+# ---- response ------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0  # includes reasoning tokens, as OpenAI counts them
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(slots=True)
+class Choice:
+    index: int = 0
+    text: str = ""
+    reasoning: str = ""
+    reasoning_signature: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: FinishReason = "stop"
+
+
+@dataclass(slots=True)
+class Completion:
+    choices: list[Choice]
+    usage: Usage = field(default_factory=Usage)
+    upstream_model: str | None = None
+
+
+# ---- stream events (upstream decoder -> front-end encoder) ---------------------------------
+
+@dataclass(slots=True)
+class TextDelta:
+    choice: int
+    text: str
+
+
+@dataclass(slots=True)
+class ReasoningDelta:
+    choice: int
+    text: str
+    signature: str | None = None
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    """Part of one tool call. The first delta of a (choice, call_index) carries id and name."""
+
+    choice: int
+    call_index: int
+    arguments: str = ""
+    id: str | None = None
+    name: str | None = None
+
+
+@dataclass(slots=True)
+class Finish:
+    choice: int
+    reason: FinishReason
+
+
+@dataclass(slots=True)
+class UsageUpdate:
+    usage: Usage
+
+
+StreamEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finish | UsageUpdate

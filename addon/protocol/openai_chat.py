@@ -1,0 +1,241 @@
+"""Wire models of an OpenAI Chat Completions request (what clients send us).
+
+Validation lives here so a bad request becomes a 400 naming the offending `param`.
+Unknown fields are tolerated: clients and SDK versions add vendor extras freely.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import GatewayError
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ImageURL(_Wire):
+    url: str
+    detail: str | None = None
+
+
+class TextContent(_Wire):
+    type: Literal["text"]
+    text: str
+
+
+class ImageContent(_Wire):
+    type: Literal["image_url"]
+    image_url: ImageURL | str
+
+
+class InputAudio(_Wire):
+    data: str
+    format: str
+
+
+class AudioContent(_Wire):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+class FileRef(_Wire):
+    file_data: str | None = None
+    file_id: str | None = None
+    filename: str | None = None
+
+
+class FileContent(_Wire):
+    type: Literal["file"]
+    file: FileRef
+
+
+class RefusalContent(_Wire):
+    type: Literal["refusal"]
+    refusal: str
+
+
+UserPart = Annotated[Union[TextContent, ImageContent, AudioContent, FileContent], Field(discriminator="type")]
+AssistantPart = Annotated[Union[TextContent, RefusalContent], Field(discriminator="type")]
+
+
+class FunctionCallBody(_Wire):
+    name: str
+    arguments: str = ""
+
+
+class ToolCallIn(_Wire):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallBody
+
+
+class SystemMessage(_Wire):
+    role: Literal["system", "developer"]
+    content: str | list[TextContent]
+    name: str | None = None
+
+
+class UserMessage(_Wire):
+    role: Literal["user"]
+    content: str | list[UserPart]
+    name: str | None = None
+
+
+class AssistantMessage(_Wire):
+    role: Literal["assistant"]
+    content: str | list[AssistantPart] | None = None
+    tool_calls: list[ToolCallIn] | None = None
+    function_call: FunctionCallBody | None = None  # deprecated single-call form
+    reasoning_content: str | None = None
+    name: str | None = None
+
+
+class ToolMessage(_Wire):
+    role: Literal["tool"]
+    content: str | list[TextContent]
+    tool_call_id: str
+
+
+class FunctionMessage(_Wire):
+    role: Literal["function"]  # deprecated: result of `function_call`
+    content: str | None = None
+    name: str
+
+
+ChatMessage = Annotated[
+    Union[SystemMessage, UserMessage, AssistantMessage, ToolMessage, FunctionMessage],
+    Field(discriminator="role"),
+]
+
+
+class FunctionDef(_Wire):
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDef(_Wire):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedFunction(_Wire):
+    name: str
+
+
+class NamedToolChoice(_Wire):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class AllowedTools(_Wire):
+    mode: Literal["auto", "required"]
+    tools: list[NamedToolChoice]
+
+
+class AllowedToolsChoice(_Wire):
+    type: Literal["allowed_tools"]
+    allowed_tools: AllowedTools
+
+
+class JsonSchemaFormat(_Wire):
+    name: str = "response"
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormatIn(_Wire):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+
+class StreamOptions(_Wire):
+    include_usage: bool | None = None
+
+
+class ChatCompletionRequest(_Wire):
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    stop: str | list[str] | None = None
+    n: int | None = Field(default=None, ge=1, le=8)
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    tools: list[ToolDef] | None = None
+    functions: list[FunctionDef] | None = None  # deprecated form of tools
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | AllowedToolsChoice | None = None
+    function_call: Literal["none", "auto"] | NamedFunction | None = None  # deprecated form of tool_choice
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormatIn | None = None
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    user: str | None = None
+
+
+# Discriminator tags pydantic puts into error locations right after an index into
+# `messages` or `content` (the tagged unions); they name the branch, not a field.
+_UNION_TAGS = {
+    "system", "developer", "user", "assistant", "tool", "function",
+    "text", "image_url", "input_audio", "file", "refusal",
+}
+
+
+def param_from_loc(loc: tuple[Any, ...]) -> str:
+    """('messages', 0, 'user', 'content') -> 'messages[0].content'."""
+    out = ""
+    last_field: str | None = None
+    after_index = False
+    for item in loc:
+        if isinstance(item, int):
+            out += f"[{item}]"
+            after_index = True
+            continue
+        text = str(item)
+        is_tag = after_index and last_field in ("messages", "content") and text in _UNION_TAGS
+        # union members show up as 'str', 'list[...]', 'literal[...]', 'NamedToolChoice', ...
+        is_member = text in ("str", "int", "float", "bool") or "[" in text or text[:1].isupper()
+        if not (is_tag or is_member):
+            out += f".{text}" if out else text
+            last_field = text
+        after_index = after_index and is_member
+    return out
+
+
+def validation_error(exc: ValidationError, what: str = "request") -> GatewayError:
+    """Turn pydantic's first (most relevant) error into one clear 400."""
+    errors = exc.errors(include_url=False)
+    # Union branches each report an error; the one that got deepest is the one the client meant.
+    first = max(errors, key=lambda e: len(e.get("loc", ())))
+    if any(e["type"] == "missing" for e in errors):
+        missing = [e for e in errors if e["type"] == "missing"]
+        first = max(missing, key=lambda e: len(e.get("loc", ())))
+    param = param_from_loc(tuple(first.get("loc", ()))) or None
+    msg = first.get("msg", "invalid value")
+    if first["type"] == "missing":
+        text = f"Missing required parameter: '{param}'."
+    elif first["type"] == "union_tag_invalid":
+        text = f"Invalid value for '{param}': {msg}."
+    else:
+        text = f"Invalid {what} parameter '{param}': {msg}." if param else f"Invalid {what}: {msg}."
+    code = "missing_required_parameter" if first["type"] == "missing" else "invalid_value"
+    return GatewayError(400, text, param=param, code=code)
+
+
+def parse_chat_request(body: Any) -> ChatCompletionRequest:
+    if not isinstance(body, dict):
+        raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
+    try:
+        return ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None

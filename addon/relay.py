@@ -1,0 +1,150 @@
+"""Loopback relay: how a response the engine produces gets *streamed* through mitmproxy.
+
+mitmproxy sends a response set in the `request` hook in one piece; it streams only what it
+reads from a server. So once the engine has an upstream stream open (after any retries),
+the addon registers it here under a one-time token and points the flow at this listener;
+mitmproxy then reads it like any server and, with `flow.response.stream = True`, forwards
+each chunk as it is written. Listens on 127.0.0.1 only; tokens are unguessable, single-use
+and expire if never claimed (the upstream connection is closed then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from http import HTTPStatus
+
+log = logging.getLogger(__name__)
+
+PATH_PREFIX = "/__gateway_relay__/"
+
+
+class _Entry:
+    __slots__ = ("status", "headers", "stream", "expiry")
+
+    def __init__(self, status: int, headers: dict[str, str], stream: AsyncIterator[bytes],
+                 expiry: asyncio.TimerHandle | None) -> None:
+        self.status, self.headers, self.stream, self.expiry = status, headers, stream, expiry
+
+
+class Relay:
+    def __init__(self, *, keepalive: float = 15.0, claim_timeout: float = 30.0) -> None:
+        self.keepalive = keepalive  # SSE comment after this much silence: keeps idle proxies from cutting us
+        self.claim_timeout = claim_timeout
+        self._server: asyncio.Server | None = None
+        self._entries: dict[str, _Entry] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self.port = 0
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=1 << 16)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for token in list(self._entries):
+            self._expire(token)
+        for task in list(self._tasks):
+            task.cancel()
+
+    @property
+    def active(self) -> int:
+        return len(self._entries)
+
+    def register(self, status: int, headers: dict[str, str], stream: AsyncIterator[bytes]) -> str:
+        """Returns the path mitmproxy should request from 127.0.0.1:port."""
+        token = secrets.token_urlsafe(24)
+        expiry = asyncio.get_running_loop().call_later(self.claim_timeout, self._expire, token)
+        self._entries[token] = _Entry(status, headers, stream, expiry)
+        return PATH_PREFIX + token
+
+    def _expire(self, token: str) -> None:
+        entry = self._entries.pop(token, None)
+        if entry is None:
+            return
+        if entry.expiry is not None:
+            entry.expiry.cancel()
+        self._spawn(_aclose(entry.stream))
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                    return
+                request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+                parts = request_line.split(" ")
+                path = parts[1] if len(parts) == 3 else ""
+                entry = self._entries.pop(path.removeprefix(PATH_PREFIX), None) if path.startswith(PATH_PREFIX) else None
+                if entry is None:
+                    writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                    await writer.drain()
+                    continue
+                if entry.expiry is not None:
+                    entry.expiry.cancel()
+                await self._pump(entry, reader, writer)
+                return  # streamed responses end with `connection: close`
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def _pump(self, entry: _Entry, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        reason = HTTPStatus(entry.status).phrase if entry.status in HTTPStatus._value2member_map_ else "Status"
+        head = [f"HTTP/1.1 {entry.status} {reason}"]
+        head += [f"{k}: {v}" for k, v in entry.headers.items()]
+        head += ["transfer-encoding: chunked", "connection: close", "", ""]
+        writer.write("\r\n".join(head).encode("latin-1"))
+
+        pump = asyncio.current_task()
+        last_write = time.monotonic()
+
+        async def watch_client() -> None:
+            # mitmproxy closes this connection when its client goes away: stop the upstream at once.
+            with contextlib.suppress(Exception):
+                await reader.read()
+            if pump is not None and not pump.done():
+                pump.cancel()
+
+        async def keep_alive() -> None:
+            while True:
+                await asyncio.sleep(self.keepalive)
+                if time.monotonic() - last_write >= self.keepalive:
+                    writer.write(b"e\r\n: keep-alive\n\n\r\n")
+
+        watcher = asyncio.ensure_future(watch_client())
+        pinger = asyncio.ensure_future(keep_alive())
+        try:
+            async for data in entry.stream:
+                if data:
+                    writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    last_write = time.monotonic()
+                    await writer.drain()
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        except asyncio.CancelledError:
+            log.info("client went away mid-stream; upstream request cancelled")
+        finally:
+            watcher.cancel()
+            pinger.cancel()
+            await _aclose(entry.stream)
+
+
+async def _aclose(stream: AsyncIterator[bytes]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        with contextlib.suppress(Exception):
+            await aclose()

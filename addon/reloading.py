@@ -1,0 +1,51 @@
+"""A YAML file that reloads itself when it changes, checked at most once per interval.
+
+Requests never read config: they call `current()`, which costs a clock read and, at most
+once a second, one stat(). A file that fails to parse keeps the last good value and logs why.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+class ReloadingFile(Generic[T]):
+    def __init__(self, path: str | Path, parse: Callable[[Any], T], *, interval: float = 1.0) -> None:
+        self.path = Path(path)
+        self._parse = parse
+        self._interval = interval
+        self._stamp: tuple[int, int] | None = None
+        self._checked = 0.0
+        self._value: T = self._load()  # first load raises: a broken file at startup is an error
+
+    def _read_stamp(self) -> tuple[int, int]:
+        st = os.stat(self.path)
+        return st.st_mtime_ns, st.st_size
+
+    def _load(self) -> T:
+        self._stamp = self._read_stamp()
+        with open(self.path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+        return self._parse(data)
+
+    def current(self) -> T:
+        now = time.monotonic()
+        if now - self._checked >= self._interval:
+            self._checked = now
+            try:
+                if self._read_stamp() != self._stamp:
+                    self._value = self._load()
+                    log.info("reloaded %s", self.path)
+            except Exception as exc:  # keep serving with the last good version
+                log.warning("keeping the previous %s: %s", self.path.name, exc)
+        return self._value

@@ -1,0 +1,318 @@
+"""Chat Completions front end: request -> canonical, canonical -> response JSON and SSE."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+from ..protocol import canonical as c
+from ..protocol.errors import GatewayError, bad_request
+from ..protocol.openai_chat import (
+    AudioContent,
+    ChatCompletionRequest,
+    FileContent,
+    ImageContent,
+    NamedToolChoice,
+    RefusalContent,
+    TextContent,
+    parse_chat_request,
+)
+from .ids import new_id
+
+# ---- request -------------------------------------------------------------------------------
+
+
+def media_from_url(url: str, param: str) -> c.MediaPart:
+    """Accept data: URLs and http(s) URLs only: a gateway must never read local paths (file:, /etc/...)."""
+    if url.startswith("data:"):
+        header, sep, data = url[5:].partition(",")
+        if not sep or ";base64" not in header:
+            raise bad_request("Image data URLs must be base64 encoded (data:<mime>;base64,<data>).", param)
+        return c.MediaPart(mime_type=header.split(";")[0] or None, data=data)
+    if url.startswith(("http://", "https://")):
+        return c.MediaPart(url=url)
+    raise bad_request("Only http(s) and base64 data: URLs are accepted for media.", param, code="invalid_image_url")
+
+
+_AUDIO_MIME = {"wav": "audio/wav", "mp3": "audio/mp3", "flac": "audio/flac", "ogg": "audio/ogg", "aac": "audio/aac"}
+
+
+def _text_of(content: str | list | None) -> list[c.Part]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [c.TextPart(content)] if content else []
+    out: list[c.Part] = []
+    for part in content:
+        if isinstance(part, TextContent):
+            out.append(c.TextPart(part.text))
+        elif isinstance(part, RefusalContent):
+            out.append(c.TextPart(part.refusal))
+    return out
+
+
+def _user_parts(content: str | list, where: str) -> list[c.Part]:
+    if isinstance(content, str):
+        return [c.TextPart(content)]
+    out: list[c.Part] = []
+    for j, part in enumerate(content):
+        param = f"{where}.content[{j}]"
+        if isinstance(part, TextContent):
+            out.append(c.TextPart(part.text))
+        elif isinstance(part, ImageContent):
+            url = part.image_url if isinstance(part.image_url, str) else part.image_url.url
+            out.append(media_from_url(url, param + ".image_url.url"))
+        elif isinstance(part, AudioContent):
+            fmt = part.input_audio.format.lower()
+            out.append(c.MediaPart(mime_type=_AUDIO_MIME.get(fmt, f"audio/{fmt}"), data=part.input_audio.data))
+        elif isinstance(part, FileContent):
+            if not part.file.file_data:
+                raise bad_request("Uploaded file ids are not supported by this gateway; send file_data inline.",
+                                  param + ".file")
+            out.append(media_from_url(part.file.file_data, param + ".file.file_data")
+                       if part.file.file_data.startswith("data:")
+                       else c.MediaPart(mime_type="application/pdf", data=part.file.file_data))
+    return out
+
+
+def _check_json_args(arguments: str, param: str) -> str:
+    try:
+        json.loads(arguments or "{}")
+    except ValueError:
+        raise bad_request("Tool call arguments must be a JSON object encoded as a string.", param) from None
+    return arguments or "{}"
+
+
+def to_canonical(req: ChatCompletionRequest) -> c.ChatRequest:
+    messages: list[c.Message] = []
+    legacy_call_ids: list[str] = []  # deprecated function_call/function messages get synthetic ids
+    for i, m in enumerate(req.messages):
+        where = f"messages[{i}]"
+        role = m.role
+        if role in ("system", "developer"):
+            messages.append(c.Message("system", _text_of(m.content)))
+        elif role == "user":
+            messages.append(c.Message("user", _user_parts(m.content, where), name=m.name))
+        elif role == "assistant":
+            parts = _text_of(m.content)
+            if m.reasoning_content:
+                parts.insert(0, c.ReasoningPart(m.reasoning_content))
+            calls = [
+                c.ToolCall(tc.id, tc.function.name,
+                           _check_json_args(tc.function.arguments, f"{where}.tool_calls[{k}].function.arguments"))
+                for k, tc in enumerate(m.tool_calls or [])
+            ]
+            if m.function_call is not None:
+                legacy_call_ids.append(new_id("call_", 8))
+                calls.append(c.ToolCall(legacy_call_ids[-1], m.function_call.name,
+                                        _check_json_args(m.function_call.arguments, f"{where}.function_call")))
+            messages.append(c.Message("assistant", parts, tool_calls=calls))
+        elif role == "tool":
+            messages.append(c.Message("tool", _text_of(m.content), tool_call_id=m.tool_call_id))
+        else:  # deprecated "function" role answers the latest function_call
+            call_id = legacy_call_ids[-1] if legacy_call_ids else new_id("call_", 8)
+            messages.append(c.Message("tool", _text_of(m.content), tool_call_id=call_id, name=m.name))
+
+    if req.stream_options is not None and not req.stream:
+        raise bad_request("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                          "stream_options")
+
+    tools = [c.Tool(t.function.name, t.function.description, t.function.parameters, t.function.strict)
+             for t in req.tools or []]
+    tools += [c.Tool(f.name, f.description, f.parameters, f.strict) for f in req.functions or []]
+
+    stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    if len(stop) > 4:
+        raise bad_request("At most 4 stop sequences are allowed.", "stop")
+
+    return c.ChatRequest(
+        model=req.model,
+        messages=messages,
+        stream=bool(req.stream),
+        include_usage=bool(req.stream and req.stream_options and req.stream_options.include_usage),
+        temperature=req.temperature,
+        top_p=req.top_p,
+        # max_completion_tokens supersedes max_tokens (o-series and newer SDKs send only it)
+        max_tokens=req.max_completion_tokens or req.max_tokens,
+        stop=stop,
+        n=req.n or 1,
+        seed=req.seed,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+        tools=tools,
+        tool_choice=_tool_choice(req, tools),
+        parallel_tool_calls=req.parallel_tool_calls,
+        response_format=_response_format(req),
+        reasoning_effort=req.reasoning_effort,
+        user=req.user,
+    )
+
+
+def _tool_choice(req: ChatCompletionRequest, tools: list[c.Tool]) -> c.ToolChoice | None:
+    choice: Any = req.tool_choice if req.tool_choice is not None else req.function_call
+    if choice is None:
+        return None
+    known = {t.name for t in tools}
+    if isinstance(choice, str):
+        if choice == "required" and not tools:
+            raise bad_request("tool_choice 'required' needs at least one tool.", "tool_choice")
+        return c.ToolChoice(choice)
+    if isinstance(choice, NamedToolChoice):
+        names = (choice.function.name,)
+    elif hasattr(choice, "allowed_tools"):
+        names = tuple(t.function.name for t in choice.allowed_tools.tools)
+        if choice.allowed_tools.mode == "auto":
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise bad_request(f"tool_choice names unknown tool '{unknown[0]}'.", "tool_choice")
+            return c.ToolChoice("auto", names)
+    else:  # legacy {"name": ...}
+        names = (choice.name,)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise bad_request(f"tool_choice names unknown tool '{unknown[0]}'.", "tool_choice")
+    return c.ToolChoice("required", names)
+
+
+def _response_format(req: ChatCompletionRequest) -> c.ResponseFormat | None:
+    rf = req.response_format
+    if rf is None or rf.type == "text":
+        return None
+    if rf.type == "json_object":
+        return c.ResponseFormat("json_object")
+    if rf.json_schema is None or rf.json_schema.schema_ is None:
+        raise bad_request("response_format json_schema needs 'json_schema.schema'.", "response_format.json_schema")
+    return c.ResponseFormat("json_schema", rf.json_schema.schema_, rf.json_schema.name, rf.json_schema.strict)
+
+
+def parse(body: Any) -> c.ChatRequest:
+    return to_canonical(parse_chat_request(body))
+
+
+# ---- response ------------------------------------------------------------------------------
+
+
+def usage_json(u: c.Usage) -> dict[str, Any]:
+    return {
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+    }
+
+
+def _tool_call_json(tc: c.ToolCall) -> dict[str, Any]:
+    return {"id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": tc.arguments}}
+
+
+def render(completion: c.Completion, req: c.ChatRequest) -> dict[str, Any]:
+    choices = []
+    for ch in completion.choices:
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": ch.text if (ch.text or not ch.tool_calls) else None,
+            "refusal": None,
+        }
+        if ch.reasoning:
+            message["reasoning_content"] = ch.reasoning
+        if ch.tool_calls:
+            message["tool_calls"] = [_tool_call_json(tc) for tc in ch.tool_calls]
+        choices.append({"index": ch.index, "message": message, "logprobs": None, "finish_reason": ch.finish_reason})
+    return {
+        "id": new_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": req.model,
+        "choices": choices,
+        "usage": usage_json(completion.usage),
+        "system_fingerprint": None,
+    }
+
+
+# ---- stream --------------------------------------------------------------------------------
+
+
+def sse_data(obj: Any) -> bytes:
+    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+class ChatStreamEncoder:
+    """Canonical stream events -> `chat.completion.chunk` SSE, following what openai-python merges.
+
+    One id/created/model for every chunk; `role` only in a choice's first delta; a tool call's
+    id/type/name only in its first delta; usage chunk (choices: []) last when asked for.
+    """
+
+    def __init__(self, req: c.ChatRequest) -> None:
+        self._base = {
+            "id": new_id("chatcmpl-"),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": req.model,
+            "system_fingerprint": None,
+        }
+        self._include_usage = req.include_usage
+        self._started: set[int] = set()
+        self._calls_seen: dict[int, set[int]] = {}
+        self._usage = c.Usage()
+
+    def _chunk(self, choice: int, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        if choice not in self._started:
+            self._started.add(choice)
+            delta = {"role": "assistant", **delta}
+        chunk = {**self._base, "choices": [{"index": choice, "delta": delta, "logprobs": None,
+                                            "finish_reason": finish}]}
+        if self._include_usage:
+            chunk["usage"] = None
+        return sse_data(chunk)
+
+    def feed(self, ev: c.StreamEvent) -> bytes:
+        if isinstance(ev, c.TextDelta):
+            return self._chunk(ev.choice, {"content": ev.text}) if ev.text else b""
+        if isinstance(ev, c.ReasoningDelta):
+            return self._chunk(ev.choice, {"reasoning_content": ev.text}) if ev.text else b""
+        if isinstance(ev, c.ToolCallDelta):
+            seen = self._calls_seen.setdefault(ev.choice, set())
+            call: dict[str, Any] = {"index": ev.call_index}
+            if ev.call_index not in seen:
+                seen.add(ev.call_index)
+                call.update(id=ev.id, type="function", function={"name": ev.name, "arguments": ev.arguments})
+            else:
+                call["function"] = {"arguments": ev.arguments}
+            return self._chunk(ev.choice, {"tool_calls": [call]})
+        if isinstance(ev, c.Finish):
+            return self._chunk(ev.choice, {}, ev.reason)
+        if isinstance(ev, c.UsageUpdate):
+            self._usage = ev.usage
+        return b""
+
+    def start(self) -> bytes:
+        return b""  # the first delta carries the role; nothing to announce before it
+
+    def close(self) -> bytes:
+        out = b""
+        if self._include_usage:
+            out += sse_data({**self._base, "choices": [], "usage": usage_json(self._usage)})
+        return out + DONE
+
+    def fail(self, err: GatewayError) -> bytes:
+        return sse_data(err.payload())
+
+
+class ChatFrontend:
+    """`POST /v1/chat/completions`."""
+
+    def parse(self, body: Any) -> tuple[c.ChatRequest, None]:
+        return parse(body), None
+
+    def render(self, completion: c.Completion, req: c.ChatRequest, ctx: None) -> dict[str, Any]:
+        return render(completion, req)
+
+    def encoder(self, req: c.ChatRequest, ctx: None) -> ChatStreamEncoder:
+        return ChatStreamEncoder(req)

@@ -1,0 +1,296 @@
+"""Canonical <-> Gemini `generateContent` (also the inner request of Cloud Code v1internal).
+
+Pure functions plus one stream state machine (GeminiStreamDecoder): Gemini SSE events in,
+canonical stream events out.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from ..protocol import canonical as c
+from ..protocol.errors import bad_request
+from .ids import new_id
+from .schema import to_gemini_schema
+
+# ---- thought signatures ride inside the OpenAI tool-call id ---------------------------------
+# Gemini 3 requires a function call's thoughtSignature to come back on that call in the next
+# request. OpenAI clients echo tool-call ids verbatim, so the id carries it (stateless, survives
+# restarts and multiple gateway instances). URL-safe base64 keeps the id a plain token.
+
+_SIG_MARK = ".sig."
+
+
+def tool_call_id(signature: str | None) -> str:
+    base = new_id("call_", 8)
+    if not signature:
+        return base
+    return base + _SIG_MARK + base64.urlsafe_b64encode(signature.encode()).decode().rstrip("=")
+
+
+def signature_from_id(call_id: str) -> str | None:
+    _, mark, encoded = call_id.partition(_SIG_MARK)
+    if not mark:
+        return None
+    try:
+        return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+
+
+# ---- request -------------------------------------------------------------------------------
+
+_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
+
+
+def _media_part(p: c.MediaPart) -> dict[str, Any]:
+    if p.data is not None:
+        return {"inlineData": {"mimeType": p.mime_type or "application/octet-stream", "data": p.data}}
+    file_data: dict[str, Any] = {"fileUri": p.url}
+    if p.mime_type:
+        file_data["mimeType"] = p.mime_type
+    return {"fileData": file_data}
+
+
+def _function_response(content: str) -> dict[str, Any]:
+    """Gemini wants an object; tool results are usually text or JSON text."""
+    try:
+        value = json.loads(content)
+    except ValueError:
+        return {"content": content}
+    return value if isinstance(value, dict) else {"content": value}
+
+
+def _args(arguments: str) -> dict[str, Any]:
+    try:
+        value = json.loads(arguments or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _contents(messages: list[c.Message]) -> tuple[list[dict[str, Any]], list[str]]:
+    system: list[str] = []
+    contents: list[dict[str, Any]] = []
+    call_names: dict[str, str] = {}
+
+    def add(role: str, parts: list[dict[str, Any]]) -> None:
+        if not parts:
+            return
+        if contents and contents[-1]["role"] == role:  # Gemini wants user/model turns
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+
+    for m in messages:
+        if m.role == "system":
+            text = m.text()
+            if text:
+                system.append(text)
+            continue
+        if m.role == "tool":
+            name = call_names.get(m.tool_call_id or "", m.name or "function")
+            add("user", [{"functionResponse": {"name": name, "response": _function_response(m.text())}}])
+            continue
+        parts: list[dict[str, Any]] = []
+        for p in m.content:
+            if isinstance(p, c.TextPart):
+                if p.text:
+                    parts.append({"text": p.text})
+            elif isinstance(p, c.MediaPart):
+                parts.append(_media_part(p))
+            elif isinstance(p, c.ReasoningPart) and p.signature:
+                # Earlier thinking only means something to Gemini with its signature.
+                parts.append({"text": p.text, "thought": True, "thoughtSignature": p.signature})
+        for tc in m.tool_calls:
+            call_names[tc.id] = tc.name
+            part: dict[str, Any] = {"functionCall": {"name": tc.name, "args": _args(tc.arguments)}}
+            sig = signature_from_id(tc.id)
+            if sig:
+                part["thoughtSignature"] = sig
+            parts.append(part)
+        add("model" if m.role == "assistant" else "user", parts)
+    return contents, system
+
+
+def _thinking(req: c.ChatRequest, model: str) -> dict[str, Any] | None:
+    effort = req.reasoning_effort
+    if effort is None:
+        return None
+    if model.startswith("gemini-3"):
+        if effort == "none":
+            return {"thinkingLevel": "low"}
+        return {"thinkingLevel": "low" if effort in ("minimal", "low") else "high", "includeThoughts": True}
+    budget = _BUDGETS.get(effort, 8192)
+    if budget == 0:
+        return {"thinkingBudget": 0}
+    return {"thinkingBudget": budget, "includeThoughts": True}
+
+
+def build_request(req: c.ChatRequest, model: str) -> dict[str, Any]:
+    """The GenerateContentRequest body for `model` (the mapped upstream name)."""
+    contents, system = _contents(req.messages)
+    if not contents:
+        if not system:
+            raise bad_request("The request has no message content to send.", "messages")
+        # System-only conversations are legal for OpenAI; Gemini needs a user turn.
+        contents, system = [{"role": "user", "parts": [{"text": "\n\n".join(system)}]}], []
+    body: dict[str, Any] = {"contents": contents}
+    if system:
+        body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
+
+    gen: dict[str, Any] = {}
+    for key, value in (("temperature", req.temperature), ("topP", req.top_p), ("maxOutputTokens", req.max_tokens),
+                       ("seed", req.seed), ("presencePenalty", req.presence_penalty),
+                       ("frequencyPenalty", req.frequency_penalty)):
+        if value is not None:
+            gen[key] = value
+    if req.stop:
+        gen["stopSequences"] = req.stop
+    if req.n > 1:
+        gen["candidateCount"] = req.n
+    rf = req.response_format
+    if rf is not None:
+        gen["responseMimeType"] = "application/json"
+        schema = to_gemini_schema(rf.schema, top_level=False) if rf.schema else None
+        if schema:
+            gen["responseSchema"] = schema
+    thinking = _thinking(req, model)
+    if thinking:
+        gen["thinkingConfig"] = thinking
+    if gen:
+        body["generationConfig"] = gen
+
+    if req.tools:
+        decls = []
+        for t in req.tools:
+            decl: dict[str, Any] = {"name": t.name}
+            if t.description:
+                decl["description"] = t.description
+            params = to_gemini_schema(t.parameters) if t.parameters else None
+            if params:
+                decl["parameters"] = params
+            decls.append(decl)
+        body["tools"] = [{"functionDeclarations": decls}]
+        tc = req.tool_choice
+        if tc is not None:
+            mode = {"auto": "AUTO", "none": "NONE", "required": "ANY"}[tc.mode]
+            cfg: dict[str, Any] = {"mode": mode}
+            if tc.names:
+                cfg["allowedFunctionNames"] = list(tc.names)
+                if tc.mode == "auto":  # "allowed_tools" in auto mode: restrict, let the model choose
+                    cfg["mode"] = "VALIDATED"
+            body["toolConfig"] = {"functionCallingConfig": cfg}
+    return body
+
+
+# ---- response ------------------------------------------------------------------------------
+
+_FINISH = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter",
+    "LANGUAGE": "content_filter",
+}
+
+
+def finish_reason(raw: str | None, had_tool_calls: bool) -> c.FinishReason:
+    # Gemini says STOP even when the turn ends in function calls; OpenAI clients key on tool_calls.
+    if had_tool_calls:
+        return "tool_calls"
+    return _FINISH.get(raw or "STOP", "stop")  # type: ignore[return-value]
+
+
+def usage_from(meta: dict[str, Any] | None) -> c.Usage:
+    if not meta:
+        return c.Usage()
+    thoughts = meta.get("thoughtsTokenCount", 0) or 0
+    return c.Usage(
+        input_tokens=(meta.get("promptTokenCount", 0) or 0) + (meta.get("toolUsePromptTokenCount", 0) or 0),
+        output_tokens=(meta.get("candidatesTokenCount", 0) or 0) + thoughts,
+        reasoning_tokens=thoughts,
+        cached_tokens=meta.get("cachedContentTokenCount", 0) or 0,
+    )
+
+
+def _call_from_part(part: dict[str, Any]) -> c.ToolCall:
+    fc = part["functionCall"]
+    return c.ToolCall(tool_call_id(part.get("thoughtSignature")), fc.get("name", ""),
+                      json.dumps(fc.get("args") or {}, ensure_ascii=False))
+
+
+def completion_from(data: dict[str, Any], n: int = 1) -> c.Completion:
+    choices: list[c.Choice] = []
+    for pos, cand in enumerate(data.get("candidates") or []):
+        ch = c.Choice(index=cand.get("index", pos))
+        for part in (cand.get("content") or {}).get("parts") or []:
+            if "functionCall" in part:
+                ch.tool_calls.append(_call_from_part(part))
+            elif part.get("thought"):
+                ch.reasoning += part.get("text", "")
+                ch.reasoning_signature = part.get("thoughtSignature") or ch.reasoning_signature
+            elif "text" in part:
+                ch.text += part["text"]
+        ch.finish_reason = finish_reason(cand.get("finishReason"), bool(ch.tool_calls))
+        choices.append(ch)
+    if not choices:  # prompt blocked: promptFeedback.blockReason, no candidates
+        choices = [c.Choice(index=i, finish_reason="content_filter") for i in range(n)]
+    return c.Completion(choices, usage_from(data.get("usageMetadata")), data.get("modelVersion"))
+
+
+class GeminiStreamDecoder:
+    """Gemini SSE payloads (each a partial GenerateContentResponse) -> canonical stream events."""
+
+    def __init__(self, n: int = 1) -> None:
+        self._n = n
+        self._calls: dict[int, int] = {}  # candidate -> tool calls emitted so far
+        self._finished: set[int] = set()
+        self._usage: dict[str, Any] | None = None
+        self._blocked = False
+
+    def feed(self, data: dict[str, Any]) -> list[c.StreamEvent]:
+        events: list[c.StreamEvent] = []
+        if data.get("usageMetadata"):
+            self._usage = data["usageMetadata"]  # cumulative: the last one is the total
+        candidates = data.get("candidates") or []
+        if not candidates and (data.get("promptFeedback") or {}).get("blockReason"):
+            self._blocked = True
+        for pos, cand in enumerate(candidates):
+            idx = cand.get("index", pos)
+            for part in (cand.get("content") or {}).get("parts") or []:
+                if "functionCall" in part:
+                    call = _call_from_part(part)
+                    k = self._calls.get(idx, 0)
+                    self._calls[idx] = k + 1
+                    # Header first, then the arguments: clients see a real incremental call.
+                    events.append(c.ToolCallDelta(idx, k, "", id=call.id, name=call.name))
+                    events.append(c.ToolCallDelta(idx, k, call.arguments))
+                elif part.get("thought"):
+                    if part.get("text") or part.get("thoughtSignature"):
+                        events.append(c.ReasoningDelta(idx, part.get("text", ""), part.get("thoughtSignature")))
+                elif part.get("text"):
+                    events.append(c.TextDelta(idx, part["text"]))
+            if cand.get("finishReason") and idx not in self._finished:
+                self._finished.add(idx)
+                events.append(c.Finish(idx, finish_reason(cand["finishReason"], self._calls.get(idx, 0) > 0)))
+        return events
+
+    @property
+    def complete(self) -> bool:
+        """True once every candidate finished (or the prompt was blocked): a clean end."""
+        return self._blocked or len(self._finished) >= self._n
+
+    def finish(self) -> list[c.StreamEvent]:
+        events: list[c.StreamEvent] = []
+        if self._blocked:
+            events += [c.Finish(i, "content_filter") for i in range(self._n) if i not in self._finished]
+        events.append(c.UsageUpdate(usage_from(self._usage)))
+        return events

@@ -1,0 +1,146 @@
+"""Canonical <-> an OpenAI-compatible upstream's Chat Completions (vLLM, Ollama, LM Studio, OpenAI...)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..protocol import canonical as c
+
+
+def _content(m: c.Message) -> str | list[dict[str, Any]] | None:
+    if all(isinstance(p, (c.TextPart, c.ReasoningPart)) for p in m.content):
+        return m.text() if m.content or not m.tool_calls else None
+    parts: list[dict[str, Any]] = []
+    for p in m.content:
+        if isinstance(p, c.TextPart):
+            parts.append({"type": "text", "text": p.text})
+        elif isinstance(p, c.MediaPart):
+            url = p.url or f"data:{p.mime_type or 'application/octet-stream'};base64,{p.data}"
+            parts.append({"type": "image_url", "image_url": {"url": url}})
+    return parts
+
+
+def build_request(req: c.ChatRequest, model: str, stream: bool) -> dict[str, Any]:
+    messages: list[dict[str, Any]] = []
+    for m in req.messages:
+        out: dict[str, Any] = {"role": m.role, "content": _content(m)}
+        if m.tool_calls:
+            out["tool_calls"] = [{"id": t.id, "type": "function",
+                                  "function": {"name": t.name, "arguments": t.arguments}} for t in m.tool_calls]
+        if m.tool_call_id:
+            out["tool_call_id"] = m.tool_call_id
+        if m.name and m.role == "user":
+            out["name"] = m.name
+        messages.append(out)
+    body: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}  # we always want usage for accounting
+    for key in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "parallel_tool_calls",
+                "reasoning_effort", "user"):
+        value = getattr(req, key)
+        if value is not None:
+            body[key] = value
+    if req.max_tokens is not None:
+        body["max_tokens"] = req.max_tokens
+    if req.stop:
+        body["stop"] = req.stop
+    if req.n > 1:
+        body["n"] = req.n
+    if req.tools:
+        body["tools"] = [{"type": "function", "function": {k: v for k, v in (
+            ("name", t.name), ("description", t.description), ("parameters", t.parameters), ("strict", t.strict))
+            if v is not None}} for t in req.tools]
+    tc = req.tool_choice
+    if tc is not None:
+        if tc.names and tc.mode == "required" and len(tc.names) == 1:
+            body["tool_choice"] = {"type": "function", "function": {"name": tc.names[0]}}
+        elif tc.names:
+            body["tool_choice"] = {"type": "allowed_tools", "allowed_tools": {
+                "mode": tc.mode, "tools": [{"type": "function", "function": {"name": n}} for n in tc.names]}}
+        else:
+            body["tool_choice"] = tc.mode
+    rf = req.response_format
+    if rf is not None:
+        if rf.type == "json_schema":
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": rf.name or "response", "schema": rf.schema, **({"strict": rf.strict} if rf.strict else {})}}
+        else:
+            body["response_format"] = {"type": rf.type}
+    return body
+
+
+def usage_from(u: dict[str, Any] | None) -> c.Usage:
+    if not u:
+        return c.Usage()
+    return c.Usage(
+        input_tokens=u.get("prompt_tokens", 0) or 0,
+        output_tokens=u.get("completion_tokens", 0) or 0,
+        reasoning_tokens=((u.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0),
+        cached_tokens=((u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0),
+    )
+
+
+_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls", "function_call": "tool_calls",
+           "content_filter": "content_filter"}
+
+
+def completion_from(data: dict[str, Any]) -> c.Completion:
+    choices = []
+    for pos, ch in enumerate(data.get("choices") or []):
+        msg = ch.get("message") or {}
+        calls = [c.ToolCall(t.get("id", ""), (t.get("function") or {}).get("name", ""),
+                            (t.get("function") or {}).get("arguments", "") or "{}")
+                 for t in msg.get("tool_calls") or []]
+        reason = _FINISH.get(ch.get("finish_reason") or "stop", "stop")
+        if calls:
+            reason = "tool_calls"
+        choices.append(c.Choice(index=ch.get("index", pos), text=msg.get("content") or "",
+                                reasoning=msg.get("reasoning_content") or msg.get("reasoning") or "",
+                                tool_calls=calls, finish_reason=reason))  # type: ignore[arg-type]
+    return c.Completion(choices, usage_from(data.get("usage")), data.get("model"))
+
+
+class OpenAIStreamDecoder:
+    """chat.completion.chunk payloads -> canonical events; `[DONE]` marks a clean end."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self._usage: dict[str, Any] | None = None
+        self._calls: dict[tuple[int, int], bool] = {}
+        self._finished: set[int] = set()
+
+    def feed(self, payload: str) -> list[c.StreamEvent]:
+        if payload.strip() == "[DONE]":
+            self.done = True
+            return []
+        data = json.loads(payload)
+        events: list[c.StreamEvent] = []
+        if data.get("usage"):
+            self._usage = data["usage"]
+        for pos, ch in enumerate(data.get("choices") or []):
+            idx = ch.get("index", pos)
+            delta = ch.get("delta") or {}
+            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+            if reasoning:
+                events.append(c.ReasoningDelta(idx, reasoning))
+            if delta.get("content"):
+                events.append(c.TextDelta(idx, delta["content"]))
+            for k, tc in enumerate(delta.get("tool_calls") or []):
+                call_index = tc.get("index", k)
+                fn = tc.get("function") or {}
+                first = (idx, call_index) not in self._calls
+                self._calls[(idx, call_index)] = True
+                events.append(c.ToolCallDelta(idx, call_index, fn.get("arguments") or "",
+                                              id=tc.get("id") if first else None,
+                                              name=fn.get("name") if first else None))
+            if ch.get("finish_reason") and idx not in self._finished:
+                self._finished.add(idx)
+                reason = _FINISH.get(ch["finish_reason"], "stop")
+                if any(key[0] == idx for key in self._calls):
+                    reason = "tool_calls"
+                events.append(c.Finish(idx, reason))  # type: ignore[arg-type]
+        return events
+
+    def finish(self) -> list[c.StreamEvent]:
+        return [c.UsageUpdate(usage_from(self._usage))]

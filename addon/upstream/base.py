@@ -1,0 +1,130 @@
+"""What every provider shares: the HTTP client, upstream errors, SSE streaming."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+
+from ..protocol import canonical as c
+from ..translate.sse import SSEParser
+
+# Statuses after which another account may well succeed.
+ROTATE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
+
+
+class UpstreamError(Exception):
+    """An upstream answered with an error, or could not be reached (status 0)."""
+
+    def __init__(self, status: int, message: str, *, retry_after: float | None = None,
+                 reason: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+        self.reason = reason  # e.g. "invalid_grant", "RESOURCE_EXHAUSTED"
+
+    @property
+    def rotate(self) -> bool:
+        return self.status == 0 or self.status in ROTATE_STATUSES or self.reason == "stale_token"
+
+    @property
+    def account_fault(self) -> bool:
+        """The account's credentials are bad: take it out of rotation."""
+        if self.reason == "stale_token":
+            return False
+        return self.status in (401, 403) or self.reason == "invalid_grant"
+
+
+def make_http_client(timeout: float = 600.0) -> httpx.AsyncClient:
+    """One client for the process: pooled keep-alive connections to every upstream.
+
+    aiohttp's transport under httpx's API: measurably cheaper per request (DESIGN.md §7).
+    trust_env=False: the gateway may run with HTTPS_PROXY pointing at mitmproxy itself.
+    """
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30)
+    timeouts = httpx.Timeout(timeout, connect=10.0)
+    try:
+        from httpx_aiohttp import AiohttpTransport
+
+        transport: httpx.AsyncBaseTransport = AiohttpTransport(limits=limits, trust_env=False)
+    except ImportError:  # pragma: no cover - plain httpx still works, just slower
+        transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+    return httpx.AsyncClient(transport=transport, timeout=timeouts, trust_env=False)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
+
+
+def parse_duration(value: Any) -> float | None:
+    """Google's `retryDelay` ("1.5s") -> seconds."""
+    if isinstance(value, str):
+        m = _DURATION.match(value)
+        if m:
+            return float(m.group(1))
+    return None
+
+
+def retry_after_header(headers: httpx.Headers) -> float | None:
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw:
+            try:
+                return max(0.0, float(raw) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+def google_error(status: int, body: bytes, headers: httpx.Headers) -> UpstreamError:
+    """Gemini / Cloud Code error bodies: {"error": {...}} or a JSON array of them."""
+    message, reason, delay = body.decode("utf-8", "replace")[:500] or f"HTTP {status}", None, None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, list) and data:
+        data = data[0]
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        err = data["error"]
+        message = str(err.get("message") or message)
+        reason = err.get("status")
+        for detail in err.get("details") or []:
+            if isinstance(detail, dict):
+                delay = parse_duration(detail.get("retryDelay")) or delay
+                reason = detail.get("reason") or reason
+    elif isinstance(data, dict) and isinstance(data.get("error"), str):  # OAuth token endpoint
+        reason = data["error"]
+        message = data.get("error_description") or reason
+    if delay is None:
+        delay = retry_after_header(headers)
+    return UpstreamError(status, message, retry_after=delay, reason=reason)
+
+
+def retry_after_seconds(delay: float | None) -> str | None:
+    return None if delay is None else str(max(1, math.ceil(delay)))
+
+
+async def read_error(resp: httpx.Response, to_error: Callable[[int, bytes, httpx.Headers], UpstreamError]
+                     ) -> UpstreamError:
+    body = await resp.aread()
+    return to_error(resp.status_code, body, resp.headers)
+
+
+async def sse_payloads(resp: httpx.Response) -> AsyncIterator[list[str]]:
+    """The `data` of each SSE event, batched per network read."""
+    parser = SSEParser()
+    async for chunk in resp.aiter_raw():
+        events = parser.feed(chunk)
+        if events:
+            yield [e.data for e in events]
+    tail = parser.flush()
+    if tail:
+        yield [e.data for e in tail]
+
+
+StreamBatches = AsyncIterator[list[c.StreamEvent]]

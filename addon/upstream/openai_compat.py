@@ -1,0 +1,95 @@
+"""OpenAI-compatible upstream provider (any server speaking /chat/completions)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from ..accounts import OpenAIAccount
+from ..protocol import canonical as c
+from ..translate import openai_upstream as tr
+from .base import UpstreamError, read_error, retry_after_header, sse_payloads
+from .google import _transport_error
+
+
+def openai_error(status: int, body: bytes, headers: httpx.Headers) -> UpstreamError:
+    message = body.decode("utf-8", "replace")[:500] or f"HTTP {status}"
+    reason = None
+    try:
+        data = json.loads(body)
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict):
+            message = str(err.get("message") or message)
+            reason = err.get("code") or err.get("type")
+        elif isinstance(err, str):
+            message = err
+    except ValueError:
+        pass
+    return UpstreamError(status, message, retry_after=retry_after_header(headers), reason=reason)
+
+
+class OpenAIProvider:
+    name = "openai"
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def _send(self, acc: OpenAIAccount, body: dict[str, Any]) -> httpx.Response:
+        headers = {"content-type": "application/json"}
+        if acc.api_key:
+            headers["authorization"] = f"Bearer {acc.api_key}"
+        request = self.http.build_request("POST", f"{acc.base_url}/chat/completions",
+                                          content=json.dumps(body, ensure_ascii=False).encode(), headers=headers)
+        try:
+            resp = await self.http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from None
+        if resp.status_code != 200:
+            try:
+                err = await read_error(resp, openai_error)
+            finally:
+                await resp.aclose()
+            raise err
+        return resp
+
+    async def complete(self, acc: OpenAIAccount, req: c.ChatRequest, model: str) -> c.Completion:
+        resp = await self._send(acc, tr.build_request(req, model, stream=False))
+        try:
+            body = await resp.aread()
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from None
+        finally:
+            await resp.aclose()
+        try:
+            return tr.completion_from(json.loads(body))
+        except (ValueError, AttributeError, TypeError):
+            raise UpstreamError(502, "Upstream returned a body that is not a chat completion.") from None
+
+    async def stream(self, acc: OpenAIAccount, req: c.ChatRequest, model: str) -> AsyncIterator[list[c.StreamEvent]]:
+        resp = await self._send(acc, tr.build_request(req, model, stream=True))
+        return self._events(resp)
+
+    async def _events(self, resp: httpx.Response) -> AsyncIterator[list[c.StreamEvent]]:
+        decoder = tr.OpenAIStreamDecoder()
+        try:
+            async for payloads in sse_payloads(resp):
+                batch: list[c.StreamEvent] = []
+                for payload in payloads:
+                    try:
+                        if '"error"' in payload and payload.lstrip().startswith('{"error"'):
+                            raise openai_error(502, payload.encode(), httpx.Headers())
+                        batch += decoder.feed(payload)
+                    except ValueError:
+                        raise UpstreamError(502, "Upstream sent an SSE event that is not JSON.") from None
+                if batch:
+                    yield batch
+            if not decoder.done:
+                raise UpstreamError(502, "Upstream stream ended before [DONE].")
+            yield decoder.finish()
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc) from None
+        finally:
+            await resp.aclose()
