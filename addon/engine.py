@@ -89,7 +89,11 @@ class StreamEncoder(Protocol):
 
 
 class Frontend(Protocol):
-    """One OpenAI API surface: parse into canonical, render back (JSON and SSE)."""
+    """One OpenAI API surface: parse into canonical, render back (JSON and SSE).
+
+    Optionally `routes() -> [(method, path_regex, fn(match) -> (status, json_obj))]` for
+    extra endpoints it owns; fn may raise GatewayError.
+    """
 
     def parse(self, body: Any) -> tuple[c.ChatRequest, Any]: ...
     def render(self, completion: c.Completion, req: c.ChatRequest, ctx: Any) -> dict[str, Any]: ...
@@ -145,6 +149,11 @@ class Engine:
         self.frontends: dict[str, Frontend] = {"/v1/chat/completions": ChatFrontend(), **(frontends or {})}
         for path in list(self.frontends):
             self.frontends.setdefault(path.removeprefix("/v1"), self.frontends[path])
+        # Extra routes a front end owns (e.g. GET /v1/responses/{id}): (method, regex, fn(match) -> (status, obj)).
+        self.routes: list[tuple[str, re.Pattern[str], Any]] = []
+        for frontend in {id(f): f for f in self.frontends.values()}.values():
+            for method, pattern, fn in getattr(frontend, "routes", lambda: [])():
+                self.routes.append((method, re.compile(pattern), fn))
         self.started = int(time.time())
         self.redact = Redactor([])
         self.refresh_secrets()
@@ -203,6 +212,12 @@ class Engine:
         if frontend is not None:
             self._allow(req, "POST")
             return await self._complete(frontend, req, story)
+        for method, pattern, fn in self.routes:
+            m = pattern.fullmatch(path)
+            if m:
+                self._allow(req, method)
+                status, obj = fn(m)
+                return _json(status, obj)
         raise GatewayError(404, f"Unknown request URL: {req.method} {req.path}. The base URL of an OpenAI client "
                                 "must end in /v1 (e.g. http://127.0.0.1:8045/v1).", code="unknown_url")
 

@@ -1,0 +1,210 @@
+"""Shared fixtures: a real upstream emulator process and real mitmdump processes.
+
+End-to-end tests talk to the gateway over sockets with the official `openai` SDK, exactly as
+a user's tool would. Nothing here mocks the gateway or mitmproxy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited early ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class Emulator:
+    url: str
+    proc: subprocess.Popen
+
+    def control(self, path: str, payload: Any = None) -> Any:
+        if payload is None:
+            r = httpx.get(f"{self.url}/__control/{path}", timeout=5)
+        else:
+            r = httpx.post(f"{self.url}/__control/{path}", json=payload, timeout=5)
+        r.raise_for_status()
+        return r.json()
+
+    def rules(self, *rules: dict[str, Any]) -> None:
+        self.control("rules", {"rules": list(rules)})
+
+    def reset(self) -> None:
+        self.control("reset", {})
+
+    def log(self) -> list[dict[str, Any]]:
+        return self.control("log")["requests"]
+
+
+@pytest.fixture(scope="session")
+def emulator_proc(tmp_path_factory) -> Iterator[Emulator]:
+    workdir = tmp_path_factory.mktemp("emulator")
+    port_file, log = workdir / "port", workdir / "emulator.log"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "emulator.py"), "--port", "0",
+                             "--port-file", str(port_file)], stdout=log.open("w"), stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 20
+    while not port_file.exists() or not port_file.read_text().strip():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"emulator did not start:\n{log.read_text()}")
+        time.sleep(0.05)
+    emu = Emulator(port_file.read_text().strip(), proc)
+    yield emu
+    _stop(proc)
+
+
+@pytest.fixture
+def emulator(emulator_proc: Emulator) -> Emulator:
+    """The shared emulator with rules, logs and counters cleared for this test."""
+    emulator_proc.reset()
+    return emulator_proc
+
+
+@dataclass
+class Gateway:
+    url: str  # http://127.0.0.1:PORT (no /v1)
+    proc: subprocess.Popen
+    workdir: Path
+    log_path: Path
+    accounts_path: Path
+    options: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def v1(self) -> str:
+        return self.url + "/v1"
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def openai(self, **kw: Any):
+        import openai
+
+        kw.setdefault("api_key", self.options.get("api_key", "sk-test"))
+        kw.setdefault("max_retries", 0)  # the tests check the gateway's retries, not the SDK's
+        kw.setdefault("timeout", 20)
+        return openai.OpenAI(base_url=self.v1, **kw)
+
+    def async_openai(self, **kw: Any):
+        import openai
+
+        kw.setdefault("api_key", self.options.get("api_key", "sk-test"))
+        kw.setdefault("max_retries", 0)
+        kw.setdefault("timeout", 20)
+        return openai.AsyncOpenAI(base_url=self.v1, **kw)
+
+
+def gemini_accounts(emulator_url: str, *keys: str) -> str:
+    rows = "".join(f"""
+  - provider: gemini
+    email: {k}@example.com
+    api_key: {k}
+    base_url: {emulator_url}
+""" for k in keys)
+    return "accounts:" + rows
+
+
+class GatewayFactory:
+    """Starts mitmdump processes with the addon; all are stopped at the end of the session."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.running: list[Gateway] = []
+
+    def start(self, accounts_yaml: str | None, *, mappings_yaml: str | None = None, env: dict[str, str] | None = None,
+              extra_args: list[str] | None = None, **options: Any) -> Gateway:
+        workdir = Path(tempfile.mkdtemp(dir=self.base))
+        accounts = workdir / "accounts.yaml"
+        opts = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in options.items()}
+        if accounts_yaml is not None:
+            accounts.write_text(textwrap.dedent(accounts_yaml))
+            opts.setdefault("accounts", str(accounts))
+        if mappings_yaml is not None:
+            (workdir / "mappings.yaml").write_text(textwrap.dedent(mappings_yaml))
+            opts.setdefault("mappings", str(workdir / "mappings.yaml"))
+        opts.setdefault("state_file", str(workdir / "state.json"))
+        port = free_port()
+        log = workdir / "mitmdump.log"
+        cmd = [str(BIN / "mitmdump"), "-s", str(ROOT / "addon" / "gateway.py"),
+               "--mode", "reverse:http://127.0.0.1:9@" + str(port), "--listen-host", "127.0.0.1",
+               "--set", "connection_strategy=lazy", "--set", f"confdir={workdir / 'confdir'}"]
+        for k, v in opts.items():
+            cmd += ["--set", f"{k}={v}"]
+        cmd += extra_args or []
+        proc_env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GATEWAY_API_KEY")}
+        proc_env.update(env or {})
+        proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=proc_env, cwd=workdir)
+        url = f"http://127.0.0.1:{port}"
+        gw = Gateway(url, proc, workdir, log, accounts, opts)
+        self.running.append(gw)
+        _wait_http(url + "/healthz", proc, log)
+        return gw
+
+    def stop(self, gw: Gateway) -> None:
+        _stop(gw.proc)
+
+    def close(self) -> None:
+        for gw in self.running:
+            _stop(gw.proc)
+
+
+@pytest.fixture(scope="session")
+def gateways(tmp_path_factory) -> Iterator[GatewayFactory]:
+    factory = GatewayFactory(tmp_path_factory.mktemp("gateways"))
+    yield factory
+    factory.close()
+
+
+@pytest.fixture(scope="session")
+def gateway(gateways: GatewayFactory, emulator_proc: Emulator) -> Gateway:
+    """One shared gateway with a single Gemini account ("alice") on the emulator, auth off."""
+    return gateways.start(gemini_accounts(emulator_proc.url, "alice"))
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    if shutil.which("codex") is None and not os.environ.get("RUN_CODEX"):
+        skip = pytest.mark.skip(reason="Codex CLI not installed: run scripts/test-codex")
+        for item in items:
+            if "codex" in item.keywords:
+                item.add_marker(skip)
