@@ -34,6 +34,8 @@ from addon.upstream.base import make_http_client  # noqa: E402
 from addon.upstream.google import TokenManager  # noqa: E402
 
 log = logging.getLogger("gateway")
+# httpx logs every upstream request at INFO: noise in mitmdump's output, and URLs are not ours to print.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 DEFAULT_MAPPINGS = str(_ROOT / "mappings.yaml")
 
 
