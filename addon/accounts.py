@@ -149,18 +149,28 @@ class AccountState:
     last_status: int | None = None
     requests: int = 0
     usage: dict[str, dict[str, int]] = field(default_factory=dict)  # model -> counters
+    credential: str | None = None  # _fingerprint() of the credential this state belongs to
 
     def to_json(self) -> dict[str, Any]:
         return {"cooldown_until": self.cooldown_until, "failures": self.failures,
                 "disabled_reason": self.disabled_reason, "last_status": self.last_status,
-                "requests": self.requests, "usage": self.usage}
+                "requests": self.requests, "usage": self.usage, "credential": self.credential}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "AccountState":
+    def from_json(cls, data: Any) -> "AccountState":
+        """Lenient: a hand-edited or foreign state file must not break the pool; bad fields are dropped."""
         st = cls()
-        for key in ("cooldown_until", "failures", "disabled_reason", "last_status", "requests", "usage"):
-            if key in data:
-                setattr(st, key, data[key])
+        if not isinstance(data, dict):
+            return st
+        for key, kind in (("cooldown_until", (int, float)), ("failures", int), ("disabled_reason", str),
+                          ("last_status", int), ("requests", int), ("credential", str)):
+            value = data.get(key)
+            if isinstance(value, kind) and not isinstance(value, bool):
+                setattr(st, key, value)
+        usage = data.get("usage")
+        if isinstance(usage, dict):
+            st.usage = {m: {k: v for k, v in c.items() if isinstance(v, int) and not isinstance(v, bool)}
+                        for m, c in usage.items() if isinstance(c, dict)}
         return st
 
 
@@ -182,19 +192,23 @@ class AccountPool:
         self._store = store
         self._clock = clock
         if store is not None:
-            for name, data in store.load().get("accounts", {}).items():
+            saved = store.load().get("accounts")
+            for name, data in (saved.items() if isinstance(saved, dict) else ()):
                 self._states[name] = AccountState.from_json(data)
 
     # -- configuration ----------------------------------------------------------------------
     def update(self, config: AccountsFile) -> None:
         """Install a (re)loaded accounts file; state of accounts that stay is kept."""
-        old = {a.name: a for a in self._accounts}
         for acc in config.accounts:
-            prev = old.get(acc.name)
-            st = self._states.get(acc.name)
-            # A credential edited in the file deserves a fresh chance.
-            if prev is not None and st is not None and _fingerprint(prev) != _fingerprint(acc):
+            st = self.state(acc)
+            fp = _fingerprint(acc)
+            # A credential edited in the file deserves a fresh chance, also when the edit
+            # happened while the gateway was stopped (the fingerprint is in the state file).
+            if st.credential is not None and st.credential != fp:
                 st.disabled_reason, st.cooldown_until, st.failures = None, 0.0, 0
+            if st.credential != fp:
+                st.credential = fp
+                self._dirty()
         self._accounts = list(config.accounts)
         self._sticky = config.sticky
 
@@ -221,6 +235,11 @@ class AccountPool:
             if not self._accounts:
                 raise NoAccount("No upstream account is configured. Set GEMINI_API_KEY, or pass "
                                 "`--set accounts=accounts.yaml` (see accounts.example.yaml).")
+            broken = [a for a in self._accounts if not a.disabled and a.serves(model)]
+            if broken:  # disabled at runtime: say why, and how to undo it
+                raise NoAccount(f"Every account for the model '{model}' was disabled after the upstream rejected "
+                                f"it ({broken[0].name}: {self.state(broken[0]).disabled_reason}). Fix the accounts "
+                                "file or run the gateway.enable command.")
             raise NoAccount(f"No enabled account serves the model '{model}'.")
         ready = [a for a in serving if a.name not in exclude and self.state(a).cooldown_until <= now]
         if not ready:
@@ -317,4 +336,5 @@ class AccountPool:
 
 def _fingerprint(acc: Any) -> str:
     secret = getattr(acc, "api_key", None) or getattr(acc, "refresh_token", None) or ""
-    return hashlib.sha256(f"{acc.provider}|{acc.base_url}|{secret}".encode()).hexdigest()
+    # Persisted in the state file (mode 0600) to notice a credential edited while stopped; truncated.
+    return hashlib.sha256(f"{acc.provider}|{acc.base_url}|{secret}".encode()).hexdigest()[:16]

@@ -16,8 +16,6 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
-
 from . import __version__, auth
 from .accounts import AccountPool, NoAccount
 from .mapping import ModelMap
@@ -26,6 +24,7 @@ from .protocol.errors import GatewayError
 from .translate.chat import ChatFrontend
 from .upstream.base import UpstreamError, retry_after_seconds
 from .upstream.google import CloudCodeProvider, GeminiProvider, TokenManager
+from .upstream.http import HttpClient
 from .upstream.openai_compat import OpenAIProvider
 
 log = logging.getLogger(__name__)
@@ -133,7 +132,7 @@ _MODEL_PATH = re.compile(r"^/v1/models/(.+)$")
 
 
 class Engine:
-    def __init__(self, *, settings: Settings, mappings: Any, pool: AccountPool, http: httpx.AsyncClient,
+    def __init__(self, *, settings: Settings, mappings: Any, pool: AccountPool, http: HttpClient,
                  tokens: TokenManager | None = None, frontends: dict[str, Frontend] | None = None) -> None:
         self.settings = settings
         self._mappings = mappings  # anything with .current() -> ModelMap
@@ -333,6 +332,12 @@ class Engine:
         if last.status == 0:
             return GatewayError(502, f"Could not reach the upstream for '{mapped}': {last.message}",
                                 code="upstream_unreachable")
+        if last.account_fault or last.status in (401, 403):
+            # Our account's credentials were refused, not the client's key: a 401/403 would make
+            # clients think *their* key is wrong (and some would ask the user to log in again).
+            return GatewayError(503, self.redact(f"No usable upstream account for '{mapped}': the upstream "
+                                                 f"rejected the account's credentials ({last.status}: "
+                                                 f"{last.message})"), code="no_account_available")
         status = last.status if 400 <= last.status <= 599 else 502
         return GatewayError(status, self.redact(f"Upstream error ({last.status}) after trying every eligible "
                                                 f"account: {last.message}"), code="upstream_error")
@@ -358,5 +363,10 @@ class Engine:
             log.warning("stream from %s failed mid-way: %s", acc.name, err.message)
             yield enc.fail(GatewayError(502, self.redact(f"Upstream stream failed: {err.message}"),
                                         code="upstream_stream_error"))
+        except Exception:  # a bug must still end the stream in the client's protocol
+            story.stream_error = "internal error"
+            log.exception("stream translation failed")
+            yield enc.fail(GatewayError(500, "The gateway hit an internal error; see its log.",
+                                        code="internal_error"))
         finally:
             await batches.aclose()  # type: ignore[attr-defined]

@@ -30,8 +30,8 @@ from addon.protocol.errors import GatewayError  # noqa: E402
 from addon.relay import Relay  # noqa: E402
 from addon.reloading import ReloadingFile  # noqa: E402
 from addon.state import StateStore  # noqa: E402
-from addon.upstream.base import make_http_client  # noqa: E402
 from addon.upstream.google import TokenManager  # noqa: E402
+from addon.upstream.http import HttpClient  # noqa: E402
 
 log = logging.getLogger("gateway")
 # httpx logs every upstream request at INFO: noise in mitmdump's output, and URLs are not ours to print.
@@ -102,8 +102,8 @@ class Gateway:
         if first:
             pool = AccountPool(self._store)
             self._store.add_source(lambda doc: doc.__setitem__("accounts", pool.snapshot()))
-            self.engine = Engine(settings=settings, mappings=mappings, pool=pool, http=make_http_client(),
-                                 tokens=TokenManager(make_http_client(60.0), self._store),
+            self.engine = Engine(settings=settings, mappings=mappings, pool=pool, http=HttpClient(),
+                                 tokens=TokenManager(HttpClient(read_timeout=60.0), self._store),
                                  frontends=extra_frontends())
         else:
             self.engine.settings = settings

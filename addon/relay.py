@@ -79,10 +79,12 @@ class Relay:
         task.add_done_callback(self._tasks.discard)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One mitmproxy->relay connection; kept alive so a client's next stream reuses it."""
+        pending = b""  # a byte read by the disconnect watcher that belongs to the next request
         try:
             while True:
                 try:
-                    head = await reader.readuntil(b"\r\n\r\n")
+                    head = pending + await reader.readuntil(b"\r\n\r\n")
                 except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
                     return
                 request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
@@ -95,29 +97,41 @@ class Relay:
                     continue
                 if entry.expiry is not None:
                     entry.expiry.cancel()
-                await self._pump(entry, reader, writer)
-                return  # streamed responses end with `connection: close`
-        except ConnectionError:
-            pass
+                pending = await self._pump(entry, reader, writer)
+                if pending is None:
+                    return  # the client went away: so did this connection
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # peer gone, or shutting down: nothing left to tell anyone
+        except Exception:
+            log.exception("relay connection failed")
         finally:
             writer.close()
 
-    async def _pump(self, entry: _Entry, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(self, entry: _Entry, reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter) -> bytes | None:
+        """Writes one streamed response. Returns leftover input, or None if the peer closed."""
         reason = HTTPStatus(entry.status).phrase if entry.status in HTTPStatus._value2member_map_ else "Status"
         head = [f"HTTP/1.1 {entry.status} {reason}"]
         head += [f"{k}: {v}" for k, v in entry.headers.items()]
-        head += ["transfer-encoding: chunked", "connection: close", "", ""]
+        head += ["transfer-encoding: chunked", "", ""]
         writer.write("\r\n".join(head).encode("latin-1"))
 
         pump = asyncio.current_task()
         last_write = time.monotonic()
+        leftover = b""
+        peer_closed = False
 
         async def watch_client() -> None:
             # mitmproxy closes this connection when its client goes away: stop the upstream at once.
-            with contextlib.suppress(Exception):
-                await reader.read()
-            if pump is not None and not pump.done():
-                pump.cancel()
+            nonlocal leftover, peer_closed
+            try:
+                leftover = await reader.read(1)
+            except Exception:
+                leftover = b""
+            if not leftover:
+                peer_closed = True
+                if pump is not None and not pump.done():
+                    pump.cancel()
 
         async def keep_alive() -> None:
             while True:
@@ -136,11 +150,17 @@ class Relay:
             writer.write(b"0\r\n\r\n")
             await writer.drain()
         except asyncio.CancelledError:
+            if not peer_closed:
+                raise  # shutdown, not a departed client
             log.info("client went away mid-stream; upstream request cancelled")
         finally:
-            watcher.cancel()
             pinger.cancel()
+            watcher.cancel()
+            # the watcher's pending read must be gone before this connection reads the next request
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
             await _aclose(entry.stream)
+        return None if peer_closed else leftover
 
 
 async def _aclose(stream: AsyncIterator[bytes]) -> None:

@@ -79,6 +79,7 @@ class EmulatorState:
     signatures: set[str] = field(default_factory=set)  # thought signatures we issued
     token_ttl: int = 3600
     refresh_delay_ms: int = 0
+    aborted_streams: int = 0  # streams whose client went away before the end
     # "turn": like Gemini 3, only validate signatures in the current turn (model turns
     # after the last user text message). "all": every model function-call turn.
     signature_scope: str = "turn"
@@ -89,6 +90,7 @@ class EmulatorState:
         self.log.clear()
         self.refreshes.clear()
         self.requests = 0
+        self.aborted_streams = 0
         self.access_tokens.clear()
         self.signatures.clear()
 
@@ -338,7 +340,7 @@ async def write_stream(call: Call, events: list[bytes], cut: int | None, content
             return resp
         await resp.write_eof()
     except ConnectionError:
-        pass  # client went away mid-stream; nothing to clean up
+        call.state.aborted_streams += 1  # client went away mid-stream; nothing to clean up
     return resp
 
 
@@ -1409,6 +1411,7 @@ async def control_log(request: web.Request) -> web.Response:
 async def control_stats(request: web.Request) -> web.Response:
     state = request.app[STATE]
     return web.json_response({"refreshes": dict(state.refreshes), "requests": state.requests,
+                              "aborted_streams": state.aborted_streams,
                               "rules": len(state.rules), "tokens_issued": len(state.access_tokens)})
 
 

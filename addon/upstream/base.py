@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
-
-import httpx
 
 from ..protocol import canonical as c
 from ..translate.sse import SSEParser
@@ -37,24 +35,8 @@ class UpstreamError(Exception):
         """The account's credentials are bad: take it out of rotation."""
         if self.reason == "stale_token":
             return False
-        return self.status in (401, 403) or self.reason == "invalid_grant"
-
-
-def make_http_client(timeout: float = 600.0) -> httpx.AsyncClient:
-    """One client for the process: pooled keep-alive connections to every upstream.
-
-    aiohttp's transport under httpx's API: measurably cheaper per request (DESIGN.md §7).
-    trust_env=False: the gateway may run with HTTPS_PROXY pointing at mitmproxy itself.
-    """
-    limits = httpx.Limits(max_connections=512, max_keepalive_connections=128, keepalive_expiry=30)
-    timeouts = httpx.Timeout(timeout, connect=10.0)
-    try:
-        from httpx_aiohttp import AiohttpTransport
-
-        transport: httpx.AsyncBaseTransport = AiohttpTransport(limits=limits, trust_env=False)
-    except ImportError:  # pragma: no cover - plain httpx still works, just slower
-        transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
-    return httpx.AsyncClient(transport=transport, timeout=timeouts, trust_env=False)
+        # The Gemini API answers a wrong or expired key with 400 INVALID_ARGUMENT + ErrorInfo API_KEY_INVALID.
+        return self.status in (401, 403) or self.reason in ("invalid_grant", "API_KEY_INVALID")
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
@@ -69,7 +51,7 @@ def parse_duration(value: Any) -> float | None:
     return None
 
 
-def retry_after_header(headers: httpx.Headers) -> float | None:
+def retry_after_header(headers: Mapping[str, str]) -> float | None:
     for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         raw = headers.get(name)
         if raw:
@@ -80,7 +62,7 @@ def retry_after_header(headers: httpx.Headers) -> float | None:
     return None
 
 
-def google_error(status: int, body: bytes, headers: httpx.Headers) -> UpstreamError:
+def google_error(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
     """Gemini / Cloud Code error bodies: {"error": {...}} or a JSON array of them."""
     message, reason, delay = body.decode("utf-8", "replace")[:500] or f"HTTP {status}", None, None
     try:
@@ -109,16 +91,10 @@ def retry_after_seconds(delay: float | None) -> str | None:
     return None if delay is None else str(max(1, math.ceil(delay)))
 
 
-async def read_error(resp: httpx.Response, to_error: Callable[[int, bytes, httpx.Headers], UpstreamError]
-                     ) -> UpstreamError:
-    body = await resp.aread()
-    return to_error(resp.status_code, body, resp.headers)
-
-
-async def sse_payloads(resp: httpx.Response) -> AsyncIterator[list[str]]:
+async def sse_payloads(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[str]]:
     """The `data` of each SSE event, batched per network read."""
     parser = SSEParser()
-    async for chunk in resp.aiter_raw():
+    async for chunk in chunks:
         events = parser.feed(chunk)
         if events:
             yield [e.data for e in events]

@@ -6,16 +6,14 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
-
 from ..accounts import OpenAIAccount
 from ..protocol import canonical as c
 from ..translate import openai_upstream as tr
-from .base import UpstreamError, read_error, retry_after_header, sse_payloads
-from .google import _transport_error
+from .base import UpstreamError, retry_after_header, sse_payloads
+from .http import HttpClient, UpstreamResponse
 
 
-def openai_error(status: int, body: bytes, headers: httpx.Headers) -> UpstreamError:
+def openai_error(status: int, body: bytes, headers: Any) -> UpstreamError:
     message = body.decode("utf-8", "replace")[:500] or f"HTTP {status}"
     reason = None
     try:
@@ -34,35 +32,22 @@ def openai_error(status: int, body: bytes, headers: httpx.Headers) -> UpstreamEr
 class OpenAIProvider:
     name = "openai"
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
+    def __init__(self, http: HttpClient) -> None:
         self.http = http
 
-    async def _send(self, acc: OpenAIAccount, body: dict[str, Any]) -> httpx.Response:
+    async def _send(self, acc: OpenAIAccount, body: dict[str, Any]) -> UpstreamResponse:
         headers = {"content-type": "application/json"}
         if acc.api_key:
             headers["authorization"] = f"Bearer {acc.api_key}"
-        request = self.http.build_request("POST", f"{acc.base_url}/chat/completions",
-                                          content=json.dumps(body, ensure_ascii=False).encode(), headers=headers)
-        try:
-            resp = await self.http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc) from None
-        if resp.status_code != 200:
-            try:
-                err = await read_error(resp, openai_error)
-            finally:
-                await resp.aclose()
-            raise err
+        resp = await self.http.post(f"{acc.base_url}/chat/completions",
+                                    json.dumps(body, ensure_ascii=False).encode(), headers)
+        if resp.status != 200:
+            raise openai_error(resp.status, await resp.read(), resp.headers)
         return resp
 
     async def complete(self, acc: OpenAIAccount, req: c.ChatRequest, model: str) -> c.Completion:
         resp = await self._send(acc, tr.build_request(req, model, stream=False))
-        try:
-            body = await resp.aread()
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc) from None
-        finally:
-            await resp.aclose()
+        body = await resp.read()
         try:
             return tr.completion_from(json.loads(body))
         except (ValueError, AttributeError, TypeError):
@@ -72,15 +57,15 @@ class OpenAIProvider:
         resp = await self._send(acc, tr.build_request(req, model, stream=True))
         return self._events(resp)
 
-    async def _events(self, resp: httpx.Response) -> AsyncIterator[list[c.StreamEvent]]:
+    async def _events(self, resp: UpstreamResponse) -> AsyncIterator[list[c.StreamEvent]]:
         decoder = tr.OpenAIStreamDecoder()
         try:
-            async for payloads in sse_payloads(resp):
+            async for payloads in sse_payloads(resp.chunks()):
                 batch: list[c.StreamEvent] = []
                 for payload in payloads:
+                    if payload.lstrip().startswith('{"error"'):
+                        raise openai_error(502, payload.encode(), {})
                     try:
-                        if '"error"' in payload and payload.lstrip().startswith('{"error"'):
-                            raise openai_error(502, payload.encode(), httpx.Headers())
                         batch += decoder.feed(payload)
                     except ValueError:
                         raise UpstreamError(502, "Upstream sent an SSE event that is not JSON.") from None
@@ -89,7 +74,5 @@ class OpenAIProvider:
             if not decoder.done:
                 raise UpstreamError(502, "Upstream stream ended before [DONE].")
             yield decoder.finish()
-        except httpx.HTTPError as exc:
-            raise _transport_error(exc) from None
         finally:
-            await resp.aclose()
+            await resp.close()
