@@ -32,11 +32,16 @@ class ReloadingFile(Generic[T]):
         st = os.stat(self.path)
         return st.st_mtime_ns, st.st_size
 
-    def _load(self) -> T:
-        self._stamp = self._read_stamp()
+    def _load(self, *, reload: bool = False) -> T:
+        stamp = self._read_stamp()
         with open(self.path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
-        return self._parse(data)
+        if reload and data is None:
+            # An editor truncates before it writes: an empty file is most likely half-saved.
+            raise ValueError("the file is empty (half-written?); will look again")
+        value = self._parse(data)
+        self._stamp = stamp
+        return value
 
     def current(self) -> T:
         now = time.monotonic()
@@ -44,7 +49,7 @@ class ReloadingFile(Generic[T]):
             self._checked = now
             try:
                 if self._read_stamp() != self._stamp:
-                    self._value = self._load()
+                    self._value = self._load(reload=True)
                     log.info("reloaded %s", self.path)
             except Exception as exc:  # keep serving with the last good version
                 log.warning("keeping the previous %s: %s", self.path.name, exc)

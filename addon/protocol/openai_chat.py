@@ -196,13 +196,15 @@ def param_from_loc(loc: tuple[Any, ...]) -> str:
     out = ""
     last_field: str | None = None
     after_index = False
-    for item in loc:
+    for pos, item in enumerate(loc):
         if isinstance(item, int):
             out += f"[{item}]"
             after_index = True
             continue
         text = str(item)
-        is_tag = after_index and last_field in ("messages", "content") and text in _UNION_TAGS
+        # a tag always precedes the field that failed, so a last element named like a tag ('text') is a field
+        is_tag = (after_index and last_field in ("messages", "content") and text in _UNION_TAGS
+                  and pos < len(loc) - 1)
         # union members show up as 'str', 'list[...]', 'literal[...]', 'NamedToolChoice', ...
         is_member = text in ("str", "int", "float", "bool") or "[" in text or text[:1].isupper()
         if not (is_tag or is_member):
@@ -222,13 +224,19 @@ def validation_error(exc: ValidationError, what: str = "request") -> GatewayErro
         first = max(missing, key=lambda e: len(e.get("loc", ())))
     param = param_from_loc(tuple(first.get("loc", ()))) or None
     msg = first.get("msg", "invalid value")
-    if first["type"] == "missing":
+    missing = first["type"] in ("missing", "union_tag_not_found")
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        # The tag field itself is what is wrong or absent: name it, as OpenAI does (messages[0].role).
+        tag = str((first.get("ctx") or {}).get("discriminator", "")).strip("'\"")
+        if tag:
+            param = f"{param}.{tag}" if param else tag
+    if missing:
         text = f"Missing required parameter: '{param}'."
     elif first["type"] == "union_tag_invalid":
         text = f"Invalid value for '{param}': {msg}."
     else:
         text = f"Invalid {what} parameter '{param}': {msg}." if param else f"Invalid {what}: {msg}."
-    code = "missing_required_parameter" if first["type"] == "missing" else "invalid_value"
+    code = "missing_required_parameter" if missing else "invalid_value"
     return GatewayError(400, text, param=param, code=code)
 
 

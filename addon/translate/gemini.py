@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import mimetypes
 from typing import Any
 
 from ..protocol import canonical as c
@@ -49,10 +50,9 @@ _BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 2457
 def _media_part(p: c.MediaPart) -> dict[str, Any]:
     if p.data is not None:
         return {"inlineData": {"mimeType": p.mime_type or "application/octet-stream", "data": p.data}}
-    file_data: dict[str, Any] = {"fileUri": p.url}
-    if p.mime_type:
-        file_data["mimeType"] = p.mime_type
-    return {"fileData": file_data}
+    # Gemini wants a mimeType with fileData; the URL's extension is the best hint there is.
+    mime = p.mime_type or mimetypes.guess_type(p.url or "")[0] or "image/jpeg"
+    return {"fileData": {"mimeType": mime, "fileUri": p.url}}
 
 
 def _function_response(content: str) -> dict[str, Any]:
@@ -76,6 +76,7 @@ def _contents(messages: list[c.Message]) -> tuple[list[dict[str, Any]], list[str
     system: list[str] = []
     contents: list[dict[str, Any]] = []
     call_names: dict[str, str] = {}
+    call_order: dict[str, int] = {}  # tool-call id -> position among its turn's calls
 
     def add(role: str, parts: list[dict[str, Any]]) -> None:
         if not parts:
@@ -93,7 +94,9 @@ def _contents(messages: list[c.Message]) -> tuple[list[dict[str, Any]], list[str
             continue
         if m.role == "tool":
             name = call_names.get(m.tool_call_id or "", m.name or "function")
-            add("user", [{"functionResponse": {"name": name, "response": _function_response(m.text())}}])
+            part = {"functionResponse": {"name": name, "response": _function_response(m.text())}}
+            add("user", [part])
+            _order_responses(contents[-1]["parts"], call_order, m.tool_call_id, part)
             continue
         parts: list[dict[str, Any]] = []
         for p in m.content:
@@ -105,8 +108,9 @@ def _contents(messages: list[c.Message]) -> tuple[list[dict[str, Any]], list[str
             elif isinstance(p, c.ReasoningPart) and p.signature:
                 # Earlier thinking only means something to Gemini with its signature.
                 parts.append({"text": p.text, "thought": True, "thoughtSignature": p.signature})
-        for tc in m.tool_calls:
+        for k, tc in enumerate(m.tool_calls):
             call_names[tc.id] = tc.name
+            call_order[tc.id] = k
             part: dict[str, Any] = {"functionCall": {"name": tc.name, "args": _args(tc.arguments)}}
             sig = signature_from_id(tc.id)
             if sig:
@@ -114,6 +118,24 @@ def _contents(messages: list[c.Message]) -> tuple[list[dict[str, Any]], list[str
             parts.append(part)
         add("model" if m.role == "assistant" else "user", parts)
     return contents, system
+
+
+def _order_responses(parts: list[dict[str, Any]], order: dict[str, int], call_id: str | None,
+                     added: dict[str, Any]) -> None:
+    """Keep a turn's functionResponse parts in the order of the calls they answer.
+
+    Gemini pairs responses with calls by position; clients may send tool results in completion
+    order (two calls to one function would then swap answers)."""
+    added["_order"] = order.get(call_id or "", len(order))
+    run = [p for p in parts if "functionResponse" in p]
+    if len(run) == len(parts) and all("_order" in p for p in parts):
+        parts.sort(key=lambda p: p["_order"])
+
+
+def _strip_order(contents: list[dict[str, Any]]) -> None:
+    for content in contents:
+        for part in content["parts"]:
+            part.pop("_order", None)
 
 
 def _thinking(req: c.ChatRequest, model: str) -> dict[str, Any] | None:
@@ -125,14 +147,18 @@ def _thinking(req: c.ChatRequest, model: str) -> dict[str, Any] | None:
             return {"thinkingLevel": "low"}
         return {"thinkingLevel": "low" if effort in ("minimal", "low") else "high", "includeThoughts": True}
     budget = _BUDGETS.get(effort, 8192)
+    pro = "pro" in model
     if budget == 0:
-        return {"thinkingBudget": 0}
-    return {"thinkingBudget": budget, "includeThoughts": True}
+        # 2.5 Pro cannot switch thinking off (minimum 128); Flash and Flash-Lite can.
+        return {"thinkingBudget": 128} if pro else {"thinkingBudget": 0}
+    # Flash models accept at most 24576 thinking tokens, Pro 32768.
+    return {"thinkingBudget": min(budget, 32768 if pro else 24576), "includeThoughts": True}
 
 
 def build_request(req: c.ChatRequest, model: str) -> dict[str, Any]:
     """The GenerateContentRequest body for `model` (the mapped upstream name)."""
     contents, system = _contents(req.messages)
+    _strip_order(contents)
     if not contents:
         if not system:
             raise bad_request("The request has no message content to send.", "messages")

@@ -1,0 +1,205 @@
+"""Model mapping (exact > wildcard > default) and the self-reloading YAML file."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from addon.mapping import ModelMap, parse_mappings
+from addon.reloading import ReloadingFile
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def mm(mappings: dict, default: str | None = None) -> ModelMap:
+    return parse_mappings({"mappings": mappings, **({"default": default} if default else {})})
+
+
+# ---- precedence ------------------------------------------------------------------------------
+
+def test_exact_beats_any_wildcard_and_default() -> None:
+    m = mm({"gpt-4o-mini-long-*": "w", "gpt-4o-mini": "exact", "*": "star"}, default="d")
+    assert m.resolve("gpt-4o-mini") == "exact"
+    assert m.resolve("gpt-4o-mini-long-x") == "w"
+    assert m.resolve("anything") == "star"
+
+
+def test_wildcard_beats_default_and_default_catches_the_rest() -> None:
+    m = mm({"claude-*": "gemini-2.5-pro"}, default="gemini-2.5-flash")
+    assert m.resolve("claude-3-opus") == "gemini-2.5-pro"
+    assert m.resolve("llama-3") == "gemini-2.5-flash"
+    assert m.resolve("claude") == "gemini-2.5-flash"  # "claude-*" needs the dash
+
+
+def test_no_default_keeps_the_name() -> None:
+    assert mm({"a": "b"}).resolve("zzz") == "zzz"
+    assert parse_mappings(None).resolve("zzz") == "zzz"
+    assert parse_mappings({}).resolve("zzz") == "zzz"
+
+
+@pytest.mark.parametrize("order", [0, 1])
+def test_most_literal_characters_wins_regardless_of_order(order: int) -> None:
+    entries = [("gpt-*", "short"), ("gpt-4o-*", "long")]
+    if order:
+        entries.reverse()
+    m = mm(dict(entries))
+    assert m.resolve("gpt-4o-mini") == "long"
+    assert m.resolve("gpt-5") == "short"
+
+
+def test_ties_go_to_the_entry_listed_first() -> None:
+    # "gpt-*" and "*t-4o" both have 4 literal characters and both match "gpt-4o"
+    assert mm({"gpt-*": "first", "*t-4o": "second"}).resolve("gpt-4o") == "first"
+    assert mm({"*t-4o": "first", "gpt-*": "second"}).resolve("gpt-4o") == "first"
+
+
+def test_resolution_is_deterministic_across_parses() -> None:
+    data = {"mappings": {f"m{i}-*": f"t{i}" for i in range(30)} | {"*-x": "tx", "m*": "tm"}}
+    results = {parse_mappings(data).resolve("m1-x") for _ in range(50)}
+    assert results == {"t1"}  # "m1-*" (3 literals) beats "*-x" (2) and "m*" (1)
+    # same literal count: file order decides, every time
+    tie = {"mappings": {"a*c": "first", "ab*": "second", "*bc": "third"}}
+    assert {parse_mappings(tie).resolve("abc") for _ in range(50)} == {"first"}
+
+
+def test_star_matches_any_run_including_empty_and_specials_are_literal() -> None:
+    m = mm({"gpt-4.1*": "dot", "claude-*-sonnet": "mid", "x*y*z": "multi"})
+    assert m.resolve("gpt-4.1") == "dot" and m.resolve("gpt-4.1-mini") == "dot"
+    assert m.resolve("gpt-4x1") == "gpt-4x1"  # '.' is not a regex wildcard
+    assert m.resolve("claude-3-5-sonnet") == "mid" and m.resolve("claude--sonnet") == "mid"
+    assert m.resolve("claude-3-5-sonnet-latest") == "claude-3-5-sonnet-latest"  # full match only
+    assert m.resolve("xyz") == "multi" and m.resolve("x/a\nb/y-z") == "multi"
+    assert mm({"a+b(c)[d]*": "re"}).resolve("a+b(c)[d]!") == "re"
+
+
+def test_null_target_keeps_the_requested_name() -> None:
+    m = parse_mappings(yaml.safe_load("default: fallback\nmappings:\n  gemini-*: ~\n  keep-me: null\n"))
+    assert m.resolve("gemini-2.5-pro") == "gemini-2.5-pro"
+    assert m.resolve("keep-me") == "keep-me"
+    assert m.resolve("other") == "fallback"
+
+
+def test_matches_ignores_the_default() -> None:
+    m = mm({"a": "b", "c-*": "d"}, default="z")
+    assert m.matches("a") and m.matches("c-1")
+    assert not m.matches("q")
+
+
+def test_listed_models_have_no_patterns() -> None:
+    m = mm({"gpt-4o": "gemini-2.5-flash", "gpt-*": "gemini-2.5-pro", "x-*": None, "y*": "weird-*",
+            "keep": None}, default="gemini-2.5-flash-lite")
+    listed = m.listed_models()
+    assert all("*" not in name for name in listed)
+    assert listed == ["gpt-4o", "keep", "gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.5-flash-lite"]
+
+
+@pytest.mark.parametrize("data", [
+    ["not", "a", "mapping"],
+    {"mappings": ["a", "b"]},
+    {"mappings": {"a": 3}},
+    {"mappings": {"a": ["b"]}},
+    {"default": 5, "mappings": {}},
+])
+def test_bad_files_are_rejected(data: object) -> None:
+    with pytest.raises(ValueError):
+        parse_mappings(data)
+
+
+# ---- the shipped mappings.yaml -------------------------------------------------------------------
+
+SHIPPED = {
+    "gpt-4o": "gemini-2.5-flash",
+    "gpt-4o-2024-08-06": "gemini-2.5-flash",
+    "gpt-4o-mini": "gemini-2.5-flash-lite",
+    "gpt-4.1": "gemini-2.5-pro",
+    "gpt-4.1-nano": "gemini-2.5-flash-lite",
+    "gpt-5": "gemini-2.5-pro",
+    "gpt-5-mini": "gemini-2.5-flash",
+    "o3-mini": "gemini-2.5-flash",
+    "o3": "gemini-2.5-pro",
+    "o4-mini": "gemini-2.5-flash",
+    "gpt-3.5-turbo": "gemini-2.5-flash-lite",
+    "gemini-2.5-pro": "gemini-2.5-pro",
+    "gemini-3-pro-preview": "gemini-3-pro-preview",
+}
+
+
+@pytest.fixture(scope="module")
+def shipped() -> ModelMap:
+    return ReloadingFile(ROOT / "mappings.yaml", parse_mappings).current()
+
+
+@pytest.mark.parametrize("client, upstream", sorted(SHIPPED.items()))
+def test_shipped_mappings(shipped: ModelMap, client: str, upstream: str) -> None:
+    assert shipped.resolve(client) == upstream
+
+
+def test_shipped_default_and_listing(shipped: ModelMap) -> None:
+    assert shipped.default and shipped.default.startswith("gemini-")
+    assert shipped.resolve("totally-unknown-model").startswith("gemini-")
+    listed = shipped.listed_models()
+    assert listed and all("*" not in name for name in listed)
+    for name in ("gpt-4o-mini", "gpt-3.5-turbo", "gemini-2.5-flash", "gemini-2.5-pro"):
+        assert name in listed
+    assert len(listed) == len(set(listed))
+
+
+# ---- ReloadingFile -------------------------------------------------------------------------------
+
+def _write(path: Path, text: str, bump: int) -> None:
+    """Write and move the mtime forward explicitly, so coarse filesystem clocks cannot hide an edit."""
+    path.write_text(text)
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + bump * 1_000_000_000))
+
+
+def test_reloading_file_picks_up_an_edit_and_survives_a_broken_one(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "mappings.yaml"
+    _write(path, "mappings:\n  gpt-4o: one\n", 0)
+    rf = ReloadingFile(path, parse_mappings, interval=0.0)
+    first = rf.current()
+    assert first.resolve("gpt-4o") == "one"
+    assert rf.current() is first  # unchanged file: the same object, no re-parse
+
+    _write(path, "mappings:\n  gpt-4o: two-two\n", 1)
+    assert rf.current().resolve("gpt-4o") == "two-two"
+
+    good = rf.current()
+    _write(path, "mappings: [unclosed\n", 2)  # broken YAML
+    assert rf.current() is good
+    _write(path, "mappings: [1, 2]\n", 3)  # valid YAML, invalid mapping file
+    assert rf.current() is good
+    assert "keeping the previous" in caplog.text
+    path.unlink()  # a deleted file keeps the last good version too
+    assert rf.current() is good
+
+    _write(path, "default: d3\nmappings:\n  gpt-4o: three\n", 4)
+    assert rf.current().resolve("gpt-4o") == "three" and rf.current().resolve("x") == "d3"
+
+
+def test_reloading_file_checks_at_most_once_per_interval(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    _write(path, "mappings:\n  a: b\n", 0)
+    rf = ReloadingFile(path, parse_mappings, interval=3600.0)
+    rf.current()
+    _write(path, "mappings:\n  a: changed\n", 1)
+    assert rf.current().resolve("a") == "b"  # not re-checked within the interval
+    fast = ReloadingFile(path, parse_mappings, interval=0.2)
+    _write(path, "mappings:\n  a: again\n", 2)
+    deadline = time.monotonic() + 3
+    while fast.current().resolve("a") != "again":
+        assert time.monotonic() < deadline, "edit not picked up"
+        time.sleep(0.05)
+
+
+def test_reloading_file_refuses_a_broken_file_at_startup(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("mappings: {a: [1]}\n")
+    with pytest.raises(ValueError):
+        ReloadingFile(path, parse_mappings)
+    with pytest.raises(OSError):
+        ReloadingFile(tmp_path / "missing.yaml", parse_mappings)
