@@ -1,0 +1,757 @@
+"""Responses API front end (`POST /v1/responses`): request -> canonical, canonical -> Response JSON and SSE.
+
+The Responses API is stateful where Chat Completions is not: `previous_response_id` names an
+earlier answer whose whole conversation the new input continues. `ResponseStore` keeps those
+conversations (bounded, in memory); `GET /v1/responses/{id}` reads the same store.
+
+Wire rules the clients enforce (DESIGN.md §4): output items are opened and closed strictly one
+after another with contiguous `output_index`; `sequence_number` counts every event from 0;
+`response.completed` (or `.incomplete` / `.failed`) ends the stream and carries the full output,
+which is what openai-python builds its final object from and what Codex CLI requires.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+
+from ..protocol import canonical as c
+from ..protocol.errors import GatewayError, bad_request
+from ..protocol.openai_chat import validation_error
+from .chat import _check_json_args, media_from_url
+from .ids import new_id
+
+log = logging.getLogger(__name__)
+
+# ---- wire models of the request ----------------------------------------------------------------
+# Tagged unions pick their branch with a callable so that unknown item types can fall through to a
+# tolerant model; tags are capitalised because validation_error() drops such names from `param`.
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class InputText(_Wire):
+    type: Literal["input_text"]
+    text: str
+
+
+class OutputText(_Wire):
+    type: Literal["output_text"]
+    text: str
+
+
+class RefusalPart(_Wire):
+    type: Literal["refusal"]
+    refusal: str
+
+
+class InputImage(_Wire):
+    type: Literal["input_image"]
+    image_url: str | None = None
+    file_id: str | None = None
+    detail: str | None = None
+
+
+class InputFile(_Wire):
+    type: Literal["input_file"]
+    file_data: str | None = None
+    file_url: str | None = None
+    file_id: str | None = None
+    filename: str | None = None
+
+
+def _type_of(value: Any) -> Any:
+    return value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+
+
+def _tagger(tags: dict[str | None, str], default: str | None) -> Callable[[Any], str | None]:
+    return lambda value: tags.get(_type_of(value), default)
+
+
+_PART_TAGS: dict[str | None, str] = {"input_text": "InputText", "output_text": "OutputText", "refusal": "Refusal",
+                                     "input_image": "InputImage", "input_file": "InputFile"}
+ContentPart = Annotated[
+    Union[Annotated[InputText, Tag("InputText")], Annotated[OutputText, Tag("OutputText")],
+          Annotated[RefusalPart, Tag("Refusal")], Annotated[InputImage, Tag("InputImage")],
+          Annotated[InputFile, Tag("InputFile")]],
+    Discriminator(_tagger(_PART_TAGS, None), custom_error_type="invalid_value",
+                  custom_error_message="unsupported content part type (expected input_text, input_image, "
+                                       "input_file, output_text or refusal)"),
+]
+
+
+class MessageItem(_Wire):
+    type: Literal["message"] | None = None  # "easy" input messages come without a type
+    role: Literal["user", "assistant", "system", "developer"]
+    content: str | list[ContentPart]
+
+
+class FunctionCallItem(_Wire):
+    type: Literal["function_call"]
+    call_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    arguments: str
+
+
+class FunctionCallOutputItem(_Wire):
+    type: Literal["function_call_output"]
+    call_id: str = Field(min_length=1)
+    output: str | list[ContentPart]
+
+
+class SummaryText(_Wire):
+    type: Literal["summary_text"] = "summary_text"
+    text: str
+
+
+class ReasoningText(_Wire):
+    type: Literal["reasoning_text"] = "reasoning_text"
+    text: str
+
+
+class ReasoningItem(_Wire):
+    type: Literal["reasoning"]
+    summary: list[SummaryText] = Field(default_factory=list)
+    content: list[ReasoningText] | None = None
+    encrypted_content: str | None = None
+
+
+class OtherItem(_Wire):
+    """Item types with nothing to forward upstream (web_search_call, custom_tool_call, ...): skipped."""
+
+    type: str
+
+
+_ITEM_TAGS: dict[str | None, str] = {None: "Message", "message": "Message", "function_call": "FunctionCall",
+                                     "function_call_output": "FunctionCallOutput", "reasoning": "Reasoning"}
+InputItem = Annotated[
+    Union[Annotated[MessageItem, Tag("Message")], Annotated[FunctionCallItem, Tag("FunctionCall")],
+          Annotated[FunctionCallOutputItem, Tag("FunctionCallOutput")], Annotated[ReasoningItem, Tag("Reasoning")],
+          Annotated[OtherItem, Tag("Other")]],
+    Discriminator(_tagger(_ITEM_TAGS, "Other")),
+]
+
+
+class FunctionToolDef(_Wire):
+    type: Literal["function"]
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class OtherToolDef(_Wire):
+    """Hosted and custom tools (web_search, local_shell, custom, mcp, ...): no upstream equivalent, skipped."""
+
+    type: str
+    name: str | None = None
+
+
+ToolDef = Annotated[
+    Union[Annotated[FunctionToolDef, Tag("Function")], Annotated[OtherToolDef, Tag("Other")]],
+    Discriminator(_tagger({"function": "Function"}, "Other")),
+]
+
+
+class ToolChoiceObject(_Wire):
+    type: str
+    name: str | None = None
+    mode: Literal["auto", "required"] | None = None  # allowed_tools
+    tools: list[dict[str, Any]] | None = None  # allowed_tools
+
+
+class TextFormat(_Wire):
+    type: Literal["text", "json_object", "json_schema"]
+    name: str | None = None
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class TextConfig(_Wire):
+    format: TextFormat | None = None
+    verbosity: str | None = None
+
+
+class ReasoningConfig(_Wire):
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    summary: str | None = None
+    generate_summary: str | None = None  # deprecated spelling of summary
+
+
+class ResponsesRequest(_Wire):
+    model: str = Field(min_length=1)
+    input: str | list[InputItem] | None = None
+    instructions: str | None = None
+    tools: list[ToolDef] | None = None
+    tool_choice: Literal["auto", "none", "required"] | ToolChoiceObject | None = None
+    parallel_tool_calls: bool | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    text: TextConfig | None = None
+    reasoning: ReasoningConfig | None = None
+    store: bool | None = True
+    previous_response_id: str | None = None
+    stream: bool | None = False
+    background: bool | None = None
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    include: list[str] | None = None
+    truncation: str | None = None  # accepted and ignored: nothing here truncates a conversation
+
+
+def validate_request(body: Any) -> ResponsesRequest:
+    if not isinstance(body, dict):
+        raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
+    try:
+        return ResponsesRequest.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+# ---- the store behind previous_response_id -----------------------------------------------------
+
+
+@dataclass(slots=True)
+class StoredResponse:
+    response: dict[str, Any]  # the Response object, as GET /v1/responses/{id} returns it
+    conversation: list[c.Message]  # every turn up to and including this response's output
+    stored_at: float
+
+
+class ResponseStore:
+    """Responses kept for `previous_response_id` and `GET /v1/responses/{id}`.
+
+    Limits: at most `max_items` responses (default 1000; the least recently used goes first) and
+    each for at most `ttl` seconds after it was stored (default 1 hour); `store: false` responses
+    are never kept. The store lives in this gateway process only: it is empty after a restart
+    and not shared between gateway instances, so a client chaining `previous_response_id` must
+    keep talking to the same instance (or send the full input, as Codex CLI does).
+    Each entry holds the whole canonical conversation; entries of one thread share their message
+    objects, so a long chain costs a list of references per entry, not a copy of the history.
+    """
+
+    def __init__(self, max_items: int = 1000, ttl: float = 3600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_items = max_items
+        self.ttl = ttl
+        self._clock = clock
+        self._items: OrderedDict[str, StoredResponse] = OrderedDict()
+
+    def put(self, response: dict[str, Any], conversation: list[c.Message]) -> None:
+        self._items[response["id"]] = StoredResponse(response, conversation, self._clock())
+        self._items.move_to_end(response["id"])
+        while len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+
+    def get(self, response_id: str) -> StoredResponse | None:
+        entry = self._items.get(response_id)
+        if entry is None:
+            return None
+        if self._clock() - entry.stored_at > self.ttl:
+            del self._items[response_id]
+            return None
+        self._items.move_to_end(response_id)
+        return entry
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# ---- request -> canonical ----------------------------------------------------------------------
+
+
+def _image(part: InputImage, param: str) -> c.MediaPart:
+    if part.file_id:
+        raise bad_request("Uploaded file ids are not supported by this gateway; send the image as a "
+                          "data: or http(s) URL in 'image_url'.", param + ".file_id")
+    if not part.image_url:
+        raise bad_request("An input_image needs an 'image_url'.", param + ".image_url")
+    return media_from_url(part.image_url, param + ".image_url")
+
+
+def _file(part: InputFile, param: str) -> c.MediaPart:
+    if part.file_data:
+        if part.file_data.startswith("data:"):
+            return media_from_url(part.file_data, param + ".file_data")
+        return c.MediaPart(mime_type="application/pdf", data=part.file_data)  # bare base64: OpenAI takes PDFs
+    if part.file_url:
+        return media_from_url(part.file_url, param + ".file_url")
+    raise bad_request("Uploaded file ids are not supported by this gateway; send the file inline as "
+                      "'file_data' or by 'file_url'.", param + (".file_id" if part.file_id else ""))
+
+
+def _parts(content: str | list[Any], where: str, *, media: bool) -> list[c.Part]:
+    """Content parts -> canonical parts; `media` says whether images/files may appear here."""
+    if isinstance(content, str):
+        return [c.TextPart(content)] if content else []
+    out: list[c.Part] = []
+    for j, part in enumerate(content):
+        param = f"{where}[{j}]"
+        if isinstance(part, (InputText, OutputText)):
+            out.append(c.TextPart(part.text))
+        elif isinstance(part, RefusalPart):
+            out.append(c.TextPart(part.refusal))
+        elif not media:
+            raise bad_request("Images and files are only accepted in user messages and tool outputs.", param)
+        elif isinstance(part, InputImage):
+            out.append(_image(part, param))
+        else:
+            out.append(_file(part, param))
+    return out
+
+
+def _reasoning(item: ReasoningItem) -> c.ReasoningPart | None:
+    text = "".join(s.text for s in item.summary) or "".join(p.text for p in item.content or [])
+    if not text and not item.encrypted_content:
+        return None
+    return c.ReasoningPart(text, item.encrypted_content)
+
+
+def _assistant_turn(out: list[c.Message]) -> c.Message:
+    """Consecutive reasoning / assistant message / function_call items form ONE assistant turn:
+    Gemini pairs all calls of a turn with the function responses of the next one."""
+    if not out or out[-1].role != "assistant":
+        out.append(c.Message("assistant"))
+    return out[-1]
+
+
+def input_messages(items: str | list[Any] | None) -> list[c.Message]:
+    if items is None:
+        return []
+    if isinstance(items, str):
+        return [c.Message("user", [c.TextPart(items)])]
+    out: list[c.Message] = []
+    for i, item in enumerate(items):
+        where = f"input[{i}]"
+        if isinstance(item, MessageItem):
+            if item.role == "assistant":
+                _assistant_turn(out).content.extend(_parts(item.content, where + ".content", media=False))
+            elif item.role == "user":
+                out.append(c.Message("user", _parts(item.content, where + ".content", media=True)))
+            else:
+                out.append(c.Message("system", _parts(item.content, where + ".content", media=False)))
+        elif isinstance(item, FunctionCallItem):
+            args = _check_json_args(item.arguments, where + ".arguments")
+            # The client's call_id is the canonical id: the Gemini translator encodes thought
+            # signatures into the ids it creates, so they come back intact.
+            _assistant_turn(out).tool_calls.append(c.ToolCall(item.call_id, item.name, args))
+        elif isinstance(item, FunctionCallOutputItem):
+            out.append(c.Message("tool", _parts(item.output, where + ".output", media=True),
+                                 tool_call_id=item.call_id))
+        elif isinstance(item, ReasoningItem):
+            part = _reasoning(item)
+            if part is not None:
+                _assistant_turn(out).content.append(part)
+        # anything else (OtherItem) carries nothing an upstream here could use
+    return out
+
+
+def _tools(defs: list[Any] | None) -> tuple[list[c.Tool], set[str]]:
+    """Function tools go upstream; the names/types of the skipped hosted and custom tools are returned."""
+    tools: list[c.Tool] = []
+    skipped: set[str] = set()
+    for t in defs or []:
+        if isinstance(t, FunctionToolDef):
+            tools.append(c.Tool(t.name, t.description, t.parameters, t.strict))
+        else:
+            skipped.update(n for n in (t.name, t.type) if n)
+    return tools, skipped
+
+
+def _check_names(names: tuple[str, ...], tools: list[c.Tool], skipped: set[str]) -> None:
+    known = {t.name for t in tools}
+    for name in names:
+        if name in skipped:
+            raise bad_request(f"tool_choice names '{name}', a tool this gateway does not forward (only function "
+                              "tools reach the upstream).", "tool_choice")
+        if name not in known:
+            raise bad_request(f"tool_choice names unknown tool '{name}'.", "tool_choice")
+
+
+def _tool_choice(choice: Any, tools: list[c.Tool], skipped: set[str]) -> c.ToolChoice | None:
+    if choice is None:
+        return None
+    if isinstance(choice, str):
+        if choice == "required" and not tools:
+            raise bad_request("tool_choice 'required' needs at least one function tool.", "tool_choice")
+        return c.ToolChoice(choice)
+    if choice.type == "function":
+        if not choice.name:
+            raise bad_request("Missing required parameter: 'tool_choice.name'.", "tool_choice.name")
+        _check_names((choice.name,), tools, skipped)
+        return c.ToolChoice("required", (choice.name,))
+    if choice.type == "allowed_tools":
+        entries = choice.tools or []
+        if not entries or any(e.get("type") != "function" or not e.get("name") for e in entries):
+            raise bad_request("allowed_tools must list function tools as {type: 'function', name}.",
+                              "tool_choice.tools")
+        names = tuple(e["name"] for e in entries)
+        _check_names(names, tools, skipped)
+        return c.ToolChoice(choice.mode or "auto", names)
+    # {type: "web_search_preview"}, {type: "custom", name}, {type: "mcp", ...}: tools that were skipped
+    raise bad_request(f"tool_choice names '{choice.name or choice.type}', a {choice.type} tool this gateway does "
+                      "not forward (only function tools reach the upstream).", "tool_choice")
+
+
+def _response_format(text: TextConfig | None) -> c.ResponseFormat | None:
+    fmt = text.format if text is not None else None
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return c.ResponseFormat("json_object")
+    if fmt.schema_ is None:
+        raise bad_request("Missing required parameter: 'text.format.schema'.", "text.format.schema")
+    return c.ResponseFormat("json_schema", fmt.schema_, fmt.name, fmt.strict)
+
+
+# ---- response objects --------------------------------------------------------------------------
+
+
+def usage_json(u: c.Usage) -> dict[str, Any]:
+    return {
+        "input_tokens": u.input_tokens,
+        "input_tokens_details": {"cached_tokens": u.cached_tokens, "cache_write_tokens": 0},
+        "output_tokens": u.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        "total_tokens": u.total_tokens,
+    }
+
+
+def text_part(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def reasoning_item(item_id: str, text: str, signature: str | None) -> dict[str, Any]:
+    # Gemini's thoughts are already summaries; its signature rides as encrypted_content so a
+    # client that sends the item back returns it to the model.
+    item: dict[str, Any] = {"id": item_id, "type": "reasoning",
+                            "summary": [{"type": "summary_text", "text": text}] if text else []}
+    if signature:
+        item["encrypted_content"] = signature
+    return item
+
+
+def message_item(item_id: str, text: str) -> dict[str, Any]:
+    return {"id": item_id, "type": "message", "status": "completed", "role": "assistant",
+            "content": [text_part(text)]}
+
+
+def call_item(item_id: str, call: c.ToolCall, status: str = "completed") -> dict[str, Any]:
+    return {"id": item_id, "type": "function_call", "status": status, "arguments": call.arguments,
+            "call_id": call.id, "name": call.name}
+
+
+def output_items(choice: c.Choice) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    if choice.reasoning or choice.reasoning_signature:
+        items.append(reasoning_item(new_id("rs_"), choice.reasoning, choice.reasoning_signature))
+    if choice.text:
+        items.append(message_item(new_id("msg_"), choice.text))
+    items += [call_item(new_id("fc_"), tc) for tc in choice.tool_calls]
+    return items
+
+
+def status_of(finish: c.FinishReason) -> tuple[str, dict[str, str] | None]:
+    if finish == "length":
+        return "incomplete", {"reason": "max_output_tokens"}
+    if finish == "content_filter":
+        return "incomplete", {"reason": "content_filter"}
+    return "completed", None
+
+
+def assistant_turn(items: list[dict[str, Any]]) -> c.Message:
+    """Our own output items back into the canonical assistant turn (what the next request continues)."""
+    turn = c.Message("assistant")
+    for item in items:
+        if item["type"] == "reasoning":
+            text = "".join(s["text"] for s in item["summary"])
+            turn.content.append(c.ReasoningPart(text, item.get("encrypted_content")))
+        elif item["type"] == "message":
+            turn.content += [c.TextPart(p["text"]) for p in item["content"]]
+        elif item["type"] == "function_call":
+            turn.tool_calls.append(c.ToolCall(item["call_id"], item["name"], item["arguments"]))
+    return turn
+
+
+@dataclass(slots=True)
+class ResponseContext:
+    """What parse() learned that render()/the encoder need: the id, the echoed request fields,
+    and the conversation to store."""
+
+    id: str
+    created_at: int
+    echo: dict[str, Any]  # request fields every Response object repeats (model, tools, ...)
+    conversation: list[c.Message]  # history + new input, without `instructions` (not carried over)
+    store: ResponseStore | None  # None when the client sent store: false
+
+    def response(self, status: str, output: list[dict[str, Any]], usage: c.Usage | None, *,
+                 error: dict[str, Any] | None = None,
+                 incomplete: dict[str, str] | None = None) -> dict[str, Any]:
+        return {"id": self.id, "object": "response", "created_at": self.created_at, "status": status,
+                "error": error, "incomplete_details": incomplete, **self.echo, "output": output,
+                "usage": usage_json(usage) if usage is not None else None}
+
+    def finish(self, output: list[dict[str, Any]], usage: c.Usage, finish: c.FinishReason) -> dict[str, Any]:
+        """The final Response object; stored (unless store: false) for previous_response_id and GET."""
+        status, incomplete = status_of(finish)
+        response = self.response(status, output, usage, incomplete=incomplete)
+        if self.store is not None:
+            turn = [assistant_turn(output)] if output else []
+            self.store.put(response, self.conversation + turn)
+        return response
+
+
+def _echo(req: ResponsesRequest, body: dict[str, Any]) -> dict[str, Any]:
+    """Request fields a Response object repeats, as the client sent them (raw, so nothing is reshaped)."""
+    return {
+        "model": req.model,
+        "instructions": req.instructions,
+        "tools": body.get("tools") or [],
+        "tool_choice": body.get("tool_choice") or "auto",
+        "parallel_tool_calls": req.parallel_tool_calls if req.parallel_tool_calls is not None else True,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "max_output_tokens": req.max_output_tokens,
+        "previous_response_id": req.previous_response_id,
+        "store": req.store is not False,
+        "text": body.get("text") or {"format": {"type": "text"}},
+        "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
+        "truncation": req.truncation or "disabled",
+        "user": req.user,
+        "metadata": req.metadata or {},
+    }
+
+
+# ---- stream ------------------------------------------------------------------------------------
+
+
+def sse_event(kind: str, data: dict[str, Any]) -> bytes:
+    return (b"event: " + kind.encode() + b"\ndata: "
+            + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n")
+
+
+ItemKind = Literal["reasoning", "message", "function_call"]
+
+
+@dataclass(slots=True)
+class _OpenItem:
+    kind: ItemKind
+    item: dict[str, Any]  # as announced in output_item.added
+    index: int  # output_index
+    text: str = ""  # reasoning summary / message text / call arguments so far
+    part_open: bool = False  # reasoning: summary part announced
+    signature: str | None = None
+    call_index: int | None = None
+
+
+class ResponsesStreamEncoder:
+    """Canonical stream events -> Responses SSE (`event:` + `data:` with type and sequence_number).
+
+    One item is open at a time; an event of another kind (or another tool call) closes it, so
+    items arrive strictly in order with contiguous output_index. Only choice 0 exists here.
+    """
+
+    def __init__(self, req: c.ChatRequest, ctx: ResponseContext) -> None:
+        self._ctx = ctx
+        self._seq = 0
+        self._done: list[dict[str, Any]] = []  # finished items, in output order
+        self._open: _OpenItem | None = None
+        self._finish: c.FinishReason = "stop"
+        self._usage = c.Usage()
+
+    def _emit(self, kind: str, **fields: Any) -> bytes:
+        data = {"type": kind, "sequence_number": self._seq, **fields}
+        self._seq += 1
+        return sse_event(kind, data)
+
+    # -- lifecycle
+    def start(self) -> bytes:
+        resp = self._ctx.response("in_progress", [], None)
+        return self._emit("response.created", response=resp) + self._emit("response.in_progress", response=resp)
+
+    def feed(self, ev: c.StreamEvent) -> bytes:
+        if isinstance(ev, c.UsageUpdate):
+            self._usage = ev.usage
+            return b""
+        if ev.choice != 0:
+            return b""
+        if isinstance(ev, c.TextDelta):
+            return self._text(ev.text) if ev.text else b""
+        if isinstance(ev, c.ReasoningDelta):
+            return self._reasoning(ev)
+        if isinstance(ev, c.ToolCallDelta):
+            return self._call(ev)
+        self._finish = ev.reason  # Finish
+        return b""
+
+    def close(self) -> bytes:
+        out = self._close_open()
+        response = self._ctx.finish(self._done, self._usage, self._finish)
+        kind = "response.completed" if response["status"] == "completed" else "response.incomplete"
+        return out + self._emit(kind, response=response)
+
+    def fail(self, err: GatewayError) -> bytes:
+        # A half-open item is left as it is: the failure, not a fake completion, is what the client sees.
+        code = "rate_limit_exceeded" if err.status == 429 else "server_error"
+        response = self._ctx.response("failed", list(self._done), None, error={"code": code, "message": err.message})
+        return self._emit("response.failed", response=response)
+
+    # -- items
+    def _begin(self, kind: ItemKind, item: dict[str, Any]) -> tuple[bytes, _OpenItem]:
+        out = self._close_open()
+        self._open = _OpenItem(kind, item, len(self._done))
+        return out + self._emit("response.output_item.added", output_index=self._open.index, item=item), self._open
+
+    def _close_open(self) -> bytes:
+        it, self._open = self._open, None
+        if it is None:
+            return b""
+        close = {"reasoning": self._close_reasoning, "message": self._close_message,
+                 "function_call": self._close_call}[it.kind]
+        out, item = close(it)
+        self._done.append(item)
+        return out + self._emit("response.output_item.done", output_index=it.index, item=item)
+
+    def _text(self, delta: str) -> bytes:
+        out = b""
+        it = self._open
+        if it is None or it.kind != "message":
+            item = {"id": new_id("msg_"), "type": "message", "status": "in_progress", "role": "assistant",
+                    "content": []}
+            out, it = self._begin("message", item)
+            out += self._emit("response.content_part.added", item_id=item["id"], output_index=it.index,
+                              content_index=0, part=text_part(""))
+        it.text += delta
+        return out + self._emit("response.output_text.delta", item_id=it.item["id"], output_index=it.index,
+                                content_index=0, delta=delta, logprobs=[])
+
+    def _close_message(self, it: _OpenItem) -> tuple[bytes, dict[str, Any]]:
+        ids = {"item_id": it.item["id"], "output_index": it.index, "content_index": 0}
+        out = self._emit("response.output_text.done", **ids, text=it.text, logprobs=[])
+        out += self._emit("response.content_part.done", **ids, part=text_part(it.text))
+        return out, message_item(it.item["id"], it.text)
+
+    def _reasoning(self, ev: c.ReasoningDelta) -> bytes:
+        out = b""
+        it = self._open
+        if it is None or it.kind != "reasoning":
+            out, it = self._begin("reasoning", {"id": new_id("rs_"), "type": "reasoning", "summary": []})
+        it.signature = ev.signature or it.signature
+        if not ev.text:
+            return out
+        ids = {"item_id": it.item["id"], "output_index": it.index, "summary_index": 0}
+        if not it.part_open:
+            it.part_open = True
+            out += self._emit("response.reasoning_summary_part.added", **ids,
+                              part={"type": "summary_text", "text": ""})
+        it.text += ev.text
+        return out + self._emit("response.reasoning_summary_text.delta", **ids, delta=ev.text)
+
+    def _close_reasoning(self, it: _OpenItem) -> tuple[bytes, dict[str, Any]]:
+        out = b""
+        if it.part_open:
+            ids = {"item_id": it.item["id"], "output_index": it.index, "summary_index": 0}
+            out += self._emit("response.reasoning_summary_text.done", **ids, text=it.text)
+            out += self._emit("response.reasoning_summary_part.done", **ids,
+                              part={"type": "summary_text", "text": it.text})
+        return out, reasoning_item(it.item["id"], it.text, it.signature)
+
+    def _call(self, ev: c.ToolCallDelta) -> bytes:
+        out = b""
+        it = self._open
+        if it is None or it.kind != "function_call" or it.call_index != ev.call_index:
+            if ev.id is None:
+                # Upstream decoders deliver each call's deltas contiguously, header first; a stray
+                # fragment of an already closed call cannot be placed in a closed item.
+                log.warning("dropping arguments for tool call %d that is not open", ev.call_index)
+                return b""
+            item = call_item(new_id("fc_"), c.ToolCall(ev.id, ev.name or "", ""), status="in_progress")
+            out, it = self._begin("function_call", item)
+            it.call_index = ev.call_index
+        if ev.arguments:
+            it.text += ev.arguments
+            out += self._emit("response.function_call_arguments.delta", item_id=it.item["id"],
+                              output_index=it.index, delta=ev.arguments)
+        return out
+
+    def _close_call(self, it: _OpenItem) -> tuple[bytes, dict[str, Any]]:
+        args = it.text or "{}"
+        out = self._emit("response.function_call_arguments.done", item_id=it.item["id"], output_index=it.index,
+                         arguments=args)
+        return out, call_item(it.item["id"], c.ToolCall(it.item["call_id"], it.item["name"], args))
+
+
+# ---- the front end -----------------------------------------------------------------------------
+
+
+class ResponsesFrontend:
+    """`POST /v1/responses` (also `/responses`) and `GET /v1/responses/{id}`."""
+
+    def __init__(self, store: ResponseStore | None = None) -> None:
+        self.store = store if store is not None else ResponseStore()
+
+    def parse(self, body: Any) -> tuple[c.ChatRequest, ResponseContext]:
+        req = validate_request(body)
+        if req.background:
+            raise bad_request("Background responses are not supported by this gateway; use stream: true "
+                              "for long requests.", "background")
+        if req.input is None and req.previous_response_id is None:
+            raise bad_request("Missing required parameter: 'input'.", "input", code="missing_required_parameter")
+        conversation = self._history(req.previous_response_id) + input_messages(req.input)
+        if not conversation and not req.instructions:
+            raise bad_request("'input' must contain at least one item.", "input")
+        system = [c.Message("system", [c.TextPart(req.instructions)])] if req.instructions else []
+        tools, skipped = _tools(req.tools)
+        creq = c.ChatRequest(
+            model=req.model,
+            messages=system + conversation,
+            stream=bool(req.stream),
+            temperature=req.temperature,
+            top_p=req.top_p,
+            max_tokens=req.max_output_tokens,
+            tools=tools,
+            tool_choice=_tool_choice(req.tool_choice, tools, skipped),
+            parallel_tool_calls=req.parallel_tool_calls,
+            response_format=_response_format(req.text),
+            reasoning_effort=req.reasoning.effort if req.reasoning else None,
+            user=req.user,
+        )
+        ctx = ResponseContext(new_id("resp_"), int(time.time()), _echo(req, body), conversation,
+                              self.store if req.store is not False else None)
+        return creq, ctx
+
+    def _history(self, previous_id: str | None) -> list[c.Message]:
+        if previous_id is None:
+            return []
+        stored = self.store.get(previous_id)
+        if stored is None:
+            raise GatewayError(404, f"Previous response with id '{previous_id}' not found.",
+                               param="previous_response_id", code="previous_response_not_found")
+        return list(stored.conversation)
+
+    def render(self, completion: c.Completion, req: c.ChatRequest, ctx: ResponseContext) -> dict[str, Any]:
+        choice = completion.choices[0] if completion.choices else c.Choice()
+        return ctx.finish(output_items(choice), completion.usage, choice.finish_reason)
+
+    def encoder(self, req: c.ChatRequest, ctx: ResponseContext) -> ResponsesStreamEncoder:
+        return ResponsesStreamEncoder(req, ctx)
+
+    def routes(self) -> list[tuple[str, str, Callable[[Any], tuple[int, Any]]]]:
+        return [("GET", r"/(?:v1/)?responses/([^/]+)", self._retrieve)]
+
+    def _retrieve(self, match: Any) -> tuple[int, dict[str, Any]]:
+        stored = self.store.get(match.group(1))
+        if stored is None:
+            raise GatewayError(404, f"Response with id '{match.group(1)}' not found.", code="response_not_found")
+        return 200, stored.response
