@@ -188,7 +188,7 @@ class AccountPool:
         self._accounts: list[Any] = []
         self._sticky = False
         self._states: dict[str, AccountState] = {}
-        self._cursor = 0
+        self._cursors: dict[str, int] = {}  # per model: alternating models must not pin each to one account
         self._store = store
         self._clock = clock
         if store is not None:
@@ -254,8 +254,8 @@ class AccountPool:
                 return preferred
         # weighted round-robin: an account of weight w appears w times in the cycle
         cycle = [a for a in ready for _ in range(a.weight)]
-        self._cursor = (self._cursor + 1) % (1 << 30)
-        return cycle[self._cursor % len(cycle)]
+        cursor = self._cursors[model] = (self._cursors.get(model, -1) + 1) % (1 << 30)
+        return cycle[cursor % len(cycle)]
 
     def eligible_count(self, model: str) -> int:
         return len(self.candidates(model))

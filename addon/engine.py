@@ -108,14 +108,16 @@ class Settings:
 
 
 class Redactor:
-    """Removes every configured secret from text that may reach a client or a log."""
+    """Removes every configured secret, and every live OAuth access token, from text that may
+    reach a client or a log."""
 
-    def __init__(self, secrets: list[str]) -> None:
+    def __init__(self, secrets: list[str], dynamic: Any = lambda: ()) -> None:
         self._secrets = sorted({s for s in secrets if s and len(s) >= 6}, key=len, reverse=True)
+        self._dynamic = dynamic
 
     def __call__(self, text: str) -> str:
-        for s in self._secrets:
-            if s in text:
+        for s in (*self._secrets, *self._dynamic()):
+            if s and s in text:
                 text = text.replace(s, "[redacted]")
         return text
 
@@ -161,7 +163,7 @@ class Engine:
         secrets = [self.settings.api_key]
         for acc in self.pool.accounts:
             secrets += [getattr(acc, k, None) or "" for k in ("api_key", "refresh_token", "client_secret")]
-        self.redact = Redactor(secrets)
+        self.redact = Redactor(secrets, getattr(self.tokens, "active_tokens", tuple))
 
     @property
     def mappings(self) -> ModelMap:

@@ -62,6 +62,7 @@ class StateStore:
             os.chmod(tmp, 0o600)  # it may hold OAuth access tokens
             os.replace(tmp, self.path)
         except BaseException:
+            self._dirty = True  # try again at the next flush
             try:
                 os.unlink(tmp)
             except OSError:

@@ -76,18 +76,21 @@ class GeminiProvider:
         try:
             async for payloads in sse_payloads(resp.chunks()):
                 batch: list[c.StreamEvent] = []
+                failure: UpstreamError | None = None
                 for payload in payloads:
                     try:
                         data = json.loads(payload)
                     except ValueError:
-                        raise UpstreamError(502, "Upstream sent an SSE event that is not JSON.") from None
+                        failure = UpstreamError(502, "Upstream sent an SSE event that is not JSON.")
+                        break
                     if isinstance(data, list) or (isinstance(data, dict) and "error" in data):
-                        if batch:  # what arrived before the error in this read still reaches the client
-                            yield batch
-                        raise google_error(500, payload.encode(), {})
+                        failure = google_error(500, payload.encode(), {})
+                        break
                     batch += decoder.feed(self._unwrap(data))
-                if batch:
+                if batch:  # what arrived before a failure in this read still reaches the client
                     yield batch
+                if failure is not None:
+                    raise failure
             if not decoder.complete:
                 raise UpstreamError(502, "Upstream stream ended before the answer was complete.")
             yield decoder.finish()
@@ -126,6 +129,10 @@ class TokenManager:
     def _owner(acc: CloudCodeAccount) -> str:
         # A refresh token edited in the accounts file must not keep using the old one's access token.
         return hashlib.sha256(f"{acc.token_url}|{acc.client_id}|{acc.refresh_token}".encode()).hexdigest()[:16]
+
+    def active_tokens(self) -> list[str]:
+        """Access tokens currently held (for redaction)."""
+        return [tok[0] for tok in self._tokens.values()]
 
     def invalidate(self, acc: CloudCodeAccount, token: str | None = None) -> None:
         """Forget the access token; with `token`, only if it is still the current one (a request that

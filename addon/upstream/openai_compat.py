@@ -62,15 +62,20 @@ class OpenAIProvider:
         try:
             async for payloads in sse_payloads(resp.chunks()):
                 batch: list[c.StreamEvent] = []
+                failure: UpstreamError | None = None
                 for payload in payloads:
                     if payload.lstrip().startswith('{"error"'):
-                        raise openai_error(502, payload.encode(), {})
+                        failure = openai_error(502, payload.encode(), {})
+                        break
                     try:
                         batch += decoder.feed(payload)
                     except ValueError:
-                        raise UpstreamError(502, "Upstream sent an SSE event that is not JSON.") from None
-                if batch:
+                        failure = UpstreamError(502, "Upstream sent an SSE event that is not JSON.")
+                        break
+                if batch:  # what arrived before a failure in this read still reaches the client
                     yield batch
+                if failure is not None:
+                    raise failure
             if not decoder.done:
                 raise UpstreamError(502, "Upstream stream ended before [DONE].")
             yield decoder.finish()
