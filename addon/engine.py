@@ -213,12 +213,18 @@ class Engine:
         if frontend is not None:
             self._allow(req, "POST")
             return await self._complete(frontend, req, story)
+        allowed = []
         for method, pattern, fn in self.routes:
             m = pattern.fullmatch(path)
-            if m:
-                self._allow(req, method)
+            if m is None:
+                continue
+            if req.method == method:
                 status, obj = fn(m)
                 return _json(status, obj)
+            allowed.append(method)
+        if allowed:
+            raise GatewayError(405, f"Method {req.method} is not allowed on {req.path}; use "
+                                    f"{' or '.join(allowed)}.", code="method_not_allowed")
         raise GatewayError(404, f"Unknown request URL: {req.method} {req.path}. The base URL of an OpenAI client "
                                 "must end in /v1 (e.g. http://127.0.0.1:8045/v1).", code="unknown_url")
 

@@ -142,6 +142,14 @@ def test_retrieve_returns_the_stored_response(gateway: Gateway, emulator: Emulat
     with pytest.raises(openai.NotFoundError) as info:
         client.responses.retrieve("resp_does_not_exist")
     assert info.value.body["type"] == "not_found_error"  # type: ignore[index]
+    # deleting forgets it; a second delete and a later retrieval are 404s
+    client.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete(created.id)
+    raw = httpx.put(f"{gateway.v1}/responses/{created.id}", timeout=5)
+    assert raw.status_code == 405 and raw.json()["error"]["code"] == "method_not_allowed"
 
 
 def test_unknown_previous_response_is_not_found(gateway: Gateway, emulator: Emulator) -> None:

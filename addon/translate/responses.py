@@ -264,6 +264,9 @@ class ResponseStore:
         self._items.move_to_end(response_id)
         return entry
 
+    def delete(self, response_id: str) -> bool:
+        return self._items.pop(response_id, None) is not None
+
     def __len__(self) -> int:
         return len(self._items)
 
@@ -748,10 +751,16 @@ class ResponsesFrontend:
         return ResponsesStreamEncoder(req, ctx)
 
     def routes(self) -> list[tuple[str, str, Callable[[Any], tuple[int, Any]]]]:
-        return [("GET", r"/(?:v1/)?responses/([^/]+)", self._retrieve)]
+        path = r"/(?:v1/)?responses/([^/]+)"
+        return [("GET", path, self._retrieve), ("DELETE", path, self._delete)]
 
     def _retrieve(self, match: Any) -> tuple[int, dict[str, Any]]:
         stored = self.store.get(match.group(1))
         if stored is None:
             raise GatewayError(404, f"Response with id '{match.group(1)}' not found.", code="response_not_found")
         return 200, stored.response
+
+    def _delete(self, match: Any) -> tuple[int, dict[str, Any]]:
+        if not self.store.delete(match.group(1)):
+            raise GatewayError(404, f"Response with id '{match.group(1)}' not found.", code="response_not_found")
+        return 200, {"id": match.group(1), "object": "response.deleted", "deleted": True}
