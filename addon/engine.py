@@ -193,10 +193,8 @@ class Engine:
                                     "start it with allow_lan_access=true.", code="lan_access_disabled")
         path = req.path.rstrip("/") or "/"
         is_health = path in ("/healthz", "/health")
-        if req.method == "OPTIONS":  # CORS preflight carries no credentials
-            return Outcome(204, {"access-control-allow-origin": "*", "access-control-allow-methods": "GET, POST, OPTIONS",
-                                 "access-control-allow-headers": "authorization, content-type, x-api-key, "
-                                                                 "x-goog-api-key, openai-beta, openai-organization"})
+        # No CORS: a web page must not be able to spend this machine's accounts through a
+        # loopback gateway with auth off. Browsers preflight JSON POSTs; those get a 405 here.
         auth.check(self.settings.auth_mode, self.settings.api_key, is_health, req.headers)
 
         if is_health:

@@ -90,7 +90,8 @@ class Relay:
                 request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
                 parts = request_line.split(" ")
                 path = parts[1] if len(parts) == 3 else ""
-                entry = self._entries.pop(path.removeprefix(PATH_PREFIX), None) if path.startswith(PATH_PREFIX) else None
+                token = path.removeprefix(PATH_PREFIX) if path.startswith(PATH_PREFIX) else ""
+                entry = self._entries.pop(token, None)
                 if entry is None:
                     writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
                     await writer.drain()

@@ -9,8 +9,6 @@ client's SSE payloads, `[DONE]` kept as a string). Ids and timestamps are normal
 from __future__ import annotations
 
 import json
-import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -22,35 +20,15 @@ from addon.protocol.errors import GatewayError
 from addon.translate import gemini
 from addon.translate.completions import CompletionsFrontend
 from scripts import emulator as emu
+from tests.golden import cases as golden_cases, golden, load as golden_load, normalise
 
 DIR = Path(__file__).parent / "fixtures" / "completions"
-UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
-_ID = re.compile(r"\bcmpl-[0-9a-f]{24}\b")
-
-
-def normalise(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: (0 if k == "created" and isinstance(v, int) else normalise(v)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [normalise(v) for v in obj]
-    return _ID.sub("cmpl-<id>", obj) if isinstance(obj, str) else obj
-
-
-def golden(path: Path, actual: Any) -> None:
-    if UPDATE:
-        path.write_text(json.dumps(actual, indent=2, ensure_ascii=False) + "\n")
-        return
-    assert path.exists(), f"{path} is missing: run with UPDATE_GOLDEN=1 and review it"
-    assert actual == json.loads(path.read_text()), f"{path.name} differs (UPDATE_GOLDEN=1 regenerates)"
-
-
 def load(name: str) -> Any:
-    return json.loads((DIR / name).read_text())
+    return golden_load(DIR / name)
 
 
 def cases(prefix: str) -> list[str]:
-    return sorted(p.name[len(prefix):-len(".json")] for p in DIR.glob(f"{prefix}*.json")
-                  if not p.name.endswith(".golden.json"))
+    return golden_cases(DIR, prefix)
 
 
 def encode(body: dict[str, Any], upstream_events: list[dict[str, Any]]) -> bytes:

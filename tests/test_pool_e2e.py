@@ -182,14 +182,14 @@ def test_rate_limited_keys_rotate_until_one_answers(gateways: GatewayFactory, em
     assert len(used2) == 3 and not set(used2) & set(used[:2])  # cooled keys were not tried again
     assert raw.headers["x-account-email"] == email(used2[2].split("-")[1])
     assert text == "one two three four"
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
     assert len(arrivals) == 4 and all(g > 0.12 for g in gaps), gaps  # not buffered into one piece
 
     # 3. mitmweb's story of each flow: every attempt, in order
     gateways.stop(gw)
     saved = read_flows(flows)
     assert len(saved) == 2
-    for flow, keys in zip(saved, (used, used2)):
+    for flow, keys in zip(saved, (used, used2), strict=False):
         who = [email(k.split("-")[1]) for k in keys]
         assert flow.request.path == "/v1/chat/completions" and flow.request.method == "POST"
         assert f"3 attempts [{who[0]}:429, {who[1]}:429, {who[2]}:200]" in flow.comment, flow.comment

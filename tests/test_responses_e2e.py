@@ -79,7 +79,7 @@ def test_stream_arrives_incrementally_and_builds_the_final_response(gateway: Gat
                 deltas.append((time.monotonic() - t0, event.delta))
         final = stream.get_final_response()
     assert [d for _, d in deltas] == ["a", "b", "c", "d"]
-    gaps = [b[0] - a[0] for a, b in zip(deltas, deltas[1:])]
+    gaps = [b[0] - a[0] for a, b in zip(deltas, deltas[1:], strict=False)]
     assert all(g >= 0.1 for g in gaps), f"deltas were buffered: {gaps}"
     assert types[0] == "response.created" and types[-1] == "response.completed"
     assert final.output_text == "abcd" and final.status == "completed"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -31,45 +30,19 @@ from addon.protocol.errors import GatewayError
 from addon.translate import gemini
 from addon.translate.responses import ResponsesFrontend, ResponseStore
 from scripts import emulator as emu
+from tests.golden import cases as golden_cases, golden, load as golden_load, normalise
 
 DIR = Path(__file__).parent / "fixtures" / "responses"
-UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
 
 # ---- helpers ----------------------------------------------------------------------------------
 
-_IDS = [
-    (re.compile(r"\b(resp|msg|rs|fc)_[0-9a-f]{24}\b"), r"\1_<id>"),
-    (re.compile(r"\bcall_[0-9a-f]{16}"), "call_<id>"),  # keeps a `.sig.<signature>` suffix visible
-]
-
-
-def normalise(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: (0 if k == "created_at" and isinstance(v, int) else normalise(v)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [normalise(v) for v in obj]
-    if isinstance(obj, str):
-        for pattern, repl in _IDS:
-            obj = pattern.sub(repl, obj)
-    return obj
-
-
-def golden(path: Path, actual: Any) -> None:
-    if UPDATE:
-        path.write_text(json.dumps(actual, indent=2, ensure_ascii=False) + "\n")
-        return
-    assert path.exists(), f"{path} is missing: run with UPDATE_GOLDEN=1 and review it"
-    assert actual == json.loads(path.read_text()), f"{path.name} differs (UPDATE_GOLDEN=1 regenerates)"
-
-
 def load(name: str) -> Any:
-    return json.loads((DIR / name).read_text())
+    return golden_load(DIR / name)
 
 
 def cases(prefix: str) -> list[str]:
-    return sorted(p.name[len(prefix):-len(".json")] for p in DIR.glob(f"{prefix}*.json")
-                  if not p.name.endswith(".golden.json"))
+    return golden_cases(DIR, prefix)
 
 
 def gemini_request(body: dict[str, Any], model: str, front: ResponsesFrontend | None = None) -> dict[str, Any]:
@@ -400,14 +373,20 @@ def test_get_route_returns_the_stored_response() -> None:
     front = ResponsesFrontend()
     req, ctx = front.parse({"model": "m", "input": "hi"})
     obj = front.render(c.Completion([c.Choice(text="x")]), req, ctx)
-    [(method, pattern, fn)] = front.routes()
-    assert method == "GET"
+    routes = {method: (pattern, fn) for method, pattern, fn in front.routes()}
+    assert set(routes) == {"GET", "DELETE"}
+    pattern, fn = routes["GET"]
     for path in (f"/v1/responses/{obj['id']}", f"/responses/{obj['id']}"):
         match = re.fullmatch(pattern, path)
         assert match and fn(match) == (200, obj)
     with pytest.raises(GatewayError) as info:
         fn(re.fullmatch(pattern, "/v1/responses/resp_missing"))
     assert (info.value.status, info.value.type) == (404, "not_found_error")
+    delete_pattern, delete = routes["DELETE"]
+    assert delete(re.fullmatch(delete_pattern, f"/v1/responses/{obj['id']}")) == (
+        200, {"id": obj["id"], "object": "response.deleted", "deleted": True})
+    with pytest.raises(GatewayError):
+        fn(re.fullmatch(pattern, f"/v1/responses/{obj['id']}"))
 
 
 # ---- stream ---------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import random
 import re
 from collections.abc import AsyncIterator
@@ -36,48 +35,13 @@ from addon.translate.schema import to_gemini_schema
 from addon.translate.sse import SSEEvent, SSEParser
 from addon.upstream.google import GeminiProvider
 from scripts import emulator as emu
+from tests.golden import cases, golden, load, normalise
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CHAT_DIR, GEMINI_DIR = FIXTURES / "chat", FIXTURES / "gemini"
-UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 
 # ---- helpers ----------------------------------------------------------------------------------
-
-_IDS = [
-    (re.compile(r"chatcmpl-[0-9a-f]{24}"), "chatcmpl-<id>"),
-    (re.compile(r"call_[0-9a-f]{16}"), "call_<id>"),  # keeps a `.sig.<signature>` suffix visible
-]
-
-
-def normalise(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: (0 if k == "created" and isinstance(v, int) else normalise(v)) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [normalise(v) for v in obj]
-    if isinstance(obj, str):
-        for pattern, repl in _IDS:
-            obj = pattern.sub(repl, obj)
-    return obj
-
-
-def golden(path: Path, actual: Any) -> None:
-    if UPDATE:
-        path.write_text(json.dumps(actual, indent=2, ensure_ascii=False) + "\n")
-        return
-    assert path.exists(), f"{path} is missing: run with UPDATE_GOLDEN=1 and review it"
-    expected = json.loads(path.read_text())
-    assert actual == expected, f"{path.name} differs from the translation (UPDATE_GOLDEN=1 regenerates)"
-
-
-def load(path: Path) -> Any:
-    return json.loads(path.read_text())
-
-
-def names(directory: Path, prefix: str) -> list[str]:
-    return sorted(p.name[len(prefix):-len(".json")] for p in directory.glob(f"{prefix}*.json")
-                  if not p.name.endswith(".golden.json"))
-
 
 def emulator_accepts(body: dict[str, Any], model: str, state: emu.EmulatorState | None = None) -> emu.GenRequest:
     """The emulator's own request validator (shape, schema subset, turn pairing, signatures)."""
@@ -130,7 +94,7 @@ class FakeUpstreamResponse:
 def split_randomly(data: bytes, seed: int) -> list[bytes]:
     rnd = random.Random(seed)
     cuts = sorted(rnd.sample(range(1, len(data)), min(len(data) - 1, max(1, len(data) // 7))))
-    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+    return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=False)]
 
 
 class _Static:
@@ -233,12 +197,12 @@ def accumulate(events: list[Any]) -> Any:
 
 # ---- goldens: chat request -> Gemini request ------------------------------------------------
 
-REQUEST_CASES = names(CHAT_DIR, "request_")
+REQUEST_CASES = cases(CHAT_DIR, "request_")
 
 
 def test_request_fixtures_exist() -> None:
-    assert len(REQUEST_CASES) >= 10 and len(names(GEMINI_DIR, "response_")) >= 5
-    assert len(names(GEMINI_DIR, "stream_")) >= 8
+    assert len(REQUEST_CASES) >= 10 and len(cases(GEMINI_DIR, "response_")) >= 5
+    assert len(cases(GEMINI_DIR, "stream_")) >= 8
 
 
 @pytest.mark.parametrize("case", REQUEST_CASES)
@@ -511,7 +475,7 @@ def test_tool_choice_none_without_tools_is_harmless() -> None:
 
 # ---- Gemini response -> chat completion ---------------------------------------------------------
 
-RESPONSE_CASES = names(GEMINI_DIR, "response_")
+RESPONSE_CASES = cases(GEMINI_DIR, "response_")
 
 
 @pytest.mark.parametrize("case", RESPONSE_CASES)
@@ -585,7 +549,7 @@ def test_usage_from_metadata() -> None:
 
 # ---- Gemini SSE -> chat chunks ---------------------------------------------------------------
 
-STREAM_CASES = names(GEMINI_DIR, "stream_")
+STREAM_CASES = cases(GEMINI_DIR, "stream_")
 
 
 @pytest.mark.parametrize("case", STREAM_CASES)

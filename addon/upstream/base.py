@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from ..protocol import canonical as c
@@ -104,3 +104,25 @@ async def sse_payloads(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[str]]
 
 
 StreamBatches = AsyncIterator[list[c.StreamEvent]]
+
+
+async def event_batches(chunks: AsyncIterator[bytes],
+                        decode: Callable[[str], list[c.StreamEvent]]) -> StreamBatches:
+    """SSE payloads -> canonical event batches, one batch per network read.
+
+    `decode` raises UpstreamError for a payload that reports or is a failure; the events
+    decoded before it in the same read are still delivered first.
+    """
+    async for payloads in sse_payloads(chunks):
+        batch: list[c.StreamEvent] = []
+        failure: UpstreamError | None = None
+        for payload in payloads:
+            try:
+                batch += decode(payload)
+            except UpstreamError as err:
+                failure = err
+                break
+        if batch:
+            yield batch
+        if failure is not None:
+            raise failure

@@ -18,7 +18,7 @@ from ..accounts import CloudCodeAccount
 from ..protocol import canonical as c
 from ..state import StateStore
 from ..translate import gemini
-from .base import UpstreamError, google_error, sse_payloads
+from .base import UpstreamError, event_batches, google_error
 from .http import HttpClient, UpstreamResponse
 
 log = logging.getLogger(__name__)
@@ -73,24 +73,19 @@ class GeminiProvider:
 
     async def _events(self, resp: UpstreamResponse, n: int) -> AsyncIterator[list[c.StreamEvent]]:
         decoder = gemini.GeminiStreamDecoder(n)
+
+        def decode(payload: str) -> list[c.StreamEvent]:
+            try:
+                data = json.loads(payload)
+            except ValueError:
+                raise UpstreamError(502, "Upstream sent an SSE event that is not JSON.") from None
+            if isinstance(data, list) or (isinstance(data, dict) and "error" in data):
+                raise google_error(500, payload.encode(), {})
+            return decoder.feed(self._unwrap(data))
+
         try:
-            async for payloads in sse_payloads(resp.chunks()):
-                batch: list[c.StreamEvent] = []
-                failure: UpstreamError | None = None
-                for payload in payloads:
-                    try:
-                        data = json.loads(payload)
-                    except ValueError:
-                        failure = UpstreamError(502, "Upstream sent an SSE event that is not JSON.")
-                        break
-                    if isinstance(data, list) or (isinstance(data, dict) and "error" in data):
-                        failure = google_error(500, payload.encode(), {})
-                        break
-                    batch += decoder.feed(self._unwrap(data))
-                if batch:  # what arrived before a failure in this read still reaches the client
-                    yield batch
-                if failure is not None:
-                    raise failure
+            async for batch in event_batches(resp.chunks(), decode):
+                yield batch
             if not decoder.complete:
                 raise UpstreamError(502, "Upstream stream ended before the answer was complete.")
             yield decoder.finish()

@@ -9,7 +9,7 @@ from typing import Any
 from ..accounts import OpenAIAccount
 from ..protocol import canonical as c
 from ..translate import openai_upstream as tr
-from .base import UpstreamError, retry_after_header, sse_payloads
+from .base import UpstreamError, event_batches, retry_after_header
 from .http import HttpClient, UpstreamResponse
 
 
@@ -59,23 +59,18 @@ class OpenAIProvider:
 
     async def _events(self, resp: UpstreamResponse) -> AsyncIterator[list[c.StreamEvent]]:
         decoder = tr.OpenAIStreamDecoder()
+
+        def decode(payload: str) -> list[c.StreamEvent]:
+            if payload.lstrip().startswith('{"error"'):
+                raise openai_error(502, payload.encode(), {})
+            try:
+                return decoder.feed(payload)
+            except ValueError:
+                raise UpstreamError(502, "Upstream sent an SSE event that is not JSON.") from None
+
         try:
-            async for payloads in sse_payloads(resp.chunks()):
-                batch: list[c.StreamEvent] = []
-                failure: UpstreamError | None = None
-                for payload in payloads:
-                    if payload.lstrip().startswith('{"error"'):
-                        failure = openai_error(502, payload.encode(), {})
-                        break
-                    try:
-                        batch += decoder.feed(payload)
-                    except ValueError:
-                        failure = UpstreamError(502, "Upstream sent an SSE event that is not JSON.")
-                        break
-                if batch:  # what arrived before a failure in this read still reaches the client
-                    yield batch
-                if failure is not None:
-                    raise failure
+            async for batch in event_batches(resp.chunks(), decode):
+                yield batch
             if not decoder.done:
                 raise UpstreamError(502, "Upstream stream ended before [DONE].")
             yield decoder.finish()

@@ -1,0 +1,110 @@
+"""Engine routing, auth and LAN rules, without mitmproxy or sockets (Engine.handle directly).
+
+The end-to-end suites exercise the same paths through mitmdump; these cover what a loopback
+test host cannot produce, such as a peer address from the LAN.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from addon import auth
+from addon.accounts import AccountPool
+from addon.engine import Engine, Incoming, Redactor, Settings
+from addon.mapping import parse_mappings
+
+
+class _Static:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def current(self) -> Any:
+        return self.value
+
+
+def make_engine(**settings: Any) -> Engine:
+    mappings = parse_mappings({"default": "gemini-2.5-flash", "mappings": {"gpt-4o": "gemini-2.5-pro"}})
+    return Engine(settings=Settings(**settings), mappings=_Static(mappings), pool=AccountPool(),
+                  http=None)  # type: ignore[arg-type]  # no request here reaches an upstream
+
+
+async def call(engine: Engine, method: str, path: str, *, peer: str = "127.0.0.1",
+               headers: dict[str, str] | None = None, body: Any = None) -> tuple[int, dict[str, str], Any]:
+    raw = json.dumps(body).encode() if body is not None else b""
+    out = await engine.handle(Incoming(method, path, headers or {}, raw, peer))
+    return out.status, out.headers, json.loads(out.body) if out.body else None
+
+
+@pytest.mark.parametrize("peer", ["192.168.1.20", "10.0.0.5", "2001:db8::1", "::ffff:192.168.1.20", None])
+async def test_lan_peers_are_refused_without_lan_access(peer: str | None) -> None:
+    status, _, body = await call(make_engine(), "GET", "/healthz", peer=peer)  # type: ignore[arg-type]
+    assert status == 403 and body["error"]["code"] == "lan_access_disabled"
+
+
+@pytest.mark.parametrize("peer", ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"])
+async def test_loopback_peers_are_served(peer: str) -> None:
+    status, _, body = await call(make_engine(), "GET", "/healthz", peer=peer)
+    assert status == 200 and body["status"] == "ok"
+
+
+async def test_lan_access_serves_lan_peers_but_still_checks_the_key() -> None:
+    engine = make_engine(allow_lan_access=True, auth_mode="all_except_health", api_key="s3cret-key")
+    assert (await call(engine, "GET", "/healthz", peer="192.168.1.20"))[0] == 200
+    status, _, body = await call(engine, "GET", "/v1/models", peer="192.168.1.20")
+    assert status == 401 and body["error"]["code"] == "missing_api_key"
+    ok = await call(engine, "GET", "/v1/models", peer="192.168.1.20", headers={"x-api-key": "s3cret-key"})
+    assert ok[0] == 200
+
+
+def test_effective_modes() -> None:
+    assert auth.effective_mode("auto", False) == "off"
+    assert auth.effective_mode("auto", True) == "all_except_health"
+    for mode in ("off", "strict", "all_except_health"):
+        assert auth.effective_mode(mode, True) == auth.effective_mode(mode, False) == mode
+
+
+def test_key_precedence_bearer_first() -> None:
+    headers = {"authorization": "Bearer from-bearer", "x-api-key": "from-x", "x-goog-api-key": "from-goog"}
+    assert auth.presented_key(headers) == "from-bearer"
+    assert auth.presented_key({"x-api-key": "from-x", "x-goog-api-key": "g"}) == "from-x"
+    assert auth.presented_key({"x-goog-api-key": "g"}) == "g"
+    assert auth.presented_key({"authorization": "Basic abc"}) is None
+
+
+async def test_no_cors_preflight_and_wrong_methods_are_405() -> None:
+    engine = make_engine()
+    status, headers, body = await call(engine, "OPTIONS", "/v1/chat/completions")
+    assert status == 405 and body["error"]["code"] == "method_not_allowed"
+    assert not any(h.startswith("access-control-") for h in headers)
+    assert (await call(engine, "GET", "/v1/chat/completions"))[0] == 405
+    assert (await call(engine, "POST", "/v1/models"))[0] == 405
+
+
+async def test_unknown_paths_are_openai_shaped_404s() -> None:
+    for path in ("/", "/v2/chat/completions", "/v1/chat/completions/responses", "/v1/nope"):
+        status, _, body = await call(make_engine(), "POST", path, body={})
+        assert status == 404 and set(body["error"]) == {"message", "type", "param", "code"}
+
+
+async def test_models_resolve_through_the_mapping() -> None:
+    status, headers, body = await call(make_engine(), "GET", "/v1/models/gpt-4o")
+    assert status == 200 and body["id"] == "gpt-4o" and headers["x-mapped-model"] == "gemini-2.5-pro"
+    assert (await call(make_engine(), "GET", "/v1/models/no-such-model"))[0] == 404
+
+
+async def test_no_account_is_a_503_that_says_what_to_do() -> None:
+    status, headers, body = await call(make_engine(), "POST", "/v1/chat/completions",
+                                       body={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    assert status == 503 and "GEMINI_API_KEY" in body["error"]["message"]
+    assert headers["x-mapped-model"] == "gemini-2.5-pro"
+
+
+def test_redactor_hides_static_and_live_secrets() -> None:
+    live = ["ya29.live-token-123"]
+    redact = Redactor(["AIzaStaticKey123", "short"], lambda: live)
+    text = redact("key AIzaStaticKey123 token ya29.live-token-123 short")
+    assert "AIzaStaticKey123" not in text and "ya29.live-token-123" not in text
+    assert text.endswith("short")  # too short to be a secret worth masking: masking would garble text
