@@ -74,7 +74,11 @@ def _type_of(value: Any) -> Any:
 
 
 def _tagger(tags: dict[str | None, str], default: str | None) -> Callable[[Any], str | None]:
-    return lambda value: tags.get(_type_of(value), default)
+    def tag(value: Any) -> str | None:
+        kind = _type_of(value)
+        # a non-string `type` ({"type": []}) must fail validation, not crash the lookup
+        return tags.get(kind, default) if kind is None or isinstance(kind, str) else default
+    return tag
 
 
 _PART_TAGS: dict[str | None, str] = {"input_text": "InputText", "output_text": "OutputText", "refusal": "Refusal",

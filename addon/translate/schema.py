@@ -10,8 +10,23 @@ from __future__ import annotations
 
 from typing import Any
 
-_KEEP = {"title", "description", "nullable", "minItems", "maxItems", "minProperties", "maxProperties",
-         "minLength", "maxLength", "pattern", "example", "default", "minimum", "maximum", "propertyOrdering"}
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# Keywords Gemini's Schema has, each with the value type it accepts (a wrong type is a 400 too).
+_KEEP = {
+    "title": lambda v: isinstance(v, str), "description": lambda v: isinstance(v, str),
+    "pattern": lambda v: isinstance(v, str), "nullable": lambda v: isinstance(v, bool),
+    "minItems": _is_int, "maxItems": _is_int, "minProperties": _is_int, "maxProperties": _is_int,
+    "minLength": _is_int, "maxLength": _is_int, "minimum": _is_num, "maximum": _is_num,
+    "example": lambda v: True, "default": lambda v: True,
+    "propertyOrdering": lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v),
+}
 _TYPES = {"string", "number", "integer", "boolean", "array", "object"}
 _FORMATS = {"string": {"enum", "date-time"}, "integer": {"int32", "int64"}, "number": {"float", "double"}}
 _MAX_DEPTH = 24  # recursive $ref chains are cut here
@@ -21,14 +36,18 @@ def to_gemini_schema(schema: Any, *, top_level: bool = True) -> dict[str, Any] |
     """Returns None when nothing is left to send (e.g. an object without properties at top level)."""
     if not isinstance(schema, dict):
         return None
-    defs = {**schema.get("definitions", {}), **schema.get("$defs", {})}
+    defs = {k: v for key in ("definitions", "$defs") if isinstance(schema.get(key), dict)
+            for k, v in schema[key].items()}
     out = _convert(schema, defs, 0)
-    if top_level and out.get("type") == "OBJECT" and not out.get("properties"):
-        return None  # Gemini: "properties: should be non-empty for OBJECT type"
+    if top_level and (out.get("type") != "OBJECT" or not out.get("properties")):
+        # Gemini: parameters must be an OBJECT, and "properties: should be non-empty for OBJECT type"
+        return None
     return out
 
 
-def _resolve(ref: str, defs: dict[str, Any]) -> dict[str, Any]:
+def _resolve(ref: Any, defs: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(ref, str):
+        return {}
     for prefix in ("#/$defs/", "#/definitions/"):
         if ref.startswith(prefix):
             found = defs.get(ref[len(prefix):])
@@ -57,24 +76,24 @@ def _merge_all_of(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any
 def _convert(schema: dict[str, Any], defs: dict[str, Any], depth: int) -> dict[str, Any]:
     if depth > _MAX_DEPTH:
         return {"type": "OBJECT", "description": "(recursive structure truncated)"}
-    if "$ref" in schema:
+    if isinstance(schema.get("$ref"), str):
         target = _resolve(schema["$ref"], defs)
         schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
     if "allOf" in schema and isinstance(schema["allOf"], list):
         schema = _merge_all_of(schema, defs)
 
-    out: dict[str, Any] = {k: v for k, v in schema.items() if k in _KEEP}
-    if "exclusiveMinimum" in schema and isinstance(schema["exclusiveMinimum"], (int, float)):
+    out: dict[str, Any] = {k: v for k, v in schema.items() if k in _KEEP and _KEEP[k](v)}
+    if _is_num(schema.get("exclusiveMinimum")):
         out.setdefault("minimum", schema["exclusiveMinimum"])
-    if "exclusiveMaximum" in schema and isinstance(schema["exclusiveMaximum"], (int, float)):
+    if _is_num(schema.get("exclusiveMaximum")):
         out.setdefault("maximum", schema["exclusiveMaximum"])
 
     variants = schema.get("anyOf") or schema.get("oneOf")
     raw_type = schema.get("type")
     types = raw_type if isinstance(raw_type, list) else ([raw_type] if raw_type else [])
-    if "null" in types:
+    if any(t == "null" for t in types):
         out["nullable"] = True
-    types = [t for t in types if t in _TYPES]
+    types = [t for t in types if isinstance(t, str) and t in _TYPES]  # junk such as {"type": {}} is dropped
 
     if isinstance(variants, list):
         subs = [v for v in variants if isinstance(v, dict)]
@@ -115,7 +134,8 @@ def _convert(schema: dict[str, Any], defs: dict[str, Any], depth: int) -> dict[s
         if isinstance(props, dict) and props:
             out["properties"] = {name: _convert(sub if isinstance(sub, dict) else {}, defs, depth + 1)
                                  for name, sub in props.items()}
-            required = [r for r in schema.get("required", []) if r in props]
+            required = schema.get("required")
+            required = [r for r in required if isinstance(r, str) and r in props] if isinstance(required, list) else []
             if required:
                 out["required"] = required
     elif kind == "array":
