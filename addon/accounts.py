@@ -195,6 +195,14 @@ class AccountPool:
             saved = store.load().get("accounts")
             for name, data in (saved.items() if isinstance(saved, dict) else ()):
                 self._states[name] = AccountState.from_json(data)
+            store.add_source(self._collect)
+
+    def _collect(self, doc: dict[str, Any]) -> None:
+        doc["accounts"] = self.snapshot()
+
+    @property
+    def sticky(self) -> bool:
+        return self._sticky
 
     # -- configuration ----------------------------------------------------------------------
     def update(self, config: AccountsFile) -> None:

@@ -277,7 +277,7 @@ class Engine:
         """Try up to max_attempts accounts (bounded by the pool), rotating on rate limits and overloads."""
         tried: set[str] = set()
         last: UpstreamError | None = None
-        sticky = self._sticky_key(req) if self.pool._sticky else None
+        sticky = self._sticky_key(req) if self.pool.sticky else None
         attempts = max(1, min(self.settings.max_attempts, self.pool.eligible_count(mapped)))
         for _ in range(attempts):
             try:

@@ -101,7 +101,6 @@ class Gateway:
             self._load_accounts(opts)
         if first:
             pool = AccountPool(self._store)
-            self._store.add_source(lambda doc: doc.__setitem__("accounts", pool.snapshot()))
             self.engine = Engine(settings=settings, mappings=mappings, pool=pool, http=HttpClient(),
                                  tokens=TokenManager(HttpClient(read_timeout=60.0), self._store),
                                  frontends=extra_frontends())

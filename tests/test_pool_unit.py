@@ -236,7 +236,6 @@ def test_sticky_flag_follows_the_file() -> None:
 def _persisting_pool(path: Path, clock: Clock, *accounts: dict[str, Any]) -> tuple[AccountPool, StateStore]:
     store = StateStore(path)
     pool = AccountPool(store, clock=clock)
-    store.add_source(lambda doc: doc.__setitem__("accounts", pool.snapshot()))
     pool.update(config(*accounts))
     return pool, store
 
