@@ -6,7 +6,7 @@ Unknown fields are tolerated: clients and SDK versions add vendor extras freely.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -15,6 +15,9 @@ from .errors import GatewayError
 
 class _Wire(BaseModel):
     model_config = ConfigDict(extra="allow")
+
+
+W = TypeVar("W", bound=BaseModel)
 
 
 class ImageURL(_Wire):
@@ -240,10 +243,15 @@ def validation_error(exc: ValidationError, what: str = "request") -> GatewayErro
     return GatewayError(400, text, param=param, code=code)
 
 
-def parse_chat_request(body: Any) -> ChatCompletionRequest:
+def validate_body(model: type[W], body: Any) -> W:
+    """A request body as `model`, or the 400 a client can act on."""
     if not isinstance(body, dict):
         raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
     try:
-        return ChatCompletionRequest.model_validate(body)
+        return model.model_validate(body)
     except ValidationError as exc:
         raise validation_error(exc) from None
+
+
+def parse_chat_request(body: Any) -> ChatCompletionRequest:
+    return validate_body(ChatCompletionRequest, body)

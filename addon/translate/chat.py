@@ -76,7 +76,7 @@ def _user_parts(content: str | list, where: str) -> list[c.Part]:
     return out
 
 
-def _check_json_args(arguments: str, param: str) -> str:
+def check_json_args(arguments: str, param: str) -> str:
     try:
         json.loads(arguments or "{}")
     except ValueError:
@@ -100,13 +100,13 @@ def to_canonical(req: ChatCompletionRequest) -> c.ChatRequest:
                 parts.insert(0, c.ReasoningPart(m.reasoning_content))
             calls = [
                 c.ToolCall(tc.id, tc.function.name,
-                           _check_json_args(tc.function.arguments, f"{where}.tool_calls[{k}].function.arguments"))
+                           check_json_args(tc.function.arguments, f"{where}.tool_calls[{k}].function.arguments"))
                 for k, tc in enumerate(m.tool_calls or [])
             ]
             if m.function_call is not None:
                 legacy_call_ids.append(new_id("call_", 8))
                 calls.append(c.ToolCall(legacy_call_ids[-1], m.function_call.name,
-                                        _check_json_args(m.function_call.arguments, f"{where}.function_call")))
+                                        check_json_args(m.function_call.arguments, f"{where}.function_call")))
             messages.append(c.Message("assistant", parts, tool_calls=calls))
         elif role == "tool":
             messages.append(c.Message("tool", _text_of(m.content), tool_call_id=m.tool_call_id))

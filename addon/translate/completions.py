@@ -14,11 +14,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..protocol import canonical as c
 from ..protocol.errors import GatewayError, bad_request
-from ..protocol.openai_chat import validation_error
+from ..protocol.openai_chat import validate_body
 from .chat import DONE, sse_data, usage_json
 from .ids import new_id
 
@@ -84,12 +84,7 @@ def _check_supported(req: CompletionRequest) -> None:
 
 def parse(body: Any) -> tuple[c.ChatRequest, str]:
     """The canonical request and the prompt text (kept for `echo`)."""
-    if not isinstance(body, dict):
-        raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
-    try:
-        req = CompletionRequest.model_validate(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    req = validate_body(CompletionRequest, body)
     prompt = _prompt(req.prompt)
     _check_supported(req)
     stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])

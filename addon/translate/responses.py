@@ -20,12 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from ..protocol import canonical as c
 from ..protocol.errors import GatewayError, bad_request
-from ..protocol.openai_chat import validation_error
-from .chat import _check_json_args, media_from_url
+from ..protocol.openai_chat import validate_body
+from .chat import check_json_args, media_from_url
 from .ids import new_id
 
 log = logging.getLogger(__name__)
@@ -215,12 +215,7 @@ class ResponsesRequest(_Wire):
 
 
 def validate_request(body: Any) -> ResponsesRequest:
-    if not isinstance(body, dict):
-        raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
-    try:
-        return ResponsesRequest.model_validate(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+    return validate_body(ResponsesRequest, body)
 
 
 # ---- the store behind previous_response_id -----------------------------------------------------
@@ -349,7 +344,7 @@ def input_messages(items: str | list[Any] | None) -> list[c.Message]:
             else:
                 out.append(c.Message("system", _parts(item.content, where + ".content", media=False)))
         elif isinstance(item, FunctionCallItem):
-            args = _check_json_args(item.arguments, where + ".arguments")
+            args = check_json_args(item.arguments, where + ".arguments")
             # The client's call_id is the canonical id: the Gemini translator encodes thought
             # signatures into the ids it creates, so they come back intact.
             _assistant_turn(out).tool_calls.append(c.ToolCall(item.call_id, item.name, args))
