@@ -33,13 +33,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30.0, proxy: str | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"process exited early ({proc.returncode}):\n{log.read_text()[-3000:]}")
         try:
-            httpx.get(url, timeout=1.0)
+            httpx.get(url, timeout=1.0, proxy=proxy)
             return
         except httpx.HTTPError:
             time.sleep(0.1)
@@ -153,7 +153,9 @@ class GatewayFactory:
         self.running: list[Gateway] = []
 
     def start(self, accounts_yaml: str | None, *, mappings_yaml: str | None = None, env: dict[str, str] | None = None,
-              extra_args: list[str] | None = None, **options: Any) -> Gateway:
+              extra_args: list[str] | None = None, regular: bool = False, **options: Any) -> Gateway:
+        """`regular=True`: an explicit HTTP(S) proxy (for clients with a hard-coded api.openai.com)
+        instead of the reverse proxy; `url` is then the proxy's address."""
         workdir = Path(tempfile.mkdtemp(dir=self.base))
         accounts = workdir / "accounts.yaml"
         opts = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in options.items()}
@@ -167,7 +169,8 @@ class GatewayFactory:
         port = free_port()
         log = workdir / "mitmdump.log"
         cmd = [str(BIN / "mitmdump"), "-s", str(ROOT / "addon" / "gateway.py"),
-               "--mode", "reverse:http://127.0.0.1:9@" + str(port), "--listen-host", "127.0.0.1",
+               "--mode", (f"regular@{port}" if regular else f"reverse:http://127.0.0.1:9@{port}"),
+               "--listen-host", "127.0.0.1",
                "--set", "connection_strategy=lazy", "--set", f"confdir={workdir / 'confdir'}"]
         for k, v in opts.items():
             cmd += ["--set", f"{k}={v}"]
@@ -178,7 +181,9 @@ class GatewayFactory:
         url = f"http://127.0.0.1:{port}"
         gw = Gateway(url, proc, workdir, log, accounts, opts)
         self.running.append(gw)
-        _wait_http(url + "/healthz", proc, log)
+        # in regular mode, http://api.openai.com/healthz through the proxy is answered by the addon
+        _wait_http(("http://api.openai.com" if regular else url) + "/healthz", proc, log,
+                   proxy=url if regular else None)
         return gw
 
     def stop(self, gw: Gateway) -> None:
