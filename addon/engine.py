@@ -56,6 +56,14 @@ class Story:
     status: int | None = None
     stream_error: str | None = None
 
+    def mark(self) -> str:
+        """mitmweb mark: failures and rotations stand out in the flow list ("" = none)."""
+        if self.stream_error or (self.status or 0) >= 500 or self.status == 429:
+            return ":x:"
+        if len(self.attempts) > 1:
+            return ":warning:"  # answered, but only after rotating away from failing accounts
+        return ""
+
     def line(self) -> str:
         if self.client_model is None:
             return f"{self.route} → {self.status}"

@@ -189,7 +189,7 @@ class Gateway:
         incoming = Incoming(flow.request.method, flow.request.path.split("?", 1)[0], flow.request.headers, body,
                             flow.client_conn.peername[0] if flow.client_conn.peername else None)
         outcome = await self.engine.handle(incoming)
-        flow.comment = outcome.story.line()
+        self._tell(flow, outcome.story)
         if outcome.stream is None:
             flow.response = http.Response.make(outcome.status, outcome.body, outcome.headers)
             return
@@ -214,7 +214,14 @@ class Gateway:
         meta = flow.metadata.pop("gateway", None)
         if meta:
             flow.request = meta["request"]
-            flow.comment = meta["story"].line()
+            Gateway._tell(flow, meta["story"])  # a stream may have failed after it started
+
+    @staticmethod
+    def _tell(flow: http.HTTPFlow, story) -> None:
+        flow.comment = story.line()
+        mark = story.mark()
+        if mark or flow.marked in (":x:", ":warning:"):
+            flow.marked = mark
 
     # ---- commands -------------------------------------------------------------------------
     @command.command("gateway.accounts")

@@ -579,6 +579,8 @@ def test_flow_comment_and_restored_url(gateways: GatewayFactory, emulator: Emula
 
     assert cut.request.path == "/v1/chat/completions" and "stream failed" in cut.comment
     assert missing.comment.startswith("GET /v1/nope") and "404" in missing.comment
+    # mitmweb marks: a failed stream stands out; a plain success or a client's 404 does not
+    assert (plain.marked, streamed.marked, cut.marked, missing.marked) == ("", "", ":x:", "")
 
 
 # ---- mapping hot reload ------------------------------------------------------------------------
