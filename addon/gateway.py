@@ -132,8 +132,11 @@ class Gateway:
             self._accounts_seen = current
             self.engine.pool.update(current)
             self.engine.refresh_secrets()
-            names = ", ".join(f"{a.name} ({a.provider})" for a in current.accounts) or "none"
-            log.info("gateway accounts: %s", names)
+            if current.accounts:
+                log.info("gateway accounts: %s", ", ".join(f"{a.name} ({a.provider})" for a in current.accounts))
+            else:
+                log.warning("no upstream account configured: requests will get 503 until you set GEMINI_API_KEY "
+                            "or --set accounts=accounts.yaml (see accounts.example.yaml)")
 
     def _check_listen_host(self) -> None:
         host = ctx.options.listen_host
