@@ -198,7 +198,7 @@ class Gateway:
             return
         # Stream: let mitmproxy read it from the relay so it goes out chunk by chunk.
         path = self.relay.register(outcome.status, outcome.headers, outcome.stream)
-        flow.metadata["gateway"] = {"request": flow.request, "story": outcome.story}
+        flow.metadata["gateway"] = {"request": flow.request, "story": outcome.story, "relay_path": path}
         flow.request = http.Request.make("GET", f"http://127.0.0.1:{self.relay.port}{path}")
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -209,6 +209,11 @@ class Gateway:
         self._restore(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        meta = flow.metadata.get("gateway")
+        if meta:
+            # The client left before mitmproxy reached the relay: close that upstream stream now
+            # rather than when its unclaimed registration expires.
+            self.relay.discard(meta["relay_path"])
         self._restore(flow)
 
     @staticmethod

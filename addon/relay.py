@@ -65,6 +65,10 @@ class Relay:
         self._entries[token] = _Entry(status, headers, stream, expiry)
         return PATH_PREFIX + token
 
+    def discard(self, path: str) -> None:
+        """Drop a registration that will never be claimed (no-op once it has been)."""
+        self._expire(path.removeprefix(PATH_PREFIX))
+
     def _expire(self, token: str) -> None:
         entry = self._entries.pop(token, None)
         if entry is None:
