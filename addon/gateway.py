@@ -109,6 +109,12 @@ class Gateway:
             self.engine._mappings = mappings
         self._sync_accounts()
         self._check_listen_host()
+        if "stream_large_bodies" in updated and opts.stream_large_bodies:
+            # mitmproxy then streams large *request* bodies straight to the server, past the
+            # `request` hook: the gateway never sees them. Its responses stream regardless.
+            log.warning("stream_large_bodies=%s also streams request bodies past the gateway: requests larger "
+                        "than that (e.g. with big images) cannot be answered. Leave it unset; gateway responses "
+                        "are streamed anyway.", opts.stream_large_bodies)
 
     def _load_accounts(self, opts) -> None:
         if opts.accounts:
