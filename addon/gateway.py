@@ -199,6 +199,7 @@ class Gateway:
                             flow.client_conn.peername[0] if flow.client_conn.peername else None)
         outcome = await self.engine.handle(incoming)
         self._tell(flow, outcome.story)
+        _hide_credentials(flow.request)
         if outcome.stream is None:
             flow.response = http.Response.make(outcome.status, outcome.body, outcome.headers)
             return
@@ -254,6 +255,18 @@ class Gateway:
         if not self.engine or not self.engine.pool.enable(account):
             raise exceptions.CommandError(f"no account labelled {account!r}")
         log.info("account %s re-enabled", account)
+
+
+_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
+
+
+def _hide_credentials(request: http.Request) -> None:
+    """Flows are shown in mitmweb and saved to files: keep the client's key (the gateway key, or a
+    real OpenAI key from an intercepted tool) out of them once it has been checked."""
+    for name in _CREDENTIAL_HEADERS:
+        if name in request.headers:
+            scheme = request.headers[name].split(" ", 1)[0] if name == "authorization" else ""
+            request.headers[name] = f"{scheme} [redacted]".strip() if scheme.lower() == "bearer" else "[redacted]"
 
 
 addons = [Gateway()]

@@ -86,3 +86,19 @@ async def test_outside_reverse_mode_only_gateway_hosts_are_answered(tmp_path: Pa
         named.client_conn.peername = ("127.0.0.1", 50001)
         await gw.request(named)
         assert named.response is not None and named.response.status_code == 200
+
+
+async def test_client_credentials_are_hidden_in_recorded_flows(tmp_path: Path) -> None:
+    gw = Gateway()
+    with _ctx(tmp_path, gw) as tctx:
+        tctx.configure(gw, auth_mode="strict", api_key="gw-secret-key")
+        f = tflow.tflow()
+        f.request.host, f.request.path, f.request.method = "api.openai.com", "/v1/models", "GET"
+        f.request.headers["Authorization"] = "Bearer gw-secret-key"
+        f.request.headers["x-api-key"] = "gw-secret-key"
+        f.client_conn.peername = ("127.0.0.1", 50002)
+        await gw.request(f)
+        assert f.response is not None and f.response.status_code == 200  # the key was checked first
+        assert f.request.headers["authorization"] == "Bearer [redacted]"
+        assert f.request.headers["x-api-key"] == "[redacted]"
+        assert "gw-secret-key" not in repr(f.get_state())
