@@ -200,6 +200,7 @@ class Gateway:
         outcome = await self.engine.handle(incoming)
         self._tell(flow, outcome.story)
         _hide_credentials(flow.request)
+        _show_client_address(flow)
         if outcome.stream is None:
             flow.response = http.Response.make(outcome.status, outcome.body, outcome.headers)
             return
@@ -255,6 +256,13 @@ class Gateway:
         if not self.engine or not self.engine.pool.enable(account):
             raise exceptions.CommandError(f"no account labelled {account!r}")
         log.info("account %s re-enabled", account)
+
+
+def _show_client_address(flow: http.HTTPFlow) -> None:
+    """In reverse mode the request carries the placeholder target (127.0.0.1:9), which the gateway
+    never contacts; show the address the client actually called (e.g. 127.0.0.1:8045) instead."""
+    if isinstance(flow.client_conn.proxy_mode, ReverseMode) and flow.client_conn.sockname:
+        flow.request.host, flow.request.port = flow.client_conn.sockname[0], flow.client_conn.sockname[1]
 
 
 _CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")

@@ -573,6 +573,8 @@ def test_flow_comment_and_restored_url(gateways: GatewayFactory, emulator: Emula
     # the client's request, not the loopback relay hop
     assert streamed.request.method == "POST" and streamed.request.path == "/v1/chat/completions"
     assert "__gateway_relay__" not in streamed.request.pretty_url
+    # the URL the client called, not the reverse-mode placeholder target the gateway never contacts
+    assert plain.request.url == streamed.request.url == gw.v1 + "/chat/completions"
     assert json.loads(streamed.request.content)["messages"][0]["content"] == "stream flow"
     assert streamed.response.status_code == 200
     assert streamed.response.headers["x-mapped-model"] == "gemini-2.5-flash-lite"
