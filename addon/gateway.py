@@ -19,6 +19,7 @@ if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
 from mitmproxy import command, ctx, exceptions, http  # noqa: E402
+from mitmproxy.connection import ConnectionState  # noqa: E402
 from mitmproxy.proxy.mode_specs import ReverseMode  # noqa: E402
 
 from addon import auth  # noqa: E402
@@ -57,6 +58,7 @@ class Gateway:
         self._accounts_seen: AccountsFile | None = None
         self._store: StateStore | None = None
         self._housekeeping: asyncio.Task | None = None
+        self._inflight: dict[asyncio.Future, http.HTTPFlow] = {}  # engine calls awaiting an answer
 
     # ---- options ----------------------------------------------------------------------------
     def load(self, loader) -> None:
@@ -160,11 +162,18 @@ class Gateway:
         while True:
             await asyncio.sleep(1.0)
             try:
+                self._cancel_abandoned()
                 self._sync_accounts()
                 if self._store is not None:
                     self._store.flush_if_dirty()
             except Exception:
                 log.exception("gateway housekeeping failed")
+
+    def _cancel_abandoned(self) -> None:
+        for work, flow in list(self._inflight.items()):
+            if not flow.client_conn.state & ConnectionState.CAN_READ:  # the client closed its side
+                log.info("client went away before the answer; upstream request cancelled")
+                work.cancel()
 
     async def done(self) -> None:
         if self._housekeeping is not None:
@@ -197,7 +206,20 @@ class Gateway:
             return
         incoming = Incoming(flow.request.method, flow.request.path.split("?", 1)[0], flow.request.headers, body,
                             flow.client_conn.peername[0] if flow.client_conn.peername else None)
-        outcome = await self.engine.handle(incoming)
+        # The engine runs as its own task so that a client who leaves mid-call can cancel it
+        # (housekeeping checks the in-flight calls every second): no quota is spent for nobody.
+        work = asyncio.ensure_future(self.engine.handle(incoming))
+        self._inflight[work] = flow
+        try:
+            await asyncio.wait((work,))
+        finally:
+            self._inflight.pop(work, None)
+            if not work.done():  # the hook itself was cancelled (shutdown)
+                work.cancel()
+        if work.cancelled():
+            flow.comment = "client disconnected before the answer; upstream request cancelled"
+            return
+        outcome = work.result()
         self._tell(flow, outcome.story)
         _hide_credentials(flow.request)
         _show_client_address(flow)

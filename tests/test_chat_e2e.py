@@ -319,6 +319,19 @@ def test_gateway_still_healthy_after_a_cut(gateway: Gateway, emulator: Emulator)
     assert resp.choices[0].message.content == ECHO + "still ok"
 
 
+def test_client_that_gives_up_cancels_a_slow_non_stream_call(gateway: Gateway, emulator: Emulator) -> None:
+    emulator.rules({"delay_ms": 4000, "times": 1})  # the upstream takes 4 s to answer
+    before = gateway.log().count("client went away before the answer")
+    started = time.monotonic()
+    with pytest.raises(openai.APITimeoutError):
+        gateway.openai(timeout=0.5).chat.completions.create(model="gpt-4o", messages=user("too slow"))
+    deadline = time.monotonic() + 5
+    while gateway.log().count("client went away before the answer") == before:
+        assert time.monotonic() < deadline, "the abandoned upstream call was not cancelled"
+        time.sleep(0.1)
+    assert time.monotonic() - started < 3  # within about a second of the client leaving, not after 4 s
+
+
 @pytest.fixture(scope="module")
 def lenient_gateway(gateways: GatewayFactory, emulator_proc: Emulator) -> Gateway:
     """auth_mode=auto without LAN access (so off, although a key is configured) and 1 s keep-alives."""
