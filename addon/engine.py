@@ -145,7 +145,7 @@ class Engine:
     def __init__(self, *, settings: Settings, mappings: Any, pool: AccountPool, http: HttpClient,
                  tokens: TokenManager | None = None, frontends: dict[str, Frontend] | None = None) -> None:
         self.settings = settings
-        self._mappings = mappings  # anything with .current() -> ModelMap
+        self.mapping_source = mappings  # anything with .current() -> ModelMap (a ReloadingFile in the addon)
         self.pool = pool
         self.http = http
         self.tokens = tokens or TokenManager(http)
@@ -175,7 +175,7 @@ class Engine:
 
     @property
     def mappings(self) -> ModelMap:
-        return self._mappings.current()
+        return self.mapping_source.current()
 
     # ---- entry point --------------------------------------------------------------------
     async def handle(self, req: Incoming) -> Outcome:

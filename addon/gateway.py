@@ -92,25 +92,25 @@ class Gateway:
         self.relay.keepalive = float(opts.keepalive_seconds)
 
         first = self.engine is None
+        mappings = None
         if first or "mappings" in updated:
             try:
                 mappings = ReloadingFile(opts.mappings, parse_mappings)
             except Exception as exc:
                 raise exceptions.OptionsError(f"cannot load mappings {opts.mappings}: {exc}") from None
-        else:
-            mappings = self.engine._mappings
         if first or "accounts" in updated or "state_file" in updated:
             self._load_accounts(opts)
         if first:
-            pool = AccountPool(self._store)
-            self.engine = Engine(settings=settings, mappings=mappings, pool=pool, http=HttpClient(),
-                                 tokens=TokenManager(HttpClient(read_timeout=60.0), self._store),
+            self.engine = Engine(settings=settings, mappings=mappings, pool=AccountPool(self._store),
+                                 http=HttpClient(), tokens=TokenManager(HttpClient(read_timeout=60.0), self._store),
                                  frontends=extra_frontends())
         else:
             self.engine.settings = settings
-            self.engine._mappings = mappings
+            if mappings is not None:
+                self.engine.mapping_source = mappings
         self._sync_accounts()
-        self._check_listen_host()
+        if first or updated & {"listen_host", "allow_lan_access"}:
+            self._check_listen_host()
         if "stream_large_bodies" in updated and opts.stream_large_bodies:
             # mitmproxy then streams large *request* bodies straight to the server, past the
             # `request` hook: the gateway never sees them. Its responses stream regardless.
