@@ -325,7 +325,8 @@ class Engine:
             ra = retry_after_seconds(exc.retry_after)
             return GatewayError(429, f"{exc} Retry after {ra or 'a few'} seconds.", code="rate_limit_exceeded",
                                 headers={"retry-after": ra} if ra else {})
-        return GatewayError(503, str(exc), code="no_account_available")
+        # A configuration problem: the SDKs' automatic retries of a 5xx cannot help (x-should-retry).
+        return GatewayError(503, str(exc), code="no_account_available", headers={"x-should-retry": "false"})
 
     def _upstream_error(self, err: UpstreamError, acc: Any) -> GatewayError:
         status = err.status if 400 <= err.status <= 599 else 502

@@ -100,6 +100,7 @@ async def test_no_account_is_a_503_that_says_what_to_do() -> None:
                                        body={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
     assert status == 503 and "GEMINI_API_KEY" in body["error"]["message"]
     assert headers["x-mapped-model"] == "gemini-2.5-pro"
+    assert headers["x-should-retry"] == "false"  # the SDKs would otherwise retry a 503 in vain
 
 
 def test_redactor_hides_static_and_live_secrets() -> None:
