@@ -13,50 +13,52 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from .errors import GatewayError
 
 
-class _Wire(BaseModel):
+class Wire(BaseModel):
+    """Base of every OpenAI request model here: unknown fields pass (SDKs add extras freely)."""
+
     model_config = ConfigDict(extra="allow")
 
 
 W = TypeVar("W", bound=BaseModel)
 
 
-class ImageURL(_Wire):
+class ImageURL(Wire):
     url: str
     detail: str | None = None
 
 
-class TextContent(_Wire):
+class TextContent(Wire):
     type: Literal["text"]
     text: str
 
 
-class ImageContent(_Wire):
+class ImageContent(Wire):
     type: Literal["image_url"]
     image_url: ImageURL | str
 
 
-class InputAudio(_Wire):
+class InputAudio(Wire):
     data: str
     format: str
 
 
-class AudioContent(_Wire):
+class AudioContent(Wire):
     type: Literal["input_audio"]
     input_audio: InputAudio
 
 
-class FileRef(_Wire):
+class FileRef(Wire):
     file_data: str | None = None
     file_id: str | None = None
     filename: str | None = None
 
 
-class FileContent(_Wire):
+class FileContent(Wire):
     type: Literal["file"]
     file: FileRef
 
 
-class RefusalContent(_Wire):
+class RefusalContent(Wire):
     type: Literal["refusal"]
     refusal: str
 
@@ -65,30 +67,30 @@ UserPart = Annotated[Union[TextContent, ImageContent, AudioContent, FileContent]
 AssistantPart = Annotated[Union[TextContent, RefusalContent], Field(discriminator="type")]
 
 
-class FunctionCallBody(_Wire):
+class FunctionCallBody(Wire):
     name: str
     arguments: str = ""
 
 
-class ToolCallIn(_Wire):
+class ToolCallIn(Wire):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCallBody
 
 
-class SystemMessage(_Wire):
+class SystemMessage(Wire):
     role: Literal["system", "developer"]
     content: str | list[TextContent]
     name: str | None = None
 
 
-class UserMessage(_Wire):
+class UserMessage(Wire):
     role: Literal["user"]
     content: str | list[UserPart]
     name: str | None = None
 
 
-class AssistantMessage(_Wire):
+class AssistantMessage(Wire):
     role: Literal["assistant"]
     content: str | list[AssistantPart] | None = None
     tool_calls: list[ToolCallIn] | None = None
@@ -97,13 +99,13 @@ class AssistantMessage(_Wire):
     name: str | None = None
 
 
-class ToolMessage(_Wire):
+class ToolMessage(Wire):
     role: Literal["tool"]
     content: str | list[TextContent]
     tool_call_id: str
 
 
-class FunctionMessage(_Wire):
+class FunctionMessage(Wire):
     role: Literal["function"]  # deprecated: result of `function_call`
     content: str | None = None
     name: str
@@ -115,54 +117,54 @@ ChatMessage = Annotated[
 ]
 
 
-class FunctionDef(_Wire):
+class FunctionDef(Wire):
     name: str = Field(min_length=1, max_length=128)
     description: str | None = None
     parameters: dict[str, Any] | None = None
     strict: bool | None = None
 
 
-class ToolDef(_Wire):
+class ToolDef(Wire):
     type: Literal["function"]
     function: FunctionDef
 
 
-class NamedFunction(_Wire):
+class NamedFunction(Wire):
     name: str
 
 
-class NamedToolChoice(_Wire):
+class NamedToolChoice(Wire):
     type: Literal["function"]
     function: NamedFunction
 
 
-class AllowedTools(_Wire):
+class AllowedTools(Wire):
     mode: Literal["auto", "required"]
     tools: list[NamedToolChoice]
 
 
-class AllowedToolsChoice(_Wire):
+class AllowedToolsChoice(Wire):
     type: Literal["allowed_tools"]
     allowed_tools: AllowedTools
 
 
-class JsonSchemaFormat(_Wire):
+class JsonSchemaFormat(Wire):
     name: str = "response"
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
 
-class ResponseFormatIn(_Wire):
+class ResponseFormatIn(Wire):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
 
-class StreamOptions(_Wire):
+class StreamOptions(Wire):
     include_usage: bool | None = None
 
 
-class ChatCompletionRequest(_Wire):
+class ChatCompletionRequest(Wire):
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool | None = False

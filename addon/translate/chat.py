@@ -84,6 +84,19 @@ def check_json_args(arguments: str, param: str) -> str:
     return arguments or "{}"
 
 
+def check_stream_options(stream: bool | None, stream_options: Any) -> None:
+    if stream_options is not None and not stream:
+        raise bad_request("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                          "stream_options")
+
+
+def stop_sequences(stop: str | list[str] | None) -> list[str]:
+    out = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(out) > 4:
+        raise bad_request("At most 4 stop sequences are allowed.", "stop")
+    return out
+
+
 def to_canonical(req: ChatCompletionRequest) -> c.ChatRequest:
     messages: list[c.Message] = []
     legacy_call_ids: list[str] = []  # deprecated function_call/function messages get synthetic ids
@@ -114,17 +127,13 @@ def to_canonical(req: ChatCompletionRequest) -> c.ChatRequest:
             call_id = legacy_call_ids[-1] if legacy_call_ids else new_id("call_", 8)
             messages.append(c.Message("tool", _text_of(m.content), tool_call_id=call_id, name=m.name))
 
-    if req.stream_options is not None and not req.stream:
-        raise bad_request("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-                          "stream_options")
+    check_stream_options(req.stream, req.stream_options)
 
     tools = [c.Tool(t.function.name, t.function.description, t.function.parameters, t.function.strict)
              for t in req.tools or []]
     tools += [c.Tool(f.name, f.description, f.parameters, f.strict) for f in req.functions or []]
 
-    stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-    if len(stop) > 4:
-        raise bad_request("At most 4 stop sequences are allowed.", "stop")
+    stop = stop_sequences(req.stop)
 
     return c.ChatRequest(
         model=req.model,

@@ -14,26 +14,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..protocol import canonical as c
 from ..protocol.errors import GatewayError, bad_request
-from ..protocol.openai_chat import validate_body
-from .chat import DONE, sse_data, usage_json
+from ..protocol.openai_chat import StreamOptions, Wire, validate_body
+from .chat import DONE, check_stream_options, sse_data, stop_sequences, usage_json
 from .ids import new_id
 
 DEFAULT_MAX_TOKENS = 16  # the legacy API's documented default
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class StreamOptions(_Wire):
-    include_usage: bool | None = None
-
-
-class CompletionRequest(_Wire):
+class CompletionRequest(Wire):
     model: str = Field(min_length=1)
     # token arrays are accepted here only to be refused with a clear message below
     prompt: str | list[str] | list[int] | list[list[int]]
@@ -77,9 +69,7 @@ def _check_supported(req: CompletionRequest) -> None:
     if req.best_of is not None and req.best_of != (req.n or 1):
         raise bad_request("'best_of' must equal 'n': this gateway cannot rank server-side candidates.", "best_of",
                           code="unsupported_parameter")
-    if req.stream_options is not None and not req.stream:
-        raise bad_request("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-                          "stream_options")
+    check_stream_options(req.stream, req.stream_options)
 
 
 def parse(body: Any) -> tuple[c.ChatRequest, str]:
@@ -87,9 +77,7 @@ def parse(body: Any) -> tuple[c.ChatRequest, str]:
     req = validate_body(CompletionRequest, body)
     prompt = _prompt(req.prompt)
     _check_supported(req)
-    stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-    if len(stop) > 4:
-        raise bad_request("At most 4 stop sequences are allowed.", "stop")
+    stop = stop_sequences(req.stop)
     creq = c.ChatRequest(
         model=req.model,
         messages=[c.Message("user", [c.TextPart(prompt)])],

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import Discriminator, Field, Tag
 
 from ..protocol import canonical as c
 from ..protocol.errors import GatewayError, bad_request
-from ..protocol.openai_chat import validate_body
+from ..protocol.openai_chat import Wire, validate_body
 from .chat import check_json_args, media_from_url
 from .ids import new_id
 
@@ -35,33 +35,29 @@ log = logging.getLogger(__name__)
 # tolerant model; tags are capitalised because validation_error() drops such names from `param`.
 
 
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class InputText(_Wire):
+class InputText(Wire):
     type: Literal["input_text"]
     text: str
 
 
-class OutputText(_Wire):
+class OutputText(Wire):
     type: Literal["output_text"]
     text: str
 
 
-class RefusalPart(_Wire):
+class RefusalPart(Wire):
     type: Literal["refusal"]
     refusal: str
 
 
-class InputImage(_Wire):
+class InputImage(Wire):
     type: Literal["input_image"]
     image_url: str | None = None
     file_id: str | None = None
     detail: str | None = None
 
 
-class InputFile(_Wire):
+class InputFile(Wire):
     type: Literal["input_file"]
     file_data: str | None = None
     file_url: str | None = None
@@ -93,43 +89,43 @@ ContentPart = Annotated[
 ]
 
 
-class MessageItem(_Wire):
+class MessageItem(Wire):
     type: Literal["message"] | None = None  # "easy" input messages come without a type
     role: Literal["user", "assistant", "system", "developer"]
     content: str | list[ContentPart]
 
 
-class FunctionCallItem(_Wire):
+class FunctionCallItem(Wire):
     type: Literal["function_call"]
     call_id: str = Field(min_length=1)
     name: str = Field(min_length=1)
     arguments: str
 
 
-class FunctionCallOutputItem(_Wire):
+class FunctionCallOutputItem(Wire):
     type: Literal["function_call_output"]
     call_id: str = Field(min_length=1)
     output: str | list[ContentPart]
 
 
-class SummaryText(_Wire):
+class SummaryText(Wire):
     type: Literal["summary_text"] = "summary_text"
     text: str
 
 
-class ReasoningText(_Wire):
+class ReasoningText(Wire):
     type: Literal["reasoning_text"] = "reasoning_text"
     text: str
 
 
-class ReasoningItem(_Wire):
+class ReasoningItem(Wire):
     type: Literal["reasoning"]
     summary: list[SummaryText] = Field(default_factory=list)
     content: list[ReasoningText] | None = None
     encrypted_content: str | None = None
 
 
-class OtherItem(_Wire):
+class OtherItem(Wire):
     """Item types with nothing to forward upstream (web_search_call, custom_tool_call, ...): skipped."""
 
     type: str
@@ -145,7 +141,7 @@ InputItem = Annotated[
 ]
 
 
-class FunctionToolDef(_Wire):
+class FunctionToolDef(Wire):
     type: Literal["function"]
     name: str = Field(min_length=1, max_length=128)
     description: str | None = None
@@ -153,7 +149,7 @@ class FunctionToolDef(_Wire):
     strict: bool | None = None
 
 
-class OtherToolDef(_Wire):
+class OtherToolDef(Wire):
     """Hosted and custom tools (web_search, local_shell, custom, mcp, ...): no upstream equivalent, skipped."""
 
     type: str
@@ -166,14 +162,14 @@ ToolDef = Annotated[
 ]
 
 
-class ToolChoiceObject(_Wire):
+class ToolChoiceObject(Wire):
     type: str
     name: str | None = None
     mode: Literal["auto", "required"] | None = None  # allowed_tools
     tools: list[dict[str, Any]] | None = None  # allowed_tools
 
 
-class TextFormat(_Wire):
+class TextFormat(Wire):
     type: Literal["text", "json_object", "json_schema"]
     name: str | None = None
     description: str | None = None
@@ -181,18 +177,18 @@ class TextFormat(_Wire):
     strict: bool | None = None
 
 
-class TextConfig(_Wire):
+class TextConfig(Wire):
     format: TextFormat | None = None
     verbosity: str | None = None
 
 
-class ReasoningConfig(_Wire):
+class ReasoningConfig(Wire):
     effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     summary: str | None = None
     generate_summary: str | None = None  # deprecated spelling of summary
 
 
-class ResponsesRequest(_Wire):
+class ResponsesRequest(Wire):
     model: str = Field(min_length=1)
     input: str | list[InputItem] | None = None
     instructions: str | None = None
