@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .protocol import canonical as c
 from .state import StateStore
 
 GEMINI_BASE = "https://generativelanguage.googleapis.com"
@@ -100,12 +101,13 @@ class OpenAIAccount(_AccountBase):
         return self
 
 
-Account = Annotated[Union[GeminiAccount, CloudCodeAccount, OpenAIAccount], Field(discriminator="provider")]
+Account = GeminiAccount | CloudCodeAccount | OpenAIAccount
+_TaggedAccount = Annotated[Union[GeminiAccount, CloudCodeAccount, OpenAIAccount], Field(discriminator="provider")]
 
 
 class AccountsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    accounts: list[Account] = Field(default_factory=list)
+    accounts: list[_TaggedAccount] = Field(default_factory=list)
     sticky: bool = False  # same conversation -> same account while healthy (upstream prompt caching)
 
 
@@ -169,8 +171,8 @@ class AccountState:
                 setattr(st, key, value)
         usage = data.get("usage")
         if isinstance(usage, dict):
-            st.usage = {m: {k: v for k, v in c.items() if isinstance(v, int) and not isinstance(v, bool)}
-                        for m, c in usage.items() if isinstance(c, dict)}
+            st.usage = {m: {k: v for k, v in counters.items() if isinstance(v, int) and not isinstance(v, bool)}
+                        for m, counters in usage.items() if isinstance(counters, dict)}
         return st
 
 
@@ -185,7 +187,7 @@ class NoAccount(Exception):
 
 class AccountPool:
     def __init__(self, store: StateStore | None = None, clock=time.time) -> None:
-        self._accounts: list[Any] = []
+        self._accounts: list[Account] = []
         self._sticky = False
         self._states: dict[str, AccountState] = {}
         self._cursors: dict[str, int] = {}  # per model: alternating models must not pin each to one account
@@ -221,21 +223,21 @@ class AccountPool:
         self._sticky = config.sticky
 
     @property
-    def accounts(self) -> list[Any]:
+    def accounts(self) -> list[Account]:
         return self._accounts
 
-    def state(self, acc: Any) -> AccountState:
+    def state(self, acc: Account) -> AccountState:
         st = self._states.get(acc.name)
         if st is None:
             st = self._states[acc.name] = AccountState()
         return st
 
     # -- selection --------------------------------------------------------------------------
-    def candidates(self, model: str) -> list[Any]:
+    def candidates(self, model: str) -> list[Account]:
         return [a for a in self._accounts if not a.disabled and a.serves(model)
                 and not self.state(a).disabled_reason]
 
-    def pick(self, model: str, exclude: set[str], sticky_key: str | None = None) -> Any:
+    def pick(self, model: str, exclude: set[str], sticky_key: str | None = None) -> Account:
         """Next account for `model`, skipping `exclude` and cooling accounts. Raises NoAccount."""
         now = self._clock()
         serving = self.candidates(model)
@@ -269,27 +271,27 @@ class AccountPool:
         return len(self.candidates(model))
 
     # -- outcomes ---------------------------------------------------------------------------
-    def succeeded(self, acc: Any, model: str, usage: Any = None) -> None:
+    def succeeded(self, acc: Account, model: str, usage: c.Usage | None = None) -> None:
         st = self.state(acc)
         st.failures, st.cooldown_until, st.last_status = 0, 0.0, 200
         st.requests += 1
         self._count(st, model, usage)
         self._dirty()
 
-    def record_usage(self, acc: Any, model: str, usage: Any) -> None:
+    def record_usage(self, acc: Account, model: str, usage: c.Usage | None) -> None:
         """Usage that arrives at the end of a stream, after `succeeded` was already called."""
         self._count(self.state(acc), model, usage, request=False)
         self._dirty()
 
-    def _count(self, st: AccountState, model: str, usage: Any, request: bool = True) -> None:
-        c = st.usage.setdefault(model, {"requests": 0, "input_tokens": 0, "output_tokens": 0})
+    def _count(self, st: AccountState, model: str, usage: c.Usage | None, request: bool = True) -> None:
+        counters = st.usage.setdefault(model, {"requests": 0, "input_tokens": 0, "output_tokens": 0})
         if request:
-            c["requests"] += 1
+            counters["requests"] += 1
         if usage is not None:
-            c["input_tokens"] += usage.input_tokens
-            c["output_tokens"] += usage.output_tokens
+            counters["input_tokens"] += usage.input_tokens
+            counters["output_tokens"] += usage.output_tokens
 
-    def cool_down(self, acc: Any, status: int, retry_after: float | None) -> float:
+    def cool_down(self, acc: Account, status: int, retry_after: float | None) -> float:
         """Rest an account after a rate limit or overload; returns the cooldown in seconds."""
         st = self.state(acc)
         st.failures += 1
@@ -299,7 +301,7 @@ class AccountPool:
         self._dirty()
         return delay
 
-    def disable(self, acc: Any, status: int, reason: str) -> None:
+    def disable(self, acc: Account, status: int, reason: str) -> None:
         st = self.state(acc)
         st.disabled_reason = reason
         st.last_status = status
@@ -342,7 +344,7 @@ class AccountPool:
         return rows
 
 
-def _fingerprint(acc: Any) -> str:
+def _fingerprint(acc: Account) -> str:
     secret = getattr(acc, "api_key", None) or getattr(acc, "refresh_token", None) or ""
     # Persisted in the state file (mode 0600) to notice a credential edited while stopped; truncated.
     return hashlib.sha256(f"{acc.provider}|{acc.base_url}|{secret}".encode()).hexdigest()[:16]

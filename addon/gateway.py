@@ -1,8 +1,14 @@
 """mitmproxy entry point: `mitmdump -s addon/gateway.py --mode reverse:http://127.0.0.1:9@8045`.
 
 A thin adapter, modelled on mitmproxy's own addons: options declared in `load`, checked in
-`configure` (raising OptionsError), async hooks. Everything else lives in the engine,
-which can be tested without mitmproxy.
+`configure` (raising OptionsError), async hooks. The object graph is built in addon/wiring.py and
+everything else lives in the engine, which can be tested without mitmproxy.
+
+Why the relay: mitmproxy sends a response set in the `request` hook in one piece (it ignores
+`response.stream` on that path) and streams only responses it reads from a server, with
+`flow.response.stream = True` set in `responseheaders`. So a streamed answer is registered with a
+loopback relay listener and the flow is pointed there; the client's own request is put back on
+the flow when it ends, so mitmweb shows what the client asked.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 # mitmproxy loads this file as a script, not as part of the package: make `addon` importable.
@@ -23,42 +30,38 @@ from mitmproxy.connection import ConnectionState  # noqa: E402
 from mitmproxy.proxy.mode_specs import ReverseMode  # noqa: E402
 
 from addon import auth  # noqa: E402
-from addon.accounts import AccountPool, AccountsFile, env_accounts, parse_accounts  # noqa: E402
-from addon.engine import Engine, Incoming, Settings  # noqa: E402
-from addon.frontends import extra_frontends  # noqa: E402
-from addon.mapping import parse_mappings  # noqa: E402
+from addon.engine import Incoming, Settings  # noqa: E402
 from addon.protocol.errors import GatewayError  # noqa: E402
 from addon.relay import Relay  # noqa: E402
-from addon.reloading import ReloadingFile  # noqa: E402
-from addon.state import StateStore  # noqa: E402
-from addon.upstream.google import TokenManager  # noqa: E402
-from addon.upstream.http import HttpClient  # noqa: E402
+from addon.story import Story  # noqa: E402
+from addon.wiring import Wiring, load_accounts, load_mappings  # noqa: E402
 
 log = logging.getLogger("gateway")
-# httpx logs every upstream request at INFO: noise in mitmdump's output, and URLs are not ours to print.
-logging.getLogger("httpx").setLevel(logging.WARNING)
 DEFAULT_MAPPINGS = str(_ROOT / "mappings.yaml")
+WATCH_INTERVAL = 0.5  # seconds between looks at the clients of in-flight calls
+_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
 
 
-class _Static:
-    """The `current()` interface of ReloadingFile for configuration that is not a file."""
+class Handoff:
+    """A streamed flow while it is pointed at the relay: what to put back when it ends.
+    (A plain class: mitmproxy loads this file outside sys.modules, which @dataclass needs.)"""
 
-    def __init__(self, value) -> None:
-        self.value = value
+    __slots__ = ("request", "story", "relay_path")
 
-    def current(self):
-        return self.value
+    def __init__(self, request: http.Request, story: Story, relay_path: str) -> None:
+        self.request = request  # the client's own request
+        self.story = story
+        self.relay_path = relay_path
 
 
 class Gateway:
     def __init__(self) -> None:
-        self.engine: Engine | None = None
+        self.wiring: Wiring | None = None
         self.relay = Relay()
-        self._accounts: ReloadingFile[AccountsFile] | _Static = _Static(AccountsFile())
-        self._accounts_seen: AccountsFile | None = None
-        self._store: StateStore | None = None
-        self._housekeeping: asyncio.Task | None = None
+        self._hosts: frozenset[str] = frozenset()
+        self._handoffs: dict[str, Handoff] = {}  # flow id -> hand-off, while the relay serves it
         self._inflight: dict[asyncio.Future, http.HTTPFlow] = {}  # engine calls awaiting an answer
+        self._watcher: asyncio.Task | None = None
 
     # ---- options ----------------------------------------------------------------------------
     def load(self, loader) -> None:
@@ -70,7 +73,7 @@ class Gateway:
         loader.add_option("api_key", str, "", "Key clients must present when auth is on "
                           "(default: $GATEWAY_API_KEY). Accepted as Bearer, x-api-key or x-goog-api-key.")
         loader.add_option("allow_lan_access", bool, False, "Serve clients that are not on this machine.")
-        loader.add_option("gateway_hosts", str, "api.openai.com", "Outside reverse mode: comma-separated hosts "
+        loader.add_option("gateway_hosts", Sequence[str], ["api.openai.com"], "Outside reverse mode: hosts "
                           "whose requests the gateway answers (others pass through untouched).")
         loader.add_option("state_file", str, "", "Where cooldowns, disabled flags, tokens and usage persist "
                           "(default: next to the accounts file, or in mitmproxy's confdir).")
@@ -89,26 +92,23 @@ class Gateway:
             raise exceptions.OptionsError(f"auth mode '{mode}' needs a key: --set api_key=... or $GATEWAY_API_KEY")
         settings = Settings(auth_mode=mode, api_key=api_key, allow_lan_access=opts.allow_lan_access,
                             max_attempts=opts.max_attempts)
+        # "a,b" in one value is accepted too (the option used to be a comma-separated string)
+        self._hosts = frozenset(h.strip().lower() for v in opts.gateway_hosts for h in v.split(",") if h.strip())
         self.relay.keepalive = float(opts.keepalive_seconds)
 
-        first = self.engine is None
-        mappings = None
-        if first or "mappings" in updated:
-            try:
-                mappings = ReloadingFile(opts.mappings, parse_mappings)
-            except Exception as exc:
-                raise exceptions.OptionsError(f"cannot load mappings {opts.mappings}: {exc}") from None
-        if first or "accounts" in updated or "state_file" in updated:
-            self._load_accounts(opts)
-        if first:
-            self.engine = Engine(settings=settings, mappings=mappings, pool=AccountPool(self._store),
-                                 http=HttpClient(), tokens=TokenManager(HttpClient(read_timeout=60.0), self._store),
-                                 frontends=extra_frontends())
+        first = self.wiring is None
+        mappings = self._source("mappings", opts.mappings, load_mappings) if first or "mappings" in updated else None
+        accounts = (self._source("accounts", opts.accounts, load_accounts)
+                    if first or "accounts" in updated else None)
+        state_path = opts.state_file or (str(Path(opts.accounts).with_suffix(".state.json")) if opts.accounts
+                                         else os.path.join(os.path.expanduser(opts.confdir), "gateway-state.json"))
+        if self.wiring is None:
+            self.wiring = Wiring(settings=settings, mappings=mappings, accounts=accounts, state_path=state_path)
         else:
-            self.engine.settings = settings
-            if mappings is not None:
-                self.engine.mapping_source = mappings
-        self._sync_accounts()
+            self.wiring.engine.configure(settings, mappings, accounts)
+            if Path(state_path) != self.wiring.state.path:
+                self.wiring.state.path = Path(state_path)
+                self.wiring.state.mark_dirty()
         if first or updated & {"listen_host", "allow_lan_access"}:
             self._check_listen_host()
         if "stream_large_bodies" in updated and opts.stream_large_bodies:
@@ -118,33 +118,12 @@ class Gateway:
                         "than that (e.g. with big images) cannot be answered. Leave it unset; gateway responses "
                         "are streamed anyway.", opts.stream_large_bodies)
 
-    def _load_accounts(self, opts) -> None:
-        if opts.accounts:
-            try:
-                self._accounts = ReloadingFile(opts.accounts, parse_accounts)
-            except Exception as exc:
-                raise exceptions.OptionsError(f"cannot load accounts {opts.accounts}: {exc}") from None
-        else:
-            self._accounts = _Static(env_accounts())
-        state = opts.state_file or (str(Path(opts.accounts).with_suffix(".state.json")) if opts.accounts
-                                    else os.path.join(os.path.expanduser(opts.confdir), "gateway-state.json"))
-        if self._store is None:
-            self._store = StateStore(state)
-        elif Path(state) != self._store.path:
-            self._store.path = Path(state)
-            self._store.mark_dirty()
-
-    def _sync_accounts(self) -> None:
-        current = self._accounts.current()
-        if current is not self._accounts_seen:
-            self._accounts_seen = current
-            self.engine.pool.update(current)
-            self.engine.refresh_secrets()
-            if current.accounts:
-                log.info("gateway accounts: %s", ", ".join(f"{a.name} ({a.provider})" for a in current.accounts))
-            else:
-                log.warning("no upstream account configured: requests will get 503 until you set GEMINI_API_KEY "
-                            "or --set accounts=accounts.yaml (see accounts.example.yaml)")
+    @staticmethod
+    def _source(what: str, path: str, load):
+        try:
+            return load(path)
+        except Exception as exc:
+            raise exceptions.OptionsError(f"cannot load {what} {path}: {exc}") from None
 
     def _check_listen_host(self) -> None:
         host = ctx.options.listen_host
@@ -156,47 +135,22 @@ class Gateway:
     async def running(self) -> None:
         port = await self.relay.start()
         log.debug("gateway relay on 127.0.0.1:%d", port)
-        self._housekeeping = asyncio.ensure_future(self._housekeep())
-
-    async def _housekeep(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                self._cancel_abandoned()
-                self._sync_accounts()
-                if self._store is not None:
-                    self._store.flush_if_dirty()
-            except Exception:
-                log.exception("gateway housekeeping failed")
-
-    def _cancel_abandoned(self) -> None:
-        for work, flow in list(self._inflight.items()):
-            if not flow.client_conn.state & ConnectionState.CAN_READ:  # the client closed its side
-                log.info("client went away before the answer; upstream request cancelled")
-                work.cancel()
 
     async def done(self) -> None:
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
         await self.relay.close()
-        if self._store is not None:
-            try:
-                self._store.flush_if_dirty()
-            except OSError as exc:
-                log.warning("could not save gateway state: %s", exc)
-        if self.engine is not None:
-            await self.engine.http.aclose()
-            await self.engine.tokens.http.aclose()
+        if self.wiring is not None:
+            await self.wiring.aclose()
 
     # ---- hooks ----------------------------------------------------------------------------
     def _ours(self, flow: http.HTTPFlow) -> bool:
         if isinstance(flow.client_conn.proxy_mode, ReverseMode):
             return True
-        hosts = {h.strip().lower() for h in ctx.options.gateway_hosts.split(",") if h.strip()}
-        return flow.request.pretty_host.lower() in hosts
+        return flow.request.pretty_host.lower() in self._hosts
 
     async def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response is not None or flow.error is not None or not self._ours(flow):
+        if flow.response or flow.error or not flow.live or not self._ours(flow):
             return
         try:
             body = flow.request.content or b""
@@ -206,21 +160,11 @@ class Gateway:
             return
         incoming = Incoming(flow.request.method, flow.request.path.split("?", 1)[0], flow.request.headers, body,
                             flow.client_conn.peername[0] if flow.client_conn.peername else None)
-        # The engine runs as its own task so that a client who leaves mid-call can cancel it
-        # (housekeeping checks the in-flight calls every second): no quota is spent for nobody.
-        work = asyncio.ensure_future(self.engine.handle(incoming))
-        self._inflight[work] = flow
-        try:
-            await asyncio.wait((work,))
-        finally:
-            self._inflight.pop(work, None)
-            if not work.done():  # the hook itself was cancelled (shutdown)
-                work.cancel()
-        if work.cancelled():
+        outcome = await self._answer(flow, incoming)
+        if outcome is None:
             flow.comment = "client disconnected before the answer; upstream request cancelled"
             return
-        outcome = work.result()
-        self._tell(flow, outcome.story)
+        _tell(flow, outcome.story)
         _hide_credentials(flow.request)
         _show_client_address(flow)
         if outcome.stream is None:
@@ -228,44 +172,63 @@ class Gateway:
             return
         # Stream: let mitmproxy read it from the relay so it goes out chunk by chunk.
         path = self.relay.register(outcome.status, outcome.headers, outcome.stream)
-        flow.metadata["gateway"] = {"request": flow.request, "story": outcome.story, "relay_path": path}
+        self._handoffs[flow.id] = Handoff(flow.request, outcome.story, path)
         flow.request = http.Request.make("GET", f"http://127.0.0.1:{self.relay.port}{path}")
 
+    async def _answer(self, flow: http.HTTPFlow, incoming: Incoming):
+        """The engine's answer, or None if the client left first (the upstream call is then
+        cancelled: no quota is spent for nobody)."""
+        work = asyncio.ensure_future(self.wiring.engine.handle(incoming))
+        self._inflight[work] = flow
+        if self._watcher is None or self._watcher.done():
+            self._watcher = asyncio.ensure_future(self._watch_clients())
+        try:
+            await asyncio.wait((work,))
+        finally:
+            self._inflight.pop(work, None)
+            if not work.done():  # the hook itself was cancelled (shutdown)
+                work.cancel()
+        return None if work.cancelled() else work.result()
+
+    async def _watch_clients(self) -> None:
+        # While a hook is pending, mitmproxy queues the client's disconnect for the layer and fires
+        # no event an addon could await (client_disconnected comes only once the flow is over);
+        # what it does update at once is the connection's CAN_READ bit. So this looks at it, and
+        # only while calls are in flight.
+        while self._inflight:
+            await asyncio.sleep(WATCH_INTERVAL)
+            for work, flow in list(self._inflight.items()):
+                if not flow.client_conn.state & ConnectionState.CAN_READ:
+                    log.info("client went away before the answer; upstream request cancelled")
+                    work.cancel()
+
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if "gateway" in flow.metadata:
+        if flow.id in self._handoffs:
             flow.response.stream = True
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._restore(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        meta = flow.metadata.get("gateway")
-        if meta:
-            # The client left before mitmproxy reached the relay: close that upstream stream now
-            # rather than when its unclaimed registration expires.
-            self.relay.discard(meta["relay_path"])
-        self._restore(flow)
+        handoff = self._restore(flow)
+        if handoff is not None:
+            # The client may have left before mitmproxy reached the relay: close that upstream
+            # stream now rather than when its unclaimed registration expires (no-op if claimed).
+            self.relay.discard(handoff.relay_path)
 
-    @staticmethod
-    def _restore(flow: http.HTTPFlow) -> None:
+    def _restore(self, flow: http.HTTPFlow) -> Handoff | None:
         """Show the client's own request in mitmweb, not the relay hop; refresh the story."""
-        meta = flow.metadata.pop("gateway", None)
-        if meta:
-            flow.request = meta["request"]
-            Gateway._tell(flow, meta["story"])  # a stream may have failed after it started
-
-    @staticmethod
-    def _tell(flow: http.HTTPFlow, story) -> None:
-        flow.comment = story.line()
-        mark = story.mark()
-        if mark or flow.marked in (":x:", ":warning:"):
-            flow.marked = mark
+        handoff = self._handoffs.pop(flow.id, None)
+        if handoff is not None:
+            flow.request = handoff.request
+            _tell(flow, handoff.story)  # a stream may have failed after it started
+        return handoff
 
     # ---- commands -------------------------------------------------------------------------
     @command.command("gateway.accounts")
     def accounts_command(self) -> str:
         """The account pool: status, last upstream status and usage of each account (no secrets)."""
-        rows = self.engine.pool.describe() if self.engine else []
+        rows = self.wiring.pool.describe() if self.wiring else []
         lines = [f"{r['account']} [{r['provider']}] {r['status']} last={r['last_status']} requests={r['requests']}"
                  for r in rows]
         text = "\n".join(lines) or "no accounts configured"
@@ -275,9 +238,16 @@ class Gateway:
     @command.command("gateway.enable")
     def enable_command(self, account: str) -> None:
         """Put a disabled or cooling account back into rotation."""
-        if not self.engine or not self.engine.pool.enable(account):
+        if not self.wiring or not self.wiring.pool.enable(account):
             raise exceptions.CommandError(f"no account labelled {account!r}")
         log.info("account %s re-enabled", account)
+
+
+def _tell(flow: http.HTTPFlow, story: Story) -> None:
+    flow.comment = story.line()
+    mark = story.mark()
+    if mark or flow.marked in (":x:", ":warning:"):
+        flow.marked = mark
 
 
 def _show_client_address(flow: http.HTTPFlow) -> None:
@@ -285,9 +255,6 @@ def _show_client_address(flow: http.HTTPFlow) -> None:
     never contacts; show the address the client actually called (e.g. 127.0.0.1:8045) instead."""
     if isinstance(flow.client_conn.proxy_mode, ReverseMode) and flow.client_conn.sockname:
         flow.request.host, flow.request.port = flow.client_conn.sockname[0], flow.client_conn.sockname[1]
-
-
-_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
 
 
 def _hide_credentials(request: http.Request) -> None:

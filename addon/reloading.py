@@ -1,7 +1,8 @@
 """A YAML file that reloads itself when it changes, checked at most once per interval.
 
 Requests never read config: they call `current()`, which costs a clock read and, at most
-once a second, one stat(). A file that fails to parse keeps the last good value and logs why.
+once a second, one stat(). A file that fails to parse keeps the last good value and logs why,
+once per edit (not at every look).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class ReloadingFile(Generic[T]):
         self._parse = parse
         self._interval = interval
         self._stamp: tuple[int, int] | None = None
+        self._bad_stamp: tuple[int, int] | None = None  # the broken version already warned about
         self._checked = 0.0
         self._value: T = self._load()  # first load raises: a broken file at startup is an error
 
@@ -47,10 +49,14 @@ class ReloadingFile(Generic[T]):
         now = time.monotonic()
         if now - self._checked >= self._interval:
             self._checked = now
+            stamp = None
             try:
-                if self._read_stamp() != self._stamp:
+                stamp = self._read_stamp()
+                if stamp != self._stamp and stamp != self._bad_stamp:
                     self._value = self._load(reload=True)
                     log.info("reloaded %s", self.path)
             except Exception as exc:  # keep serving with the last good version
-                log.warning("keeping the previous %s: %s", self.path.name, exc)
+                if stamp is None or stamp != self._bad_stamp:
+                    log.warning("keeping the previous %s: %s", self.path.name, exc)
+                self._bad_stamp = stamp
         return self._value

@@ -33,8 +33,8 @@ def test_env_key_alone_is_a_one_account_gateway(tmp_path: Path, monkeypatch: pyt
     gw = Gateway()
     with _ctx(tmp_path, gw) as tctx:
         tctx.configure(gw)
-        assert [a.name for a in gw.engine.pool.accounts] == ["env:GEMINI_API_KEY"]
-        assert gw.engine.settings.auth_mode == "off"  # auto without LAN access
+        assert [a.name for a in gw.wiring.engine.pool.accounts] == ["env:GEMINI_API_KEY"]
+        assert gw.wiring.engine.settings.auth_mode == "off"  # auto without LAN access
 
 
 def test_bad_options_fail_at_startup(tmp_path: Path) -> None:
@@ -80,7 +80,7 @@ async def test_outside_reverse_mode_only_gateway_hosts_are_answered(tmp_path: Pa
         assert json.loads(ours.response.content)["status"] == "ok"
         assert ours.comment == "GET /healthz → 200"
 
-        tctx.options.gateway_hosts = "llm.internal, api.openai.com"
+        tctx.options.gateway_hosts = ["llm.internal, api.openai.com"]  # a comma list in one value works too
         named = tflow.tflow()
         named.request.host, named.request.path, named.request.method = "llm.internal", "/v1/models", "GET"
         named.client_conn.peername = ("127.0.0.1", 50001)

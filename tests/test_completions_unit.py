@@ -15,12 +15,15 @@ from typing import Any
 import pytest
 from openai.types import Completion
 
+from addon.backends import gemini
+from addon.frontends import completions
+from addon.frontends.completions import CompletionsFrontend
 from addon.protocol import canonical as c
 from addon.protocol.errors import GatewayError
-from addon.translate import gemini
-from addon.translate.completions import CompletionsFrontend
 from scripts import emulator as emu
-from tests.golden import cases as golden_cases, golden, load as golden_load, normalise
+from tests.golden import cases as golden_cases
+from tests.golden import golden, normalise
+from tests.golden import load as golden_load
 
 DIR = Path(__file__).parent / "fixtures" / "completions"
 def load(name: str) -> Any:
@@ -33,12 +36,12 @@ def cases(prefix: str) -> list[str]:
 
 def encode(body: dict[str, Any], upstream_events: list[dict[str, Any]]) -> bytes:
     front = CompletionsFrontend()
-    req, ctx = front.parse(body)
+    req, ctx = completions.parse(body)
     enc = front.encoder(req, ctx)
     decoder = gemini.GeminiStreamDecoder(req.n)
     out = enc.start()
     for data in upstream_events:
-        out += b"".join(enc.feed(ev) for ev in decoder.feed(data))
+        out += b"".join(enc.feed(ev) for ev in decoder.feed(json.dumps(data)))
     out += b"".join(enc.feed(ev) for ev in decoder.finish())
     return out + enc.close()
 
@@ -78,7 +81,7 @@ def texts(events: list[Any]) -> dict[int, str]:
 
 def err_of(body: Any) -> GatewayError:
     with pytest.raises(GatewayError) as info:
-        CompletionsFrontend().parse(body)
+        completions.parse(body)
     return info.value
 
 
@@ -88,7 +91,7 @@ def err_of(body: Any) -> GatewayError:
 @pytest.mark.parametrize("case", cases("request_"))
 def test_request_golden(case: str) -> None:
     spec = load(f"request_{case}.json")
-    req, _ = CompletionsFrontend().parse(spec["request"])
+    req, _ = completions.parse(spec["request"])
     body = gemini.build_request(req, spec["upstream_model"])
     emu.validate_generate_request(json.loads(json.dumps(body)), spec["upstream_model"], emu.EmulatorState())
     golden(DIR / f"request_{case}.golden.json", body)
@@ -98,7 +101,7 @@ def test_request_golden(case: str) -> None:
 def test_response_golden(case: str) -> None:
     spec = load(f"response_{case}.json")
     front = CompletionsFrontend()
-    req, ctx = front.parse(spec["request"])
+    req, ctx = completions.parse(spec["request"])
     obj = front.render(gemini.completion_from(spec["upstream"], req.n), req, ctx)
     assert Completion.model_validate(obj).model_dump(mode="json", exclude_unset=True) == obj
     golden(DIR / f"response_{case}.golden.json", normalise(obj))
@@ -117,7 +120,7 @@ def test_stream_golden(case: str) -> None:
 
 def test_defaults_and_echo() -> None:
     front = CompletionsFrontend()
-    req, echo = front.parse({"model": "m", "prompt": "Hi:", "echo": True})
+    req, echo = completions.parse({"model": "m", "prompt": "Hi:", "echo": True})
     assert req.max_tokens == 16 and req.n == 1 and [m.text() for m in req.messages] == ["Hi:"]
     obj = front.render(c.Completion([c.Choice(text=" there", finish_reason="length")], c.Usage(2, 1)), req, echo)
     assert obj["object"] == "text_completion" and obj["id"].startswith("cmpl-")
@@ -134,7 +137,7 @@ def test_stream_echo_comes_first_for_each_choice() -> None:
 
 def test_stream_failure_is_an_error_payload() -> None:
     front = CompletionsFrontend()
-    req, ctx = front.parse({"model": "m", "prompt": "x", "stream": True})
+    req, ctx = completions.parse({"model": "m", "prompt": "x", "stream": True})
     enc = front.encoder(req, ctx)
     raw = enc.start() + enc.feed(c.TextDelta(0, "par")) + enc.fail(GatewayError(502, "boom", code="upstream_error"))
     events = parse_sse(raw)
@@ -144,7 +147,7 @@ def test_stream_failure_is_an_error_payload() -> None:
 
 def test_tool_calls_finish_is_reported_as_stop() -> None:
     front = CompletionsFrontend()
-    req, ctx = front.parse({"model": "m", "prompt": "x"})
+    req, ctx = completions.parse({"model": "m", "prompt": "x"})
     obj = front.render(c.Completion([c.Choice(text="t", finish_reason="tool_calls")]), req, ctx)
     assert obj["choices"][0]["finish_reason"] == "stop"
 

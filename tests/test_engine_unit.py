@@ -12,23 +12,19 @@ from typing import Any
 import pytest
 
 from addon import auth
-from addon.accounts import AccountPool
-from addon.engine import Engine, Incoming, Redactor, Settings
+from addon.accounts import AccountPool, AccountsFile
+from addon.engine import Engine, Fixed, Incoming, Settings
+from addon.frontends import build_frontends
 from addon.mapping import parse_mappings
-
-
-class _Static:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def current(self) -> Any:
-        return self.value
+from addon.redact import Redactor
+from addon.response_store import MemoryResponseStore
 
 
 def make_engine(**settings: Any) -> Engine:
     mappings = parse_mappings({"default": "gemini-2.5-flash", "mappings": {"gpt-4o": "gemini-2.5-pro"}})
-    return Engine(settings=Settings(**settings), mappings=_Static(mappings), pool=AccountPool(),
-                  http=None)  # type: ignore[arg-type]  # no request here reaches an upstream
+    # no providers: no request here reaches an upstream
+    return Engine(settings=Settings(**settings), mappings=Fixed(mappings), accounts=Fixed(AccountsFile()),
+                  pool=AccountPool(), providers={}, frontends=build_frontends(MemoryResponseStore()))
 
 
 async def call(engine: Engine, method: str, path: str, *, peer: str = "127.0.0.1",

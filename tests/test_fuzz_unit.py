@@ -10,12 +10,14 @@ import random
 from typing import Any
 
 from addon.accounts import AccountPool, parse_accounts
-from addon.engine import Engine, Incoming, Settings
-from addon.frontends import extra_frontends
+from addon.backends import gemini
+from addon.backends import openai as openai_upstream
+from addon.backends.schema import to_gemini_schema
+from addon.engine import Engine, Fixed, Incoming, Settings
+from addon.frontends import build_frontends
 from addon.mapping import parse_mappings
 from addon.protocol import canonical as c
-from addon.translate import gemini, openai_upstream
-from addon.translate.schema import to_gemini_schema
+from addon.response_store import MemoryResponseStore
 from scripts import emulator as emu
 
 # ---- JSON Schema junk -> to_gemini_schema -> the emulator's Gemini validator -----------------
@@ -163,20 +165,11 @@ class _TranslatingProvider:
         return batches()
 
 
-class _Static:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def current(self) -> Any:
-        return self.value
-
-
 async def test_mutated_requests_are_4xx_or_answered_never_5xx() -> None:
-    pool = AccountPool()
-    pool.update(parse_accounts({"accounts": [{"provider": "gemini", "email": "a", "api_key": "k"}]}))
-    engine = Engine(settings=Settings(), mappings=_Static(parse_mappings({"default": "gemini-2.5-flash"})),
-                    pool=pool, http=None, frontends=extra_frontends())  # type: ignore[arg-type]
-    engine.providers = {"gemini": _TranslatingProvider()}
+    accounts = parse_accounts({"accounts": [{"provider": "gemini", "email": "a", "api_key": "k"}]})
+    engine = Engine(settings=Settings(), mappings=Fixed(parse_mappings({"default": "gemini-2.5-flash"})),
+                    accounts=Fixed(accounts), pool=AccountPool(), providers={"gemini": _TranslatingProvider()},
+                    frontends=build_frontends(MemoryResponseStore()))
     rnd = random.Random(7)
     seen: dict[int, int] = {}
     for _ in range(3000):

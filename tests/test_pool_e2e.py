@@ -519,7 +519,9 @@ def test_accounts_file_reloads_without_restart(gateways: GatewayFactory, emulato
     good = gw.accounts_path.read_text()
     gw.accounts_path.write_text(good + f"  - provider: gemini\n    email: third\n    api_key: {key('third')}\n"
                                        f"    wieght: 2\n")
-    wait_for(lambda: "keeping the previous accounts.yaml" in gw.log(), timeout=5, what="the reload warning")
+    # files are looked at when requests come (at most once a second), not by a background poll
+    wait_for(lambda: ask(gw) and "keeping the previous accounts.yaml" in gw.log(), timeout=5,
+             what="the reload warning")
     assert {ask(gw)[0]["x-account-email"] for _ in range(4)} == {email("first"), email("second")}
 
 

@@ -1,7 +1,7 @@
 """Account pool, accounts file and retry policy, without processes or sockets.
 
 The pool gets a fake clock, so cooldowns are exact and nothing sleeps. The retry policy
-(`Engine._call_upstream`) runs against fake providers that answer from a script.
+(`addon.policy.RetryPolicy`) runs against a fake attempt function that answers from a script.
 """
 
 from __future__ import annotations
@@ -15,13 +15,21 @@ from typing import Any
 import pytest
 import yaml
 
-from addon.accounts import MAX_BACKOFF, AccountPool, AccountsFile, NoAccount, parse_accounts
-from addon.engine import Engine, Settings, Story
-from addon.mapping import ModelMap
+from addon.accounts import (
+    MAX_BACKOFF,
+    AccountPool,
+    AccountsFile,
+    NoAccount,
+    parse_accounts,
+)
+from addon.backends.gemini import error_from as google_error
+from addon.policy import Attempt, RetryPolicy, Verdict, judge
 from addon.protocol import canonical as c
-from addon.protocol.errors import GatewayError
+from addon.protocol.errors import GatewayError, StaleCredentials, UpstreamError
+from addon.redact import Redactor
 from addon.state import StateStore
-from addon.upstream.base import UpstreamError, google_error
+from addon.upstream.http import HttpClient
+from addon.upstream.oauth import TokenManager
 
 ROOT = Path(__file__).resolve().parent.parent
 FLASH = "gemini-2.5-flash"
@@ -291,13 +299,11 @@ def test_a_corrupt_state_file_is_ignored_not_fatal(tmp_path: Path, content: byte
 
 
 def test_token_manager_ignores_a_corrupt_tokens_section(tmp_path: Path) -> None:
-    from addon.upstream.google import TokenManager
-
     for doc in ({"tokens": [1]}, {"tokens": {"x": {"access_token": "t", "expires_at": "later"}}},
                 {"tokens": {"x": "junk"}}):
         path = tmp_path / "state.json"
         path.write_text(json.dumps(doc))
-        TokenManager(None, StateStore(path))  # type: ignore[arg-type]  # must not raise
+        TokenManager(HttpClient(), StateStore(path))  # must not raise
 
 
 def test_state_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -415,121 +421,114 @@ def test_google_error_classification() -> None:
 
     rl = err(429, {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota", "details": [
         {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"}]}})
-    assert rl.rotate and not rl.account_fault and rl.retry_after == 1.5
+    assert judge(rl) is Verdict.COOL_DOWN and rl.retry_after == 1.5
     # Cloud Code wraps errors in an array
     cc = err(503, [{"error": {"code": 503, "status": "UNAVAILABLE", "message": "overloaded"}}])
-    assert cc.rotate and cc.message == "overloaded"
+    assert judge(cc) is Verdict.COOL_DOWN and cc.message == "overloaded"
     # The real Gemini API answers a wrong key with 400 + API_KEY_INVALID: an account fault, not the client's
     bad_key = err(400, {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "API key not valid.",
                                   "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
                                                "reason": "API_KEY_INVALID", "domain": "googleapis.com"}]}})
-    assert bad_key.account_fault and not bad_key.rotate
+    assert judge(bad_key) is Verdict.DISABLE
     plain_400 = err(400, {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "bad schema"}})
-    assert not plain_400.account_fault and not plain_400.rotate
-    assert err(403, {"error": {"code": 403, "status": "PERMISSION_DENIED"}}).account_fault
+    assert judge(plain_400) is Verdict.FAIL
+    assert judge(err(403, {"error": {"code": 403, "status": "PERMISSION_DENIED"}})) is Verdict.DISABLE
+    assert judge(StaleCredentials(401, "token refused twice")) is Verdict.ROTATE
     header = google_error(429, b"not json", {"retry-after": "4"})
     assert header.retry_after == 4.0 and header.message == "not json"
 
 
-# ---- the retry policy (Engine._call_upstream) with scripted providers ------------------------
+# ---- the retry policy with a scripted attempt function ---------------------------------------
 
-class _Static:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def current(self) -> Any:
-        return self.value
-
-
-class ScriptedProvider:
+class Script:
     """Answers per account from `script[name]`: an exception to raise, or anything else to return."""
 
     def __init__(self, script: dict[str, Any]) -> None:
         self.script = script
         self.calls: list[str] = []
 
-    async def complete(self, acc: Any, req: c.ChatRequest, model: str) -> Any:
+    async def __call__(self, acc: Any) -> Any:
         self.calls.append(acc.name)
         outcome = self.script[acc.name]
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
-    stream = complete
 
+class Policy:
+    """A RetryPolicy over a pool of test accounts, calling a Script."""
 
-def engine_with(script: dict[str, Any], *accounts: dict[str, Any], clock: Clock | None = None,
-                max_attempts: int = 3) -> tuple[Engine, ScriptedProvider]:
-    pool = make_pool(*accounts, clock=clock)
-    engine = Engine(settings=Settings(max_attempts=max_attempts), mappings=_Static(ModelMap()), pool=pool,
-                    http=None, tokens=object())  # type: ignore[arg-type]  # never used: providers are replaced
-    provider = ScriptedProvider(script)
-    engine.providers = {"gemini": provider, "cloudcode": provider, "openai": provider}
-    engine.refresh_secrets()
-    return engine, provider
+    def __init__(self, script: dict[str, Any], *accounts: dict[str, Any], clock: Clock | None = None,
+                 max_attempts: int = 3) -> None:
+        self.pool = make_pool(*accounts, clock=clock)
+        self.redact = Redactor([getattr(a, "api_key", None) for a in self.pool.accounts])
+        self.policy = RetryPolicy(self.pool, max_attempts=max_attempts, redact=self.redact)
+        self.provider = Script(script)
 
-
-def chat() -> c.ChatRequest:
-    return c.ChatRequest(model="gpt-4o", messages=[c.Message(role="user", content=[c.TextPart("hi")])])
+    async def run(self, attempts: list[Attempt] | None = None) -> tuple[Any, Any]:
+        return await self.policy.run(FLASH, self.provider, attempts=attempts)
 
 
 async def test_policy_rotates_on_rate_limits_and_reports_every_attempt() -> None:
     script = {"a": UpstreamError(429, "quota", retry_after=7.0), "b": UpstreamError(503, "overloaded"), "c": "ok"}
-    engine, provider = engine_with(script, gem("a"), gem("b"), gem("c"))
+    policy = Policy(script, gem("a"), gem("b"), gem("c"))
     for _ in range(3):  # whatever the order, a and b fail and c answers
-        engine.pool.enable("a"), engine.pool.enable("b")
-        story = Story()
-        acc, result = await engine._call_upstream(chat(), FLASH, story)
-        assert (acc.name, result) == ("c", "ok") and story.account == "c"
-        assert story.attempts[-1] == ("c", 200) and {s for _, s in story.attempts[:-1]} <= {429, 503}
-    st = {a.name: engine.pool.state(a) for a in engine.pool.accounts}
+        policy.pool.enable("a"), policy.pool.enable("b")
+        attempts: list[Attempt] = []
+        acc, result = await policy.run(attempts)
+        assert (acc.name, result) == ("c", "ok")
+        assert attempts[-1] == Attempt("c", 200) and {a.status for a in attempts[:-1]} <= {429, 503}
+    st = {a.name: policy.pool.state(a) for a in policy.pool.accounts}
     assert st["c"].requests == 3 and st["a"].last_status == 429
 
 
 async def test_policy_all_rate_limited_gives_429_with_the_shortest_wait() -> None:
     script = {"a": UpstreamError(429, "quota a", retry_after=7.0), "b": UpstreamError(429, "quota b",
                                                                                       retry_after=3.0)}
-    engine, _ = engine_with(script, gem("a"), gem("b"))
+    policy = Policy(script, gem("a"), gem("b"))
     with pytest.raises(GatewayError) as exc:
-        await engine._call_upstream(chat(), FLASH, Story())
+        await policy.run()
     assert exc.value.status == 429 and exc.value.code == "rate_limit_exceeded"
     assert exc.value.headers == {"retry-after": "3"}
     # the next request does not even reach the upstream
     with pytest.raises(GatewayError) as exc:
-        await engine._call_upstream(chat(), FLASH, Story())
+        await policy.run()
     assert exc.value.status == 429 and exc.value.headers == {"retry-after": "3"}
 
 
 async def test_policy_disables_on_auth_failure_and_returns_client_errors_at_once() -> None:
     script = {"a": UpstreamError(401, f"key {SECRET} not valid"), "b": "ok"}
-    engine, provider = engine_with(script, gem("a", key=SECRET), gem("b"))
+    policy = Policy(script, gem("a", key=SECRET), gem("b"))
+    provider = policy.provider
     for _ in range(3):
-        acc, _ = await engine._call_upstream(chat(), FLASH, Story())
+        acc, _ = await policy.run()
         assert acc.name == "b"
-    reason = engine.pool.state(engine.pool.accounts[0]).disabled_reason
+    reason = policy.pool.state(policy.pool.accounts[0]).disabled_reason
     assert reason and reason.startswith("401") and SECRET not in reason  # redacted
     assert provider.calls.count("a") == 1
 
     provider.script["b"] = UpstreamError(400, "Request contains an invalid argument.")
     provider.calls.clear()
     with pytest.raises(GatewayError) as exc:
-        await engine._call_upstream(chat(), FLASH, Story())
+        await policy.run()
     assert exc.value.status == 400 and provider.calls == ["b"]
 
 
 async def test_policy_makes_at_most_max_attempts() -> None:
     script = {n: UpstreamError(503, "overloaded") for n in "abcde"}
-    engine, provider = engine_with(script, *(gem(n) for n in "abcde"))
+    policy = Policy(script, *(gem(n) for n in "abcde"))
+    provider = policy.provider
     with pytest.raises(GatewayError) as exc:
-        await engine._call_upstream(chat(), FLASH, Story())
+        await policy.run()
     assert exc.value.status == 503 and len(provider.calls) == 3 == len(set(provider.calls))
 
 
 async def test_policy_connection_failures_rotate_and_end_in_502() -> None:
     script = {"a": UpstreamError(0, "connection failed"), "b": UpstreamError(0, "connection failed")}
-    engine, provider = engine_with(script, gem("a"), gem("b"))
+    policy = Policy(script, gem("a"), gem("b"))
+    provider = policy.provider
     with pytest.raises(GatewayError) as exc:
-        await engine._call_upstream(chat(), FLASH, Story())
+        await policy.run()
     assert exc.value.status == 502 and exc.value.code == "upstream_unreachable"
     assert sorted(provider.calls) == ["a", "b"]
 
@@ -537,13 +536,44 @@ async def test_policy_connection_failures_rotate_and_end_in_502() -> None:
 async def test_policy_upstream_credential_failures_are_not_the_clients_401() -> None:
     """An upstream 401/403 means *our* account is bad: the client's key is fine, so no 401/403 to it."""
     for status in (401, 403):
-        engine, provider = engine_with({"a": UpstreamError(status, "API key not valid")}, gem("a"))
+        policy = Policy({"a": UpstreamError(status, "API key not valid")}, gem("a"))
+        provider = policy.provider
         with pytest.raises(GatewayError) as exc:
-            await engine._call_upstream(chat(), FLASH, Story())
+            await policy.run()
         assert exc.value.status == 503 and exc.value.code == "no_account_available", exc.value.message
         assert "API key not valid" in exc.value.message
         with pytest.raises(GatewayError) as exc:  # and the next request says the same without calling out
-            await engine._call_upstream(chat(), FLASH, Story())
+            await policy.run()
         assert exc.value.status == 503 and provider.calls == ["a"]
         assert "was disabled" in exc.value.message and "API key not valid" in exc.value.message
         assert "gateway.enable" in exc.value.message
+
+
+async def test_state_store_writes_itself_a_second_after_a_change_off_the_event_loop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import threading
+
+    from addon import state as state_module
+
+    path = tmp_path / "state.json"
+    store = StateStore(path)
+    writers: list[str] = []
+    real_replace = os.replace
+
+    def spy(src: Any, dst: Any) -> None:  # the rename that publishes each write
+        writers.append(threading.current_thread().name)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(state_module.os, "replace", spy)
+    n = [0]
+    store.add_source(lambda doc: doc.__setitem__("n", n[0]))
+    for n[0] in range(1, 50):  # many changes ...
+        store.mark_dirty()
+    await asyncio.sleep(state_module.FLUSH_DELAY + 0.5)
+    assert json.loads(path.read_text())["n"] == 49  # ... one write, with the latest state
+    assert len(writers) == 1 and writers[0] != threading.current_thread().name
+    n[0] = 50
+    store.mark_dirty()
+    store.close()  # shutdown writes what is pending at once
+    assert json.loads(path.read_text())["n"] == 50

@@ -12,6 +12,7 @@ models, and every stream is accumulated with the SDK's ResponseStreamState.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -25,12 +26,15 @@ from openai.lib.streaming.responses._responses import ResponseStreamState
 from openai.types.responses import Response
 from openai.types.responses.response_stream_event import ResponseStreamEvent
 
+from addon.backends import gemini
+from addon.frontends.responses import ResponsesFrontend
 from addon.protocol import canonical as c
 from addon.protocol.errors import GatewayError
-from addon.translate import gemini
-from addon.translate.responses import ResponsesFrontend, ResponseStore
+from addon.response_store import MemoryResponseStore
 from scripts import emulator as emu
-from tests.golden import cases as golden_cases, golden, load as golden_load, normalise
+from tests.golden import cases as golden_cases
+from tests.golden import golden, normalise
+from tests.golden import load as golden_load
 
 DIR = Path(__file__).parent / "fixtures" / "responses"
 EVENT = pydantic.TypeAdapter(ResponseStreamEvent)
@@ -45,8 +49,23 @@ def cases(prefix: str) -> list[str]:
     return golden_cases(DIR, prefix)
 
 
+def new_front() -> ResponsesFrontend:
+    return ResponsesFrontend(MemoryResponseStore())
+
+
+def parse(front: ResponsesFrontend, body: Any) -> tuple[c.ChatRequest, Any]:
+    return asyncio.run(front.parse(body))
+
+
+def render(front: ResponsesFrontend, completion: c.Completion, req: c.ChatRequest, ctx: Any) -> dict[str, Any]:
+    """What the engine does with a whole answer: render it, then let the front end keep it."""
+    obj = front.render(completion, req, ctx)
+    asyncio.run(front.settle(ctx))
+    return obj
+
+
 def gemini_request(body: dict[str, Any], model: str, front: ResponsesFrontend | None = None) -> dict[str, Any]:
-    req, _ = (front or ResponsesFrontend()).parse(body)
+    req, _ = parse(front or new_front(), body)
     out = gemini.build_request(req, model)
     try:  # the emulator is strict where Gemini is strict (turn pairing, signatures, schema subset)
         emu.validate_generate_request(json.loads(json.dumps(out)), model, emu.EmulatorState())
@@ -57,7 +76,7 @@ def gemini_request(body: dict[str, Any], model: str, front: ResponsesFrontend | 
 
 def err_of(body: Any, front: ResponsesFrontend | None = None) -> GatewayError:
     with pytest.raises(GatewayError) as info:
-        (front or ResponsesFrontend()).parse(body)
+        parse(front or new_front(), body)
     return info.value
 
 
@@ -76,7 +95,7 @@ def parse_sse(raw: bytes) -> list[dict[str, Any]]:
 
 
 def check_stream_rules(events: list[dict[str, Any]]) -> dict[str, Any]:
-    """DESIGN.md §4; returns the final Response object."""
+    """The event-order rules openai-python and Codex CLI rely on; returns the final Response object."""
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     assert [e["type"] for e in events[:2]] == ["response.created", "response.in_progress"]
     terminal = ("response.completed", "response.incomplete", "response.failed")
@@ -122,14 +141,16 @@ def without_parsed(obj: Any) -> Any:
 
 
 def encode(front: ResponsesFrontend, body: dict[str, Any], upstream_events: list[dict[str, Any]]) -> bytes:
-    req, ctx = front.parse(body)
+    req, ctx = parse(front, body)
     enc = front.encoder(req, ctx)
     decoder = gemini.GeminiStreamDecoder()
     out = enc.start()
     for data in upstream_events:
-        out += b"".join(enc.feed(ev) for ev in decoder.feed(data))
+        out += b"".join(enc.feed(ev) for ev in decoder.feed(json.dumps(data)))
     out += b"".join(enc.feed(ev) for ev in decoder.finish())
-    return out + enc.close()
+    out += enc.close()
+    asyncio.run(front.settle(ctx))
+    return out
 
 
 def sig_call_id(signature: str) -> str:
@@ -152,9 +173,9 @@ def test_request_golden(case: str) -> None:
 @pytest.mark.parametrize("case", cases("response_"))
 def test_response_golden(case: str) -> None:
     spec = load(f"response_{case}.json")
-    front = ResponsesFrontend()
-    req, ctx = front.parse(spec["request"])
-    obj = front.render(gemini.completion_from(spec["upstream"]), req, ctx)
+    front = new_front()
+    req, ctx = parse(front, spec["request"])
+    obj = render(front, gemini.completion_from(spec["upstream"]), req, ctx)
     parsed = Response.model_validate(obj)  # strict: every required field, every type
     assert parsed.model_dump(mode="json", exclude_unset=True) == obj, "the SDK keeps every field"
     assert parsed.output_text == "".join(p["text"] for i in obj["output"] if i["type"] == "message"
@@ -165,7 +186,7 @@ def test_response_golden(case: str) -> None:
 @pytest.mark.parametrize("case", cases("stream_"))
 def test_stream_golden(case: str) -> None:
     spec = load(f"stream_{case}.json")
-    events = parse_sse(encode(ResponsesFrontend(), spec["request"], spec["events"]))
+    events = parse_sse(encode(new_front(), spec["request"], spec["events"]))
     final = check_stream_rules(events)
     sdk_final = accumulate(events)
     if final["status"] == "completed":
@@ -211,7 +232,7 @@ def test_hosted_tools_are_skipped_and_named_choice_kept() -> None:
 
 
 def test_parse_maps_generation_fields() -> None:
-    req, ctx = ResponsesFrontend().parse(load("request_structured_output.json")["request"])
+    req, ctx = parse(new_front(), load("request_structured_output.json")["request"])
     assert (req.temperature, req.top_p, req.max_tokens, req.user) == (0.2, 0.9, 256, "user-1")
     assert req.response_format is not None and req.response_format.name == "person"
     assert req.response_format.schema["required"] == ["name", "age"] and req.n == 1
@@ -219,7 +240,7 @@ def test_parse_maps_generation_fields() -> None:
 
 
 def test_unknown_items_are_skipped() -> None:
-    req, _ = ResponsesFrontend().parse({"model": "m", "input": [
+    req, _ = parse(new_front(), {"model": "m", "input": [
         {"type": "web_search_call", "id": "ws_1"}, {"type": "custom_tool_call", "call_id": "x", "input": "..."},
         {"role": "user", "content": "hi"}]})
     assert [(m.role, m.text()) for m in req.messages] == [("user", "hi")]
@@ -288,12 +309,12 @@ def test_non_object_body_is_400() -> None:
 
 
 def test_render_echoes_the_request() -> None:
-    front = ResponsesFrontend()
+    front = new_front()
     body = {"model": "gpt-4o", "input": "hi", "instructions": "Be brief.", "temperature": 0.5,
             "tools": [{"type": "function", "name": "f"}, {"type": "web_search"}], "tool_choice": "auto",
             "reasoning": {"effort": "low"}, "store": False, "metadata": {"k": "v"}}
-    req, ctx = front.parse(body)
-    obj = front.render(c.Completion([c.Choice(text="ok")], c.Usage(3, 1)), req, ctx)
+    req, ctx = parse(front, body)
+    obj = render(front, c.Completion([c.Choice(text="ok")], c.Usage(3, 1)), req, ctx)
     assert obj["id"].startswith("resp_") and obj["object"] == "response" and obj["status"] == "completed"
     assert obj["model"] == "gpt-4o" and obj["instructions"] == "Be brief." and obj["temperature"] == 0.5
     assert obj["tools"] == body["tools"] and obj["reasoning"] == {"effort": "low"} and obj["store"] is False
@@ -305,12 +326,12 @@ def test_render_echoes_the_request() -> None:
 
 
 def test_incomplete_statuses() -> None:
-    front = ResponsesFrontend()
-    req, ctx = front.parse({"model": "m", "input": "hi"})
-    obj = front.render(c.Completion([c.Choice(text="cut", finish_reason="length")]), req, ctx)
+    front = new_front()
+    req, ctx = parse(front, {"model": "m", "input": "hi"})
+    obj = render(front, c.Completion([c.Choice(text="cut", finish_reason="length")]), req, ctx)
     assert (obj["status"], obj["incomplete_details"]) == ("incomplete", {"reason": "max_output_tokens"})
-    req, ctx = front.parse({"model": "m", "input": "hi"})
-    obj = front.render(c.Completion([c.Choice(finish_reason="content_filter")]), req, ctx)
+    req, ctx = parse(front, {"model": "m", "input": "hi"})
+    obj = render(front, c.Completion([c.Choice(finish_reason="content_filter")]), req, ctx)
     assert (obj["status"], obj["incomplete_details"], obj["output"]) == ("incomplete", {"reason": "content_filter"},
                                                                          [])
 
@@ -319,21 +340,21 @@ def test_incomplete_statuses() -> None:
 
 
 def test_previous_response_continues_the_conversation_without_old_instructions() -> None:
-    front = ResponsesFrontend()
-    req1, ctx1 = front.parse({"model": "m", "input": "one", "instructions": "old rules"})
-    first = front.render(c.Completion([c.Choice(text="answer one")]), req1, ctx1)
-    req2, _ = front.parse({"model": "m", "input": "two", "instructions": "new rules",
+    front = new_front()
+    req1, ctx1 = parse(front, {"model": "m", "input": "one", "instructions": "old rules"})
+    first = render(front, c.Completion([c.Choice(text="answer one")]), req1, ctx1)
+    req2, _ = parse(front, {"model": "m", "input": "two", "instructions": "new rules",
                            "previous_response_id": first["id"]})
     assert [(m.role, m.text()) for m in req2.messages] == [
         ("system", "new rules"), ("user", "one"), ("assistant", "answer one"), ("user", "two")]
 
 
 def test_tool_loop_through_previous_response_id() -> None:
-    front = ResponsesFrontend()
+    front = new_front()
     body = {"model": "m", "input": "weather?", "tools": [{"type": "function", "name": "get_weather"}]}
-    req1, ctx1 = front.parse(body)
+    req1, ctx1 = parse(front, body)
     call_id = sig_call_id("skip_thought_signature_validator")
-    first = front.render(c.Completion([c.Choice(tool_calls=[c.ToolCall(call_id, "get_weather", '{"city":"Paris"}')],
+    first = render(front, c.Completion([c.Choice(tool_calls=[c.ToolCall(call_id, "get_weather", '{"city":"Paris"}')],
                                                 finish_reason="tool_calls")]), req1, ctx1)
     assert first["output"][0]["call_id"] == call_id
     follow = {**body, "previous_response_id": first["id"],
@@ -351,53 +372,54 @@ def test_unknown_previous_response_is_404() -> None:
 
 
 def test_store_false_cannot_be_continued() -> None:
-    front = ResponsesFrontend()
-    req, ctx = front.parse({"model": "m", "input": "hi", "store": False})
-    obj = front.render(c.Completion([c.Choice(text="x")]), req, ctx)
+    front = new_front()
+    req, ctx = parse(front, {"model": "m", "input": "hi", "store": False})
+    obj = render(front, c.Completion([c.Choice(text="x")]), req, ctx)
     assert err_of({"model": "m", "input": "hi", "previous_response_id": obj["id"]}, front).status == 404
 
 
 def test_store_is_lru_bounded_and_expires() -> None:
     now = [0.0]
-    store = ResponseStore(max_items=2, ttl=10, clock=lambda: now[0])
+    store = MemoryResponseStore(max_items=2, ttl=10, clock=lambda: now[0])
     for rid in ("resp_a", "resp_b"):
-        store.put({"id": rid}, [])
-    assert store.get("resp_a") is not None  # a is now the most recently used
-    store.put({"id": "resp_c"}, [])
-    assert store.get("resp_b") is None and store.get("resp_a") and store.get("resp_c") and len(store) == 2
+        asyncio.run(store.put({"id": rid}, []))
+    assert asyncio.run(store.get("resp_a")) is not None  # a is now the most recently used
+    asyncio.run(store.put({"id": "resp_c"}, []))
+    assert asyncio.run(store.get("resp_b")) is None and len(store) == 2
+    assert asyncio.run(store.get("resp_a")) and asyncio.run(store.get("resp_c"))
     now[0] = 10.5
-    assert store.get("resp_a") is None and len(store) == 1
+    assert asyncio.run(store.get("resp_a")) is None and len(store) == 1
 
 
 def test_get_route_returns_the_stored_response() -> None:
-    front = ResponsesFrontend()
-    req, ctx = front.parse({"model": "m", "input": "hi"})
-    obj = front.render(c.Completion([c.Choice(text="x")]), req, ctx)
+    front = new_front()
+    req, ctx = parse(front, {"model": "m", "input": "hi"})
+    obj = render(front, c.Completion([c.Choice(text="x")]), req, ctx)
     routes = {method: (pattern, fn) for method, pattern, fn in front.routes()}
     assert set(routes) == {"GET", "DELETE"}
     pattern, fn = routes["GET"]
     for path in (f"/v1/responses/{obj['id']}", f"/responses/{obj['id']}"):
         match = re.fullmatch(pattern, path)
-        assert match and fn(match) == (200, obj)
+        assert match and asyncio.run(fn(match)) == (200, obj)
     with pytest.raises(GatewayError) as info:
-        fn(re.fullmatch(pattern, "/v1/responses/resp_missing"))
+        asyncio.run(fn(re.fullmatch(pattern, "/v1/responses/resp_missing")))
     assert (info.value.status, info.value.type) == (404, "not_found_error")
     delete_pattern, delete = routes["DELETE"]
-    assert delete(re.fullmatch(delete_pattern, f"/v1/responses/{obj['id']}")) == (
+    assert asyncio.run(delete(re.fullmatch(delete_pattern, f"/v1/responses/{obj['id']}"))) == (
         200, {"id": obj["id"], "object": "response.deleted", "deleted": True})
     with pytest.raises(GatewayError):
-        fn(re.fullmatch(pattern, f"/v1/responses/{obj['id']}"))
+        asyncio.run(fn(re.fullmatch(pattern, f"/v1/responses/{obj['id']}")))
 
 
 # ---- stream ---------------------------------------------------------------------------------------
 
 
 def test_stream_stores_the_completed_response_and_history() -> None:
-    front = ResponsesFrontend()
+    front = new_front()
     spec = load("stream_reasoning_text_tools.json")
     events = parse_sse(encode(front, spec["request"], spec["events"]))
     final = events[-1]["response"]
-    stored = front.store.get(final["id"])
+    stored = asyncio.run(front.store.get(final["id"]))
     assert stored is not None and stored.response == final
     turn = stored.conversation[-1]
     assert turn.role == "assistant" and [tc.name for tc in turn.tool_calls] == ["get_weather", "get_time"]
@@ -406,8 +428,8 @@ def test_stream_stores_the_completed_response_and_history() -> None:
 
 
 def test_stream_failure_leaves_half_open_items_and_reports_failed() -> None:
-    front = ResponsesFrontend()
-    req, ctx = front.parse({"model": "m", "input": "hi", "stream": True})
+    front = new_front()
+    req, ctx = parse(front, {"model": "m", "input": "hi", "stream": True})
     enc = front.encoder(req, ctx)
     raw = enc.start() + enc.feed(c.ReasoningDelta(0, "hmm")) + enc.feed(c.TextDelta(0, "Hal"))
     raw += enc.fail(GatewayError(502, "Upstream stream failed: connection reset", code="upstream_stream_error"))
@@ -424,8 +446,8 @@ def test_stream_failure_leaves_half_open_items_and_reports_failed() -> None:
 
 
 def test_stream_ignores_other_choices_and_drops_stray_argument_fragments() -> None:
-    front = ResponsesFrontend()
-    req, ctx = front.parse({"model": "m", "input": "hi", "stream": True})
+    front = new_front()
+    req, ctx = parse(front, {"model": "m", "input": "hi", "stream": True})
     enc = front.encoder(req, ctx)
     raw = enc.start() + enc.feed(c.TextDelta(1, "other choice"))
     raw += enc.feed(c.ToolCallDelta(0, 0, "", id="call_1", name="f")) + enc.feed(c.ToolCallDelta(0, 0, '{"a":1}'))

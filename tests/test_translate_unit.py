@@ -8,7 +8,7 @@ regenerates the goldens (review the diff before keeping it).
 
 Beyond the goldens, every Gemini request built here must pass the emulator's validator (the
 emulator is strict where the real API is strict), and every chunk sequence is checked against the
-rules openai-python relies on (DESIGN.md §4) and accumulated with the SDK's own stream state.
+rules openai-python relies on (see check_chunk_rules) and accumulated with the SDK's own stream state.
 """
 
 from __future__ import annotations
@@ -25,15 +25,13 @@ import pytest
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
-from addon.accounts import AccountPool, GeminiAccount
-from addon.engine import Engine, Settings, Story
-from addon.mapping import ModelMap
+from addon.backends import gemini
+from addon.backends.schema import to_gemini_schema
+from addon.frontends import chat, encode_stream
 from addon.protocol import canonical as c
 from addon.protocol.errors import GatewayError
-from addon.translate import chat, gemini
-from addon.translate.schema import to_gemini_schema
-from addon.translate.sse import SSEEvent, SSEParser
-from addon.upstream.google import GeminiProvider
+from addon.upstream.sse import SSEEvent, SSEParser
+from addon.upstream.streaming import decode_stream
 from scripts import emulator as emu
 from tests.golden import cases, golden, load, normalise
 
@@ -108,13 +106,9 @@ class _Static:
 async def translate_stream(body: dict[str, Any], pieces: list[bytes]) -> bytes:
     """Gemini SSE bytes -> the bytes the client gets: the real provider decoder and engine SSE glue."""
     req = chat.parse(body)
-    engine = Engine(settings=Settings(), mappings=_Static(ModelMap()), pool=AccountPool(), http=None)  # type: ignore[arg-type]
-    provider = GeminiProvider(None)  # type: ignore[arg-type]
     resp = FakeUpstreamResponse(pieces)
-    batches = provider._events(resp, req.n)  # type: ignore[arg-type]
-    acc = GeminiAccount(provider="gemini", api_key="unit-test-key", email="unit@example.com")
-    out = b"".join([piece async for piece in engine._sse(batches, chat.ChatStreamEncoder(req), acc,
-                                                          "gemini-2.5-flash", Story())])
+    batches = decode_stream(resp, gemini.GeminiStreamDecoder(req.n))
+    out = b"".join([piece async for piece in encode_stream(batches, chat.ChatStreamEncoder(req))])
     assert resp.closed, "the upstream response is released when the stream ends"
     return out
 
@@ -132,7 +126,7 @@ def parse_client_sse(raw: bytes) -> list[Any]:
 
 
 def check_chunk_rules(events: list[Any], include_usage: bool) -> None:
-    """DESIGN.md §4: what openai-python's accumulation relies on."""
+    """What openai-python's stream accumulation (lib/streaming/_deltas.py) relies on."""
     failed = any(isinstance(e, dict) and "error" in e for e in events)
     if failed:
         assert "[DONE]" not in events, "a failed stream must not look complete"
@@ -647,7 +641,7 @@ async def test_stream_cut_mid_event_is_incomplete() -> None:
 
 def test_decoder_directly() -> None:
     dec = gemini.GeminiStreamDecoder(1)
-    out = dec.feed({"candidates": [{"content": {"parts": [
+    out = dec.feed_response({"candidates": [{"content": {"parts": [
         {"text": "hm", "thought": True, "thoughtSignature": "c2ln"}, {"text": "", "thought": True},
         {"text": "A"}, {"functionCall": {"name": "f", "args": {"x": 1}}}, {"text": ""}]}}]})
     assert out[0] == c.ReasoningDelta(0, "hm", "c2ln")
@@ -655,11 +649,11 @@ def test_decoder_directly() -> None:
     assert isinstance(out[2], c.ToolCallDelta) and out[2].name == "f" and out[2].arguments == "" and out[2].id
     assert out[3] == c.ToolCallDelta(0, 0, '{"x": 1}')
     assert len(out) == 4 and not dec.complete
-    out = dec.feed({"candidates": [{"content": {"parts": [{"functionCall": {"name": "g"}}]}, "finishReason": "STOP"}],
+    out = dec.feed_response({"candidates": [{"content": {"parts": [{"functionCall": {"name": "g"}}]}, "finishReason": "STOP"}],
                     "usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 3}})
     assert out[0].call_index == 1 and out[1] == c.ToolCallDelta(0, 1, "{}")
     assert out[2] == c.Finish(0, "tool_calls") and dec.complete
-    assert dec.feed({"candidates": [{"finishReason": "STOP"}]}) == []  # a repeated finish is ignored
+    assert dec.feed_response({"candidates": [{"finishReason": "STOP"}]}) == []  # a repeated finish is ignored
     assert dec.finish() == [c.UsageUpdate(c.Usage(2, 3))]
 
 

@@ -1,8 +1,9 @@
-"""OpenAI-shaped errors.
+"""Errors on both sides of the gateway.
 
-Every failure a client sees goes through GatewayError so the body is always
-{"error": {"message", "type", "param", "code"}} with a status the OpenAI SDKs map
-to the right exception class.
+GatewayError is what a client sees: every failure goes through it, so the body is always
+{"error": {"message", "type", "param", "code"}} with a status the OpenAI SDKs map to the right
+exception class. UpstreamError is what an upstream said (or that it could not be reached): plain
+data that the back ends parse and the retry policy (addon/policy.py) interprets.
 """
 
 from __future__ import annotations
@@ -66,3 +67,25 @@ class GatewayError(Exception):
 
 def bad_request(message: str, param: str | None = None, code: str | None = "invalid_request") -> GatewayError:
     return GatewayError(400, message, param=param, code=code)
+
+
+class UpstreamError(Exception):
+    """An upstream answered with an error, or could not be reached (status 0)."""
+
+    def __init__(self, status: int, message: str, *, retry_after: float | None = None,
+                 reason: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after  # seconds the upstream asked us to wait, if it said
+        self.reason = reason  # e.g. Google's "RESOURCE_EXHAUSTED", OAuth's "invalid_grant"
+
+
+class StaleCredentials(UpstreamError):
+    """An access token we believed valid was refused even after one refresh: rotate, but do not
+    disable the account (a refresh that fails with invalid_grant is what disables it)."""
+
+
+class CredentialsRejected(UpstreamError):
+    """The account's own credentials were refused for good (e.g. an OAuth refresh answered
+    invalid_grant): the account, not the request, is at fault."""

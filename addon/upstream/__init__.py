@@ -1,0 +1,41 @@
+"""Upstream providers: who sends the translated request, and how.
+
+A provider turns one attempt on one account into an HTTP call: `complete` returns the whole
+canonical Completion; `stream` returns once the upstream has accepted the request (status 200),
+handing back the canonical event batches to come. Both raise UpstreamError; the retry policy
+(addon/policy.py) decides what an error means for the account. To add a provider, write a module
+with a class implementing `Provider`, give its accounts a model in addon/accounts.py (the
+`provider:` value), and register it in `build_providers`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from ..protocol import canonical as c
+from .cloudcode import CloudCodeProvider
+from .gemini import GeminiProvider
+from .http import HttpClient
+from .oauth import TokenManager
+from .openai import OpenAIProvider
+
+
+class Provider(Protocol):
+    name: str
+
+    async def complete(self, acc: Any, req: c.ChatRequest, model: str) -> c.Completion: ...
+
+    async def stream(self, acc: Any, req: c.ChatRequest, model: str) -> AsyncIterator[list[c.StreamEvent]]: ...
+
+
+def build_providers(http: HttpClient, tokens: TokenManager) -> dict[str, Provider]:
+    """Provider by the `provider:` value of an account."""
+    return {
+        "gemini": GeminiProvider(http),
+        "cloudcode": CloudCodeProvider(http, tokens),
+        "openai": OpenAIProvider(http),
+    }
+
+
+__all__ = ["HttpClient", "Provider", "TokenManager", "build_providers"]

@@ -1,9 +1,9 @@
 """The process-wide upstream HTTP client: pooled keep-alive connections over aiohttp.
 
 aiohttp directly rather than httpx: profiling the non-streaming path showed httpx's request
-building, URL merging and cookie handling costing ~0.6 ms of a ~1.4 ms request (DESIGN.md §7
-measured the same: the upstream client's transport is where the time goes). This wrapper keeps
-the providers independent of the library and maps every transport failure to UpstreamError(0).
+building, URL merging and cookie handling costing ~0.6 ms of a ~1.4 ms request (the upstream
+client's transport was where the gateway's own time went). This wrapper keeps the providers
+independent of the library and maps every transport failure to UpstreamError(0).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from .base import UpstreamError
+from ..protocol.errors import UpstreamError
 
 
 def _transport_error(exc: BaseException) -> UpstreamError:

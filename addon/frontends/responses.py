@@ -1,10 +1,10 @@
 """Responses API front end (`POST /v1/responses`): request -> canonical, canonical -> Response JSON and SSE.
 
-The Responses API is stateful where Chat Completions is not: `previous_response_id` names an
-earlier answer whose whole conversation the new input continues. `ResponseStore` keeps those
-conversations (bounded, in memory); `GET /v1/responses/{id}` reads the same store.
+`previous_response_id` continues the conversation of an earlier answer, kept in a
+`ResponseStore`; `GET`/`DELETE /v1/responses/{id}` read the same store.
 
-Wire rules the clients enforce (DESIGN.md §4): output items are opened and closed strictly one
+Wire rules the clients enforce (openai-python's stream accumulation; Codex CLI records items and
+runs tools only on `response.output_item.done`): output items are opened and closed strictly one
 after another with contiguous `output_index`; `sequence_number` counts every event from 0;
 `response.completed` (or `.incomplete` / `.failed`) ends the stream and carries the full output,
 which is what openai-python builds its final object from and what Codex CLI requires.
@@ -15,256 +15,32 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
-
-from pydantic import Discriminator, Field, Tag
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from ..protocol import canonical as c
 from ..protocol.errors import GatewayError, bad_request
-from ..protocol.openai_chat import Wire, validate_body
-from .chat import check_json_args, media_from_url
-from .ids import new_id
+from ..protocol.ids import new_id
+from ..protocol.openai.responses import (
+    FunctionCallItem,
+    FunctionCallOutputItem,
+    FunctionToolDef,
+    InputFile,
+    InputImage,
+    InputText,
+    MessageItem,
+    OutputText,
+    ReasoningItem,
+    RefusalPart,
+    ResponsesRequest,
+    TextConfig,
+    validate_request,
+)
+from ..response_store import ResponseStore
+from .base import Frontend, Route
+from .common import check_json_args, media_from_url
 
 log = logging.getLogger(__name__)
-
-# ---- wire models of the request ----------------------------------------------------------------
-# Tagged unions pick their branch with a callable so that unknown item types can fall through to a
-# tolerant model; tags are capitalised because validation_error() drops such names from `param`.
-
-
-class InputText(Wire):
-    type: Literal["input_text"]
-    text: str
-
-
-class OutputText(Wire):
-    type: Literal["output_text"]
-    text: str
-
-
-class RefusalPart(Wire):
-    type: Literal["refusal"]
-    refusal: str
-
-
-class InputImage(Wire):
-    type: Literal["input_image"]
-    image_url: str | None = None
-    file_id: str | None = None
-    detail: str | None = None
-
-
-class InputFile(Wire):
-    type: Literal["input_file"]
-    file_data: str | None = None
-    file_url: str | None = None
-    file_id: str | None = None
-    filename: str | None = None
-
-
-def _type_of(value: Any) -> Any:
-    return value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
-
-
-def _tagger(tags: dict[str | None, str], default: str | None) -> Callable[[Any], str | None]:
-    def tag(value: Any) -> str | None:
-        kind = _type_of(value)
-        # a non-string `type` ({"type": []}) must fail validation, not crash the lookup
-        return tags.get(kind, default) if kind is None or isinstance(kind, str) else default
-    return tag
-
-
-_PART_TAGS: dict[str | None, str] = {"input_text": "InputText", "output_text": "OutputText", "refusal": "Refusal",
-                                     "input_image": "InputImage", "input_file": "InputFile"}
-ContentPart = Annotated[
-    Union[Annotated[InputText, Tag("InputText")], Annotated[OutputText, Tag("OutputText")],
-          Annotated[RefusalPart, Tag("Refusal")], Annotated[InputImage, Tag("InputImage")],
-          Annotated[InputFile, Tag("InputFile")]],
-    Discriminator(_tagger(_PART_TAGS, None), custom_error_type="invalid_value",
-                  custom_error_message="unsupported content part type (expected input_text, input_image, "
-                                       "input_file, output_text or refusal)"),
-]
-
-
-class MessageItem(Wire):
-    type: Literal["message"] | None = None  # "easy" input messages come without a type
-    role: Literal["user", "assistant", "system", "developer"]
-    content: str | list[ContentPart]
-
-
-class FunctionCallItem(Wire):
-    type: Literal["function_call"]
-    call_id: str = Field(min_length=1)
-    name: str = Field(min_length=1)
-    arguments: str
-
-
-class FunctionCallOutputItem(Wire):
-    type: Literal["function_call_output"]
-    call_id: str = Field(min_length=1)
-    output: str | list[ContentPart]
-
-
-class SummaryText(Wire):
-    type: Literal["summary_text"] = "summary_text"
-    text: str
-
-
-class ReasoningText(Wire):
-    type: Literal["reasoning_text"] = "reasoning_text"
-    text: str
-
-
-class ReasoningItem(Wire):
-    type: Literal["reasoning"]
-    summary: list[SummaryText] = Field(default_factory=list)
-    content: list[ReasoningText] | None = None
-    encrypted_content: str | None = None
-
-
-class OtherItem(Wire):
-    """Item types with nothing to forward upstream (web_search_call, custom_tool_call, ...): skipped."""
-
-    type: str
-
-
-_ITEM_TAGS: dict[str | None, str] = {None: "Message", "message": "Message", "function_call": "FunctionCall",
-                                     "function_call_output": "FunctionCallOutput", "reasoning": "Reasoning"}
-InputItem = Annotated[
-    Union[Annotated[MessageItem, Tag("Message")], Annotated[FunctionCallItem, Tag("FunctionCall")],
-          Annotated[FunctionCallOutputItem, Tag("FunctionCallOutput")], Annotated[ReasoningItem, Tag("Reasoning")],
-          Annotated[OtherItem, Tag("Other")]],
-    Discriminator(_tagger(_ITEM_TAGS, "Other")),
-]
-
-
-class FunctionToolDef(Wire):
-    type: Literal["function"]
-    name: str = Field(min_length=1, max_length=128)
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    strict: bool | None = None
-
-
-class OtherToolDef(Wire):
-    """Hosted and custom tools (web_search, local_shell, custom, mcp, ...): no upstream equivalent, skipped."""
-
-    type: str
-    name: str | None = None
-
-
-ToolDef = Annotated[
-    Union[Annotated[FunctionToolDef, Tag("Function")], Annotated[OtherToolDef, Tag("Other")]],
-    Discriminator(_tagger({"function": "Function"}, "Other")),
-]
-
-
-class ToolChoiceObject(Wire):
-    type: str
-    name: str | None = None
-    mode: Literal["auto", "required"] | None = None  # allowed_tools
-    tools: list[dict[str, Any]] | None = None  # allowed_tools
-
-
-class TextFormat(Wire):
-    type: Literal["text", "json_object", "json_schema"]
-    name: str | None = None
-    description: str | None = None
-    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
-    strict: bool | None = None
-
-
-class TextConfig(Wire):
-    format: TextFormat | None = None
-    verbosity: str | None = None
-
-
-class ReasoningConfig(Wire):
-    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
-    summary: str | None = None
-    generate_summary: str | None = None  # deprecated spelling of summary
-
-
-class ResponsesRequest(Wire):
-    model: str = Field(min_length=1)
-    input: str | list[InputItem] | None = None
-    instructions: str | None = None
-    tools: list[ToolDef] | None = None
-    tool_choice: Literal["auto", "none", "required"] | ToolChoiceObject | None = None
-    parallel_tool_calls: bool | None = None
-    max_output_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    text: TextConfig | None = None
-    reasoning: ReasoningConfig | None = None
-    store: bool | None = True
-    previous_response_id: str | None = None
-    stream: bool | None = False
-    background: bool | None = None
-    user: str | None = None
-    metadata: dict[str, str] | None = None
-    include: list[str] | None = None
-    truncation: str | None = None  # accepted and ignored: nothing here truncates a conversation
-
-
-def validate_request(body: Any) -> ResponsesRequest:
-    return validate_body(ResponsesRequest, body)
-
-
-# ---- the store behind previous_response_id -----------------------------------------------------
-
-
-@dataclass(slots=True)
-class StoredResponse:
-    response: dict[str, Any]  # the Response object, as GET /v1/responses/{id} returns it
-    conversation: list[c.Message]  # every turn up to and including this response's output
-    stored_at: float
-
-
-class ResponseStore:
-    """Responses kept for `previous_response_id` and `GET /v1/responses/{id}`.
-
-    Limits: at most `max_items` responses (default 1000; the least recently used goes first) and
-    each for at most `ttl` seconds after it was stored (default 1 hour); `store: false` responses
-    are never kept. The store lives in this gateway process only: it is empty after a restart
-    and not shared between gateway instances, so a client chaining `previous_response_id` must
-    keep talking to the same instance (or send the full input, as Codex CLI does).
-    Each entry holds the whole canonical conversation; entries of one thread share their message
-    objects, so a long chain costs a list of references per entry, not a copy of the history.
-    """
-
-    def __init__(self, max_items: int = 1000, ttl: float = 3600.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_items = max_items
-        self.ttl = ttl
-        self._clock = clock
-        self._items: OrderedDict[str, StoredResponse] = OrderedDict()
-
-    def put(self, response: dict[str, Any], conversation: list[c.Message]) -> None:
-        self._items[response["id"]] = StoredResponse(response, conversation, self._clock())
-        self._items.move_to_end(response["id"])
-        while len(self._items) > self.max_items:
-            self._items.popitem(last=False)
-
-    def get(self, response_id: str) -> StoredResponse | None:
-        entry = self._items.get(response_id)
-        if entry is None:
-            return None
-        if self._clock() - entry.stored_at > self.ttl:
-            del self._items[response_id]
-            return None
-        self._items.move_to_end(response_id)
-        return entry
-
-    def delete(self, response_id: str) -> bool:
-        return self._items.pop(response_id, None) is not None
-
-    def __len__(self) -> int:
-        return len(self._items)
-
 
 # ---- request -> canonical ----------------------------------------------------------------------
 
@@ -491,7 +267,9 @@ class ResponseContext:
     created_at: int
     echo: dict[str, Any]  # request fields every Response object repeats (model, tools, ...)
     conversation: list[c.Message]  # history + new input, without `instructions` (not carried over)
-    store: ResponseStore | None  # None when the client sent store: false
+    store: bool  # False when the client sent store: false
+    final: dict[str, Any] | None = None  # the finished Response object, once there is one
+    output: list[dict[str, Any]] = field(default_factory=list)
 
     def response(self, status: str, output: list[dict[str, Any]], usage: c.Usage | None, *,
                  error: dict[str, Any] | None = None,
@@ -501,13 +279,11 @@ class ResponseContext:
                 "usage": usage_json(usage) if usage is not None else None}
 
     def finish(self, output: list[dict[str, Any]], usage: c.Usage, finish: c.FinishReason) -> dict[str, Any]:
-        """The final Response object; stored (unless store: false) for previous_response_id and GET."""
+        """The final Response object; the front end's settle() stores it (unless store: false)."""
         status, incomplete = status_of(finish)
-        response = self.response(status, output, usage, incomplete=incomplete)
-        if self.store is not None:
-            turn = [assistant_turn(output)] if output else []
-            self.store.put(response, self.conversation + turn)
-        return response
+        self.final = self.response(status, output, usage, incomplete=incomplete)
+        self.output = output
+        return self.final
 
 
 def _echo(req: ResponsesRequest, body: dict[str, Any]) -> dict[str, Any]:
@@ -693,20 +469,22 @@ class ResponsesStreamEncoder:
 # ---- the front end -----------------------------------------------------------------------------
 
 
-class ResponsesFrontend:
-    """`POST /v1/responses` (also `/responses`) and `GET /v1/responses/{id}`."""
+class ResponsesFrontend(Frontend):
+    """`POST /v1/responses` (also `/responses`) and `GET`/`DELETE /v1/responses/{id}`."""
 
-    def __init__(self, store: ResponseStore | None = None) -> None:
-        self.store = store if store is not None else ResponseStore()
+    path = "/v1/responses"
 
-    def parse(self, body: Any) -> tuple[c.ChatRequest, ResponseContext]:
+    def __init__(self, store: ResponseStore) -> None:
+        self.store = store
+
+    async def parse(self, body: Any) -> tuple[c.ChatRequest, ResponseContext]:
         req = validate_request(body)
         if req.background:
             raise bad_request("Background responses are not supported by this gateway; use stream: true "
                               "for long requests.", "background")
         if req.input is None and req.previous_response_id is None:
             raise bad_request("Missing required parameter: 'input'.", "input", code="missing_required_parameter")
-        conversation = self._history(req.previous_response_id) + input_messages(req.input)
+        conversation = await self._history(req.previous_response_id) + input_messages(req.input)
         if not conversation and not req.instructions:
             raise bad_request("'input' must contain at least one item.", "input")
         system = [c.Message("system", [c.TextPart(req.instructions)])] if req.instructions else []
@@ -726,13 +504,13 @@ class ResponsesFrontend:
             user=req.user,
         )
         ctx = ResponseContext(new_id("resp_"), int(time.time()), _echo(req, body), conversation,
-                              self.store if req.store is not False else None)
+                              store=req.store is not False)
         return creq, ctx
 
-    def _history(self, previous_id: str | None) -> list[c.Message]:
+    async def _history(self, previous_id: str | None) -> list[c.Message]:
         if previous_id is None:
             return []
-        stored = self.store.get(previous_id)
+        stored = await self.store.get(previous_id)
         if stored is None:
             raise GatewayError(404, f"Previous response with id '{previous_id}' not found.",
                                param="previous_response_id", code="previous_response_not_found")
@@ -745,17 +523,22 @@ class ResponsesFrontend:
     def encoder(self, req: c.ChatRequest, ctx: ResponseContext) -> ResponsesStreamEncoder:
         return ResponsesStreamEncoder(req, ctx)
 
-    def routes(self) -> list[tuple[str, str, Callable[[Any], tuple[int, Any]]]]:
+    async def settle(self, ctx: ResponseContext) -> None:
+        if ctx.store and ctx.final is not None:
+            turn = [assistant_turn(ctx.output)] if ctx.output else []
+            await self.store.put(ctx.final, ctx.conversation + turn)
+
+    def routes(self) -> list[Route]:
         path = r"/(?:v1/)?responses/([^/]+)"
         return [("GET", path, self._retrieve), ("DELETE", path, self._delete)]
 
-    def _retrieve(self, match: Any) -> tuple[int, dict[str, Any]]:
-        stored = self.store.get(match.group(1))
+    async def _retrieve(self, match: Any) -> tuple[int, dict[str, Any]]:
+        stored = await self.store.get(match.group(1))
         if stored is None:
             raise GatewayError(404, f"Response with id '{match.group(1)}' not found.", code="response_not_found")
         return 200, stored.response
 
-    def _delete(self, match: Any) -> tuple[int, dict[str, Any]]:
-        if not self.store.delete(match.group(1)):
+    async def _delete(self, match: Any) -> tuple[int, dict[str, Any]]:
+        if not await self.store.delete(match.group(1)):
             raise GatewayError(404, f"Response with id '{match.group(1)}' not found.", code="response_not_found")
         return 200, {"id": match.group(1), "object": "response.deleted", "deleted": True}

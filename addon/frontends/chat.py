@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from ..protocol import canonical as c
 from ..protocol.errors import GatewayError, bad_request
-from ..protocol.openai_chat import (
+from ..protocol.ids import new_id
+from ..protocol.openai.chat import (
     AudioContent,
     ChatCompletionRequest,
     FileContent,
@@ -18,21 +18,18 @@ from ..protocol.openai_chat import (
     TextContent,
     parse_chat_request,
 )
-from .ids import new_id
+from .base import Frontend
+from .common import (
+    DONE,
+    check_json_args,
+    check_stream_options,
+    media_from_url,
+    sse_data,
+    stop_sequences,
+    usage_json,
+)
 
 # ---- request -------------------------------------------------------------------------------
-
-
-def media_from_url(url: str, param: str) -> c.MediaPart:
-    """Accept data: URLs and http(s) URLs only: a gateway must never read local paths (file:, /etc/...)."""
-    if url.startswith("data:"):
-        header, sep, data = url[5:].partition(",")
-        if not sep or ";base64" not in header:
-            raise bad_request("Image data URLs must be base64 encoded (data:<mime>;base64,<data>).", param)
-        return c.MediaPart(mime_type=header.split(";")[0] or None, data=data)
-    if url.startswith(("http://", "https://")):
-        return c.MediaPart(url=url)
-    raise bad_request("Only http(s) and base64 data: URLs are accepted for media.", param, code="invalid_image_url")
 
 
 _AUDIO_MIME = {"wav": "audio/wav", "mp3": "audio/mp3", "flac": "audio/flac", "ogg": "audio/ogg", "aac": "audio/aac"}
@@ -73,27 +70,6 @@ def _user_parts(content: str | list, where: str) -> list[c.Part]:
             out.append(media_from_url(part.file.file_data, param + ".file.file_data")
                        if part.file.file_data.startswith("data:")
                        else c.MediaPart(mime_type="application/pdf", data=part.file.file_data))
-    return out
-
-
-def check_json_args(arguments: str, param: str) -> str:
-    try:
-        json.loads(arguments or "{}")
-    except ValueError:
-        raise bad_request("Tool call arguments must be a JSON object encoded as a string.", param) from None
-    return arguments or "{}"
-
-
-def check_stream_options(stream: bool | None, stream_options: Any) -> None:
-    if stream_options is not None and not stream:
-        raise bad_request("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-                          "stream_options")
-
-
-def stop_sequences(stop: str | list[str] | None) -> list[str]:
-    out = [stop] if isinstance(stop, str) else list(stop or [])
-    if len(out) > 4:
-        raise bad_request("At most 4 stop sequences are allowed.", "stop")
     return out
 
 
@@ -202,16 +178,6 @@ def parse(body: Any) -> c.ChatRequest:
 # ---- response ------------------------------------------------------------------------------
 
 
-def usage_json(u: c.Usage) -> dict[str, Any]:
-    return {
-        "prompt_tokens": u.input_tokens,
-        "completion_tokens": u.output_tokens,
-        "total_tokens": u.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
-    }
-
-
 def _tool_call_json(tc: c.ToolCall) -> dict[str, Any]:
     return {"id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": tc.arguments}}
 
@@ -241,13 +207,6 @@ def render(completion: c.Completion, req: c.ChatRequest) -> dict[str, Any]:
 
 
 # ---- stream --------------------------------------------------------------------------------
-
-
-def sse_data(obj: Any) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
-
-
-DONE = b"data: [DONE]\n\n"
 
 
 class ChatStreamEncoder:
@@ -313,10 +272,12 @@ class ChatStreamEncoder:
         return sse_data(err.payload())
 
 
-class ChatFrontend:
+class ChatFrontend(Frontend):
     """`POST /v1/chat/completions`."""
 
-    def parse(self, body: Any) -> tuple[c.ChatRequest, None]:
+    path = "/v1/chat/completions"
+
+    async def parse(self, body: Any) -> tuple[c.ChatRequest, None]:
         return parse(body), None
 
     def render(self, completion: c.Completion, req: c.ChatRequest, ctx: None) -> dict[str, Any]:

@@ -3,9 +3,36 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from ..protocol import canonical as c
+from ..protocol.errors import UpstreamError
+from . import retry_after_header
+
+
+def error_from(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
+    """OpenAI-style error bodies ({"error": {"message", "type", "code"}}), or whatever text came."""
+    message = body.decode("utf-8", "replace")[:500] or f"HTTP {status}"
+    reason = None
+    try:
+        data = json.loads(body)
+        err = data.get("error") if isinstance(data, dict) else None
+        if isinstance(err, dict):
+            message = str(err.get("message") or message)
+            reason = err.get("code") or err.get("type")
+        elif isinstance(err, str):
+            message = err
+    except ValueError:
+        pass
+    return UpstreamError(status, message, retry_after=retry_after_header(headers), reason=reason)
+
+
+def completion_from_body(body: bytes) -> c.Completion:
+    try:
+        return completion_from(json.loads(body))
+    except (ValueError, AttributeError, TypeError):
+        raise UpstreamError(502, "Upstream returned a body that is not a chat completion.") from None
 
 
 def _content(m: c.Message) -> str | list[dict[str, Any]] | None:
@@ -114,7 +141,12 @@ class OpenAIStreamDecoder:
         if payload.strip() == "[DONE]":
             self.done = True
             return []
-        data = json.loads(payload)
+        if payload.lstrip().startswith('{"error"'):
+            raise error_from(502, payload.encode(), {})
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            raise UpstreamError(502, "Upstream sent an SSE event that is not JSON.") from None
         events: list[c.StreamEvent] = []
         if data.get("usage"):
             self._usage = data["usage"]
@@ -143,4 +175,6 @@ class OpenAIStreamDecoder:
         return events
 
     def finish(self) -> list[c.StreamEvent]:
+        if not self.done:
+            raise UpstreamError(502, "Upstream stream ended before [DONE].")
         return [c.UsageUpdate(usage_from(self._usage))]

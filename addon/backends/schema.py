@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 

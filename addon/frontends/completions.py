@@ -14,36 +14,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pydantic import Field
-
 from ..protocol import canonical as c
 from ..protocol.errors import GatewayError, bad_request
-from ..protocol.openai_chat import StreamOptions, Wire, validate_body
-from .chat import DONE, check_stream_options, sse_data, stop_sequences, usage_json
-from .ids import new_id
+from ..protocol.ids import new_id
+from ..protocol.openai.common import validate_body
+from ..protocol.openai.completions import CompletionRequest
+from .base import Frontend
+from .common import DONE, check_stream_options, sse_data, stop_sequences, usage_json
 
 DEFAULT_MAX_TOKENS = 16  # the legacy API's documented default
-
-
-class CompletionRequest(Wire):
-    model: str = Field(min_length=1)
-    # token arrays are accepted here only to be refused with a clear message below
-    prompt: str | list[str] | list[int] | list[list[int]]
-    suffix: str | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    n: int | None = Field(default=None, ge=1, le=8)
-    best_of: int | None = Field(default=None, ge=1, le=20)
-    stream: bool | None = False
-    stream_options: StreamOptions | None = None
-    logprobs: int | None = Field(default=None, ge=0, le=5)
-    echo: bool | None = False
-    stop: str | list[str] | None = None
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    seed: int | None = None
-    user: str | None = None
 
 
 def _prompt(prompt: str | list[Any]) -> str:
@@ -162,10 +141,12 @@ class CompletionsStreamEncoder:
         return sse_data(err.payload())
 
 
-class CompletionsFrontend:
+class CompletionsFrontend(Frontend):
     """`POST /v1/completions` (also `/completions`)."""
 
-    def parse(self, body: Any) -> tuple[c.ChatRequest, str]:
+    path = "/v1/completions"
+
+    async def parse(self, body: Any) -> tuple[c.ChatRequest, str]:
         return parse(body)
 
     def render(self, completion: c.Completion, req: c.ChatRequest, ctx: str) -> dict[str, Any]:

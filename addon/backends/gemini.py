@@ -1,7 +1,12 @@
 """Canonical <-> Gemini `generateContent` (also the inner request of Cloud Code v1internal).
 
 Pure functions plus one stream state machine (GeminiStreamDecoder): Gemini SSE events in,
-canonical stream events out.
+canonical stream events out. Gemini's wire rules that shape this file: roles are only
+`user`/`model` (system text goes to `systemInstruction`); function results are `functionResponse`
+parts in a `user` turn, as many as the calls of the turn before, paired by position; streamed
+events are complete GenerateContentResponse objects holding only the new parts, with cumulative
+`usageMetadata` (the last one is the total); `finishReason` is STOP even after function calls;
+`candidatesTokenCount` excludes `thoughtsTokenCount`.
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ import base64
 import binascii
 import json
 import mimetypes
+from collections.abc import Mapping
 from typing import Any
 
 from ..protocol import canonical as c
-from ..protocol.errors import bad_request
-from .ids import new_id
+from ..protocol.errors import UpstreamError, bad_request
+from ..protocol.ids import new_id
+from . import parse_duration, retry_after_header
 from .schema import to_gemini_schema
 
 # ---- thought signatures ride inside the OpenAI tool-call id ---------------------------------
@@ -272,6 +279,47 @@ def completion_from(data: dict[str, Any], n: int = 1) -> c.Completion:
     return c.Completion(choices, usage_from(data.get("usageMetadata")), data.get("modelVersion"))
 
 
+def unwrap(data: Any) -> Any:
+    """Cloud Code wraps each GenerateContentResponse as {"response": ...}; the Gemini API does not."""
+    if isinstance(data, dict) and isinstance(data.get("response"), dict):
+        return data["response"]
+    return data
+
+
+def error_from(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
+    """Gemini / Cloud Code error bodies: {"error": {...}} or a JSON array of them; OAuth token
+    endpoints answer {"error": "invalid_grant", "error_description": ...}."""
+    message, reason, delay = body.decode("utf-8", "replace")[:500] or f"HTTP {status}", None, None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, list) and data:
+        data = data[0]
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        err = data["error"]
+        message = str(err.get("message") or message)
+        reason = err.get("status")
+        for detail in err.get("details") or []:
+            if isinstance(detail, dict):
+                delay = parse_duration(detail.get("retryDelay")) or delay
+                reason = detail.get("reason") or reason
+    elif isinstance(data, dict) and isinstance(data.get("error"), str):  # OAuth token endpoint
+        reason = data["error"]
+        message = data.get("error_description") or reason
+    if delay is None:
+        delay = retry_after_header(headers)
+    return UpstreamError(status, message, retry_after=delay, reason=reason)
+
+
+def completion_from_body(body: bytes, n: int) -> c.Completion:
+    """A whole (possibly Cloud Code-wrapped) generateContent answer."""
+    try:
+        return completion_from(unwrap(json.loads(body)), n)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UpstreamError(502, "Upstream returned a body that is not a GenerateContentResponse.") from None
+
+
 class GeminiStreamDecoder:
     """Gemini SSE payloads (each a partial GenerateContentResponse) -> canonical stream events."""
 
@@ -282,7 +330,16 @@ class GeminiStreamDecoder:
         self._usage: dict[str, Any] | None = None
         self._blocked = False
 
-    def feed(self, data: dict[str, Any]) -> list[c.StreamEvent]:
+    def feed(self, payload: str) -> list[c.StreamEvent]:
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            raise UpstreamError(502, "Upstream sent an SSE event that is not JSON.") from None
+        if isinstance(data, list) or (isinstance(data, dict) and "error" in data):
+            raise error_from(500, payload.encode(), {})
+        return self.feed_response(unwrap(data))
+
+    def feed_response(self, data: dict[str, Any]) -> list[c.StreamEvent]:
         events: list[c.StreamEvent] = []
         if data.get("usageMetadata"):
             self._usage = data["usageMetadata"]  # cumulative: the last one is the total
@@ -315,6 +372,8 @@ class GeminiStreamDecoder:
         return self._blocked or len(self._finished) >= self._n
 
     def finish(self) -> list[c.StreamEvent]:
+        if not self.complete:
+            raise UpstreamError(502, "Upstream stream ended before the answer was complete.")
         events: list[c.StreamEvent] = []
         if self._blocked:
             events += [c.Finish(i, "content_filter") for i in range(self._n) if i not in self._finished]

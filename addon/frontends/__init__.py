@@ -1,0 +1,21 @@
+"""Front ends: the OpenAI API surfaces clients call, each translated to and from the canonical model.
+
+To add a surface, write a module with a `Frontend` subclass (parse the wire request into a
+`ChatRequest`, render a `Completion`, encode stream events) and add it to `build_frontends`;
+the engine serves its `path` with and without the `/v1` prefix, plus any extra `routes()`.
+"""
+
+from __future__ import annotations
+
+from ..response_store import ResponseStore
+from .base import Frontend, Route, StreamEncoder, encode_stream
+from .chat import ChatFrontend
+from .completions import CompletionsFrontend
+from .responses import ResponsesFrontend
+
+__all__ = ["Frontend", "Route", "StreamEncoder", "build_frontends", "encode_stream"]
+
+
+def build_frontends(store: ResponseStore) -> list[Frontend]:
+    """Every surface the gateway serves: the one registry of front ends."""
+    return [ChatFrontend(), ResponsesFrontend(store), CompletionsFrontend()]

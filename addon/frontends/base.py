@@ -1,0 +1,94 @@
+"""What a front end is: the interface every OpenAI surface implements."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Protocol
+
+from ..protocol import canonical as c
+from ..protocol.errors import GatewayError, UpstreamError
+
+log = logging.getLogger(__name__)
+
+# (method, path regex, handler(match) -> (status, JSON object)); the handler may raise GatewayError.
+Route = tuple[str, str, Callable[[re.Match[str]], Awaitable[tuple[int, Any]]]]
+
+
+class StreamEncoder(Protocol):
+    """Canonical stream events -> the bytes of one client-facing SSE stream."""
+
+    def start(self) -> bytes: ...
+    def feed(self, ev: c.StreamEvent) -> bytes: ...
+    def close(self) -> bytes: ...
+    def fail(self, err: GatewayError) -> bytes: ...
+
+
+class Frontend:
+    """One OpenAI API surface. `ctx` is whatever parse() learned that rendering needs."""
+
+    path: str  # e.g. "/v1/chat/completions"
+
+    async def parse(self, body: Any) -> tuple[c.ChatRequest, Any]:
+        raise NotImplementedError
+
+    def render(self, completion: c.Completion, req: c.ChatRequest, ctx: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def encoder(self, req: c.ChatRequest, ctx: Any) -> StreamEncoder:
+        raise NotImplementedError
+
+    async def settle(self, ctx: Any) -> None:
+        """Called once the whole answer was rendered or encoded, before its last bytes go out:
+        keep what must outlive the request (the Responses store)."""
+
+    def routes(self) -> list[Route]:
+        return []
+
+
+def _ignore(*_: Any) -> None:
+    return None
+
+
+async def encode_stream(batches: AsyncIterator[list[c.StreamEvent]], enc: StreamEncoder, *,
+                        on_usage: Callable[[c.Usage], None] = _ignore,
+                        on_failure: Callable[[str], None] = _ignore,
+                        settle: Callable[[], Awaitable[None]] | None = None,
+                        redact: Callable[[str], str] = str) -> AsyncIterator[bytes]:
+    """Canonical event batches -> the client's SSE bytes, one write per upstream read.
+
+    A failure after the first byte cannot change the status any more: it ends the stream with the
+    protocol's own error event (chat `data: {"error": ...}`, Responses `response.failed`), never
+    a silent cut. `settle` runs before the closing bytes, so a client that chains on them (e.g.
+    `previous_response_id`) finds the answer stored."""
+    try:
+        head = enc.start()
+        if head:
+            yield head
+        async for batch in batches:
+            out = []
+            for ev in batch:
+                if isinstance(ev, c.UsageUpdate):
+                    on_usage(ev.usage)
+                out.append(enc.feed(ev))
+            data = b"".join(out)
+            if data:
+                yield data
+        tail = enc.close()
+        if settle is not None:
+            await settle()
+        yield tail
+    except UpstreamError as err:
+        on_failure(redact(f"{err.status or 'conn'} {err.message}")[:120])
+        log.warning("upstream stream failed mid-way: %s", redact(err.message))
+        yield enc.fail(GatewayError(502, redact(f"Upstream stream failed: {err.message}"),
+                                    code="upstream_stream_error"))
+    except Exception:  # a bug must still end the stream in the client's protocol
+        on_failure("internal error")
+        log.exception("stream translation failed")
+        yield enc.fail(GatewayError(500, "The gateway hit an internal error; see its log.", code="internal_error"))
+    finally:
+        aclose = getattr(batches, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -1,0 +1,151 @@
+"""The retry and rotation policy: which account tries next, and what an upstream error means.
+
+One request makes at most `max_attempts` attempts (Antigravity Tools' limit is 3), bounded by
+the number of accounts that serve the model:
+  * rate limits and overloads (429, 500, 502, 503, 504, 529), connection failures and timeouts
+    -> the account cools down (for what the upstream asked, else an increasing backoff) and the
+    next account is tried;
+  * the account's own credentials refused (401/403, OAuth invalid_grant, Gemini API_KEY_INVALID)
+    -> the account is disabled with the reason, next account;
+  * an access token refused twice (StaleCredentials) -> next account, without cooling or disabling;
+  * any other 4xx is the request's own fault -> returned to the client at once.
+When no attempt succeeded the client gets one OpenAI-shaped error that says why.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from .accounts import Account, AccountPool, NoAccount
+from .protocol.errors import (
+    CredentialsRejected,
+    GatewayError,
+    StaleCredentials,
+    UpstreamError,
+)
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_ATTEMPTS = 3  # Antigravity Tools' MAX_RETRY_ATTEMPTS
+# Statuses after which another account may well succeed.
+ROTATE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
+# Reasons that blame the account's credentials whatever the status (the Gemini API answers a
+# wrong or expired key with 400 INVALID_ARGUMENT + ErrorInfo API_KEY_INVALID).
+CREDENTIAL_REASONS = frozenset({"invalid_grant", "API_KEY_INVALID"})
+
+
+class Verdict(enum.Enum):
+    COOL_DOWN = "cool down and rotate"
+    DISABLE = "disable the account and rotate"
+    ROTATE = "rotate"
+    FAIL = "return to the client"
+
+
+def judge(err: UpstreamError) -> Verdict:
+    """What an upstream error says about the account that got it."""
+    if isinstance(err, StaleCredentials):
+        return Verdict.ROTATE
+    if isinstance(err, CredentialsRejected) or err.status in (401, 403) or err.reason in CREDENTIAL_REASONS:
+        return Verdict.DISABLE
+    if err.status == 0 or err.status in ROTATE_STATUSES:
+        return Verdict.COOL_DOWN
+    return Verdict.FAIL
+
+
+@dataclass(slots=True)
+class Attempt:
+    account: str
+    status: int  # the upstream's HTTP status; 0 = no answer (connection failure, timeout)
+
+
+def retry_after_seconds(delay: float | None) -> str | None:
+    """A `retry-after` header value (whole seconds, at least 1)."""
+    return None if delay is None else str(max(1, math.ceil(delay)))
+
+
+class RetryPolicy:
+    def __init__(self, pool: AccountPool, *, max_attempts: int = MAX_ATTEMPTS,
+                 redact: Callable[[str], str] = lambda text: text) -> None:
+        self.pool = pool
+        self.max_attempts = max_attempts
+        self.redact = redact  # upstream messages may echo a key or token back
+
+    async def run(self, model: str, call: Callable[[Account], Awaitable[T]], *, sticky_key: str | None = None,
+                  attempts: list[Attempt] | None = None) -> tuple[Account, T]:
+        """`call(account)` on one account after another until one succeeds; raises GatewayError.
+
+        `attempts` (if given) receives one entry per attempt, for the operator's story."""
+        attempts = attempts if attempts is not None else []
+        tried: set[str] = set()
+        last: UpstreamError | None = None
+        budget = max(1, min(self.max_attempts, self.pool.eligible_count(model)))
+        for _ in range(budget):
+            try:
+                acc = self.pool.pick(model, tried, sticky_key)
+            except NoAccount as exc:
+                if last is not None:
+                    break
+                raise self._no_account(exc) from None
+            tried.add(acc.name)
+            try:
+                result = await call(acc)
+            except UpstreamError as err:
+                attempts.append(Attempt(acc.name, err.status))
+                last = err
+                verdict = judge(err)
+                if verdict is Verdict.DISABLE:
+                    self.pool.disable(acc, err.status, self.redact(f"{err.status}: {err.message}")[:200])
+                    log.warning("account %s disabled after upstream %s", acc.name, err.status)
+                elif verdict is Verdict.COOL_DOWN:
+                    delay = self.pool.cool_down(acc, err.status, err.retry_after)
+                    log.info("account %s cooling %.1fs after upstream %s", acc.name, delay, err.status)
+                elif verdict is Verdict.FAIL:
+                    raise self._upstream_error(err, acc.provider) from None
+                continue
+            attempts.append(Attempt(acc.name, 200))
+            self.pool.succeeded(acc, model)
+            return acc, result
+        assert last is not None
+        raise self._exhausted(last, model)
+
+    # ---- what the client is told -------------------------------------------------------------
+    @staticmethod
+    def _no_account(exc: NoAccount) -> GatewayError:
+        if exc.status == 429:
+            ra = retry_after_seconds(exc.retry_after)
+            return GatewayError(429, f"{exc} Retry after {ra or 'a few'} seconds.", code="rate_limit_exceeded",
+                                headers={"retry-after": ra} if ra else {})
+        # A configuration problem: the SDKs' automatic retries of a 5xx cannot help (x-should-retry).
+        return GatewayError(503, str(exc), code="no_account_available", headers={"x-should-retry": "false"})
+
+    def _upstream_error(self, err: UpstreamError, provider: str) -> GatewayError:
+        status = err.status if 400 <= err.status <= 599 else 502
+        ra = retry_after_seconds(err.retry_after)
+        msg = self.redact(f"Upstream {provider} error ({err.status}): {err.message}")
+        return GatewayError(status, msg, code="upstream_error", headers={"retry-after": ra} if ra else {})
+
+    def _exhausted(self, last: UpstreamError, model: str) -> GatewayError:
+        if last.status == 429:
+            ra = retry_after_seconds(self.pool.shortest_wait(model) or last.retry_after)
+            return GatewayError(429, self.redact(f"All accounts for '{model}' are rate-limited "
+                                                 f"(last upstream message: {last.message})"),
+                                code="rate_limit_exceeded", headers={"retry-after": ra} if ra else {})
+        if last.status == 0:
+            return GatewayError(502, f"Could not reach the upstream for '{model}': {last.message}",
+                                code="upstream_unreachable")
+        if last.status in (401, 403) or judge(last) is Verdict.DISABLE:
+            # Our account's credentials were refused, not the client's key: a 401/403 would make
+            # clients think *their* key is wrong (and some would ask the user to log in again).
+            return GatewayError(503, self.redact(f"No usable upstream account for '{model}': the upstream "
+                                                 f"rejected the account's credentials ({last.status}: "
+                                                 f"{last.message})"), code="no_account_available")
+        status = last.status if 400 <= last.status <= 599 else 502
+        return GatewayError(status, self.redact(f"Upstream error ({last.status}) after trying every eligible "
+                                                f"account: {last.message}"), code="upstream_error")

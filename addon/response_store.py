@@ -1,0 +1,73 @@
+"""Where Responses live between requests: the state behind `previous_response_id`.
+
+The Responses API is stateful where Chat Completions is not: `previous_response_id` names an
+earlier answer whose whole conversation the new input continues, and `GET`/`DELETE
+/v1/responses/{id}` read the same store. `ResponseStore` is the interface (async, so a store
+shared between gateway instances, e.g. in Redis, can implement it); `MemoryResponseStore` is the
+embedded default.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .protocol import canonical as c
+
+
+@dataclass(slots=True)
+class StoredResponse:
+    response: dict[str, Any]  # the Response object, as GET /v1/responses/{id} returns it
+    conversation: list[c.Message]  # every turn up to and including this response's output
+    stored_at: float
+
+
+class ResponseStore(Protocol):
+    async def put(self, response: dict[str, Any], conversation: list[c.Message]) -> None: ...
+    async def get(self, response_id: str) -> StoredResponse | None: ...
+    async def delete(self, response_id: str) -> bool: ...
+
+
+class MemoryResponseStore:
+    """Responses kept in this process.
+
+    Limits: at most `max_items` responses (default 1000; the least recently used goes first) and
+    each for at most `ttl` seconds after it was stored (default 1 hour); `store: false` responses
+    are never kept (the front end does not call `put`). Empty after a restart and not shared
+    between gateway instances, so a client chaining `previous_response_id` must keep talking to
+    the same instance (or send the full input, as Codex CLI does).
+    Each entry holds the whole canonical conversation; entries of one thread share their message
+    objects, so a long chain costs a list of references per entry, not a copy of the history.
+    """
+
+    def __init__(self, max_items: int = 1000, ttl: float = 3600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_items = max_items
+        self.ttl = ttl
+        self._clock = clock
+        self._items: OrderedDict[str, StoredResponse] = OrderedDict()
+
+    async def put(self, response: dict[str, Any], conversation: list[c.Message]) -> None:
+        self._items[response["id"]] = StoredResponse(response, conversation, self._clock())
+        self._items.move_to_end(response["id"])
+        while len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+
+    async def get(self, response_id: str) -> StoredResponse | None:
+        entry = self._items.get(response_id)
+        if entry is None:
+            return None
+        if self._clock() - entry.stored_at > self.ttl:
+            del self._items[response_id]
+            return None
+        self._items.move_to_end(response_id)
+        return entry
+
+    async def delete(self, response_id: str) -> bool:
+        return self._items.pop(response_id, None) is not None
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,38 @@
+"""OpenAI-compatible upstream provider: any server speaking `{base_url}/chat/completions`
+(vLLM, Ollama, LM Studio, OpenAI itself)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..accounts import OpenAIAccount
+from ..backends import openai as tr
+from ..protocol import canonical as c
+from .http import HttpClient, UpstreamResponse
+from .streaming import StreamBatches, decode_stream
+
+
+class OpenAIProvider:
+    name = "openai"
+
+    def __init__(self, http: HttpClient) -> None:
+        self.http = http
+
+    async def _send(self, acc: OpenAIAccount, body: dict[str, Any]) -> UpstreamResponse:
+        headers = {"content-type": "application/json"}
+        if acc.api_key:
+            headers["authorization"] = f"Bearer {acc.api_key}"
+        resp = await self.http.post(f"{acc.base_url}/chat/completions",
+                                    json.dumps(body, ensure_ascii=False).encode(), headers)
+        if resp.status != 200:
+            raise tr.error_from(resp.status, await resp.read(), resp.headers)
+        return resp
+
+    async def complete(self, acc: OpenAIAccount, req: c.ChatRequest, model: str) -> c.Completion:
+        resp = await self._send(acc, tr.build_request(req, model, stream=False))
+        return tr.completion_from_body(await resp.read())
+
+    async def stream(self, acc: OpenAIAccount, req: c.ChatRequest, model: str) -> StreamBatches:
+        resp = await self._send(acc, tr.build_request(req, model, stream=True))
+        return decode_stream(resp, tr.OpenAIStreamDecoder())

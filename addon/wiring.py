@@ -1,0 +1,49 @@
+"""The object graph, built in one place: state store, HTTP clients, providers, pool, front ends,
+engine. The mitmproxy adapter only turns options into `Wiring` arguments; tests can build the
+same graph without mitmproxy."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .accounts import AccountPool, AccountsFile, env_accounts, parse_accounts
+from .engine import Engine, Fixed, Settings, Source
+from .frontends import build_frontends
+from .mapping import ModelMap, parse_mappings
+from .reloading import ReloadingFile
+from .response_store import MemoryResponseStore, ResponseStore
+from .state import StateStore
+from .upstream import HttpClient, TokenManager, build_providers
+
+log = logging.getLogger(__name__)
+
+OAUTH_READ_TIMEOUT = 60.0  # token endpoints answer in well under a second; a hang must not hold a request
+
+
+def load_mappings(path: str) -> Source[ModelMap]:
+    """Raises (ValueError, OSError, YAML errors) when the file cannot be used at startup."""
+    return ReloadingFile(path, parse_mappings)
+
+
+def load_accounts(path: str) -> Source[AccountsFile]:
+    """The accounts file, reloaded on change; with no file, one account from $GEMINI_API_KEY."""
+    return ReloadingFile(path, parse_accounts) if path else Fixed(env_accounts())
+
+
+class Wiring:
+    def __init__(self, *, settings: Settings, mappings: Source[ModelMap], accounts: Source[AccountsFile],
+                 state_path: str | Path, responses: ResponseStore | None = None) -> None:
+        self.state = StateStore(state_path)
+        self.http = HttpClient()
+        self.tokens = TokenManager(HttpClient(read_timeout=OAUTH_READ_TIMEOUT), self.state)
+        self.pool = AccountPool(self.state)
+        self.engine = Engine(settings=settings, mappings=mappings, accounts=accounts, pool=self.pool,
+                             providers=build_providers(self.http, self.tokens),
+                             frontends=build_frontends(responses or MemoryResponseStore()),
+                             live_secrets=self.tokens.active_tokens)
+
+    async def aclose(self) -> None:
+        self.state.close()
+        await self.http.aclose()
+        await self.tokens.http.aclose()
