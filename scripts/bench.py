@@ -52,8 +52,8 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"port {port} did not open")
 
 
-def start(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+def start(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
 
 
 async def load(url: str, body: dict, headers: dict, conns: int, seconds: float, stream: bool) -> dict:
@@ -107,7 +107,7 @@ async def main() -> None:
 
     tmp = Path(tempfile.mkdtemp())
     emu_port, gw_port, bare_port = free_port(), free_port(), free_port()
-    procs = [start([sys.executable, str(ROOT / "scripts/emulator.py"), "--port", str(emu_port)])]
+    procs = [start([sys.executable, "-m", "tests.emulator", "--port", str(emu_port)], cwd=ROOT)]
     wait_port(emu_port)
     emu = f"http://127.0.0.1:{emu_port}"
     env = {**os.environ, "GEMINI_API_KEY": "bench-key", "GEMINI_BASE_URL": emu}

@@ -19,7 +19,7 @@ from addon.protocol import canonical as c
 from addon.protocol.errors import GatewayError
 from addon.translate import gemini
 from addon.translate.completions import CompletionsFrontend
-from scripts import emulator as emu
+from tests import emulator as emu
 from tests.golden import cases as golden_cases, golden, load as golden_load, normalise
 
 DIR = Path(__file__).parent / "fixtures" / "completions"

@@ -16,7 +16,7 @@ from addon.mapping import parse_mappings
 from addon.protocol import canonical as c
 from addon.translate import gemini, openai_upstream
 from addon.translate.schema import to_gemini_schema
-from scripts import emulator as emu
+from tests import emulator as emu
 
 # ---- JSON Schema junk -> to_gemini_schema -> the emulator's Gemini validator -----------------
 

@@ -34,7 +34,7 @@ from addon.translate import chat, gemini
 from addon.translate.schema import to_gemini_schema
 from addon.translate.sse import SSEEvent, SSEParser
 from addon.upstream.google import GeminiProvider
-from scripts import emulator as emu
+from tests import emulator as emu
 from tests.golden import cases, golden, load, normalise
 
 FIXTURES = Path(__file__).parent / "fixtures"
