@@ -7,10 +7,12 @@ from aiohttp import web
 from .gemini import gemini_model_ok
 from .gemini_request import GeminiInvalid, validate_generate_request
 from .gemini_response import respond_generate
-from .wire import GOOGLE_MESSAGES, begin, bearer, error_response, google_error_body, read_body
+from .wire import GOOGLE_MESSAGES, Call, begin, bearer, error_response, google_error_body, read_body
 
 
-def _cloudcode_unauthenticated() -> web.Response:
+def _cloudcode_auth(call: Call) -> web.Response | None:
+    if call.state.token_valid(call.key):
+        return None
     # Auth failures come from Google's front end, so they are a plain object, not an array.
     return web.json_response(google_error_body(401, GOOGLE_MESSAGES[401]), status=401)
 
@@ -20,11 +22,9 @@ async def cloudcode_generate(request: web.Request) -> web.StreamResponse:
     body, parsed = await read_body(request)
     token = bearer(request)
     model = body.get("model") if isinstance(body, dict) else None
-    call, early = await begin(request, "cloudcode", body, token, model)
+    call, early = await begin(request, "cloudcode", body, token, model, auth=_cloudcode_auth)
     if early is not None:
         return early
-    if not call.state.token_valid(token):
-        return _cloudcode_unauthenticated()
     if not parsed or not isinstance(body, dict):
         return error_response("cloudcode", 400, "Invalid JSON payload received. Unexpected token.")
     if not isinstance(model, str) or not model:
@@ -43,10 +43,8 @@ async def cloudcode_generate(request: web.Request) -> web.StreamResponse:
 async def cloudcode_load(request: web.Request) -> web.StreamResponse:
     body, _ = await read_body(request)
     token = bearer(request)
-    call, early = await begin(request, "cloudcode", body, token, None)
+    _, early = await begin(request, "cloudcode", body, token, None, auth=_cloudcode_auth)
     if early is not None:
         return early
-    if not call.state.token_valid(token):
-        return _cloudcode_unauthenticated()
     return web.json_response({"cloudaicompanionProject": "emulated-project",
                               "currentTier": {"id": "free-tier", "name": "Emulated"}})

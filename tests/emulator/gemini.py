@@ -9,7 +9,7 @@ from aiohttp import web
 from .gemini_request import GeminiInvalid, validate_generate_request
 from .gemini_response import request_words, respond_generate
 from .state import EmulatorState
-from .wire import begin, error_response, read_body
+from .wire import Call, begin, error_response, read_body
 
 GEMINI_MODELS = (
     "gemini-2.5-flash",
@@ -35,7 +35,8 @@ def _gemini_key(request: web.Request) -> str | None:
     return request.headers.get("x-goog-api-key") or request.query.get("key")
 
 
-def _gemini_auth(key: str | None) -> web.Response | None:
+def _gemini_auth(call: Call) -> web.Response | None:
+    key = call.key
     if not key:
         return error_response("gemini", 403, "Method doesn't allow unregistered callers (callers without "
                                    "established identity). Please use API Key or other form of API consumer "
@@ -51,12 +52,9 @@ async def gemini_generate(request: web.Request) -> web.StreamResponse:
     model, _, method = request.match_info["target"].partition(":")
     body, parsed = await read_body(request)
     key = _gemini_key(request)
-    call, early = await begin(request, "gemini", body, key, model)
+    call, early = await begin(request, "gemini", body, key, model, auth=_gemini_auth)
     if early is not None:
         return early
-    auth_error = _gemini_auth(key)
-    if auth_error is not None:
-        return auth_error
     if method not in ("generateContent", "streamGenerateContent", "countTokens") or not gemini_model_ok(model):
         return error_response("gemini", 404, f"models/{model} is not found for API version v1beta, or is not "
                               f"supported for {method}. Call ListModels to see the list of available models "
@@ -85,24 +83,18 @@ def _count_tokens(body: Any, model: str, state: EmulatorState) -> web.Response:
 async def gemini_models(request: web.Request) -> web.StreamResponse:
     body, _ = await read_body(request)
     key = _gemini_key(request)
-    _, early = await begin(request, "gemini", body, key, None)
+    _, early = await begin(request, "gemini", body, key, None, auth=_gemini_auth)
     if early is not None:
         return early
-    auth_error = _gemini_auth(key)
-    if auth_error is not None:
-        return auth_error
     return web.json_response({"models": [_gemini_model_info(m) for m in GEMINI_MODELS]})
 
 
 async def gemini_model_get(request: web.Request) -> web.StreamResponse:
     name = request.match_info["target"]
     key = _gemini_key(request)
-    _, early = await begin(request, "gemini", None, key, name)
+    _, early = await begin(request, "gemini", None, key, name, auth=_gemini_auth)
     if early is not None:
         return early
-    auth_error = _gemini_auth(key)
-    if auth_error is not None:
-        return auth_error
     if name not in GEMINI_MODELS:
         return error_response("gemini", 404, f"models/{name} is not found for API version v1beta.")
     return web.json_response(_gemini_model_info(name))

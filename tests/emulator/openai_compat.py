@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from .answers import GEMINI_TO_OPENAI_FINISH, Answer, apply_limits, compose_answer, n_answers, words
-from .wire import begin, bearer, compact, error_response, rand_id, read_body, write_stream
+from .wire import Call, begin, bearer, compact, error_response, rand_id, read_body, write_stream
 
 OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "emulator-echo")
 
@@ -17,7 +17,8 @@ OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "emulator-echo")
 OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 
-def _openai_auth(key: str | None) -> web.Response | None:
+def _openai_auth(call: Call) -> web.Response | None:
+    key = call.key
     if not key:
         return error_response("openai", 401, "You didn't provide an API key. You need to provide your API key in "
                               "an Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
@@ -181,12 +182,9 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
     body, parsed = await read_body(request)
     key = bearer(request)
     model = body.get("model") if isinstance(body, dict) else None
-    call, early = await begin(request, "openai", body, key, model)
+    call, early = await begin(request, "openai", body, key, model, auth=_openai_auth)
     if early is not None:
         return early
-    auth_error = _openai_auth(key)
-    if auth_error is not None:
-        return auth_error
     problem = _openai_validate(body) if parsed else ("We could not parse the JSON body of your request.", None)
     if problem is not None:
         return error_response("openai", 400, problem[0], param=problem[1])
@@ -203,11 +201,8 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
 
 async def openai_models(request: web.Request) -> web.StreamResponse:
     key = bearer(request)
-    _, early = await begin(request, "openai", None, key, None)
+    _, early = await begin(request, "openai", None, key, None, auth=_openai_auth)
     if early is not None:
         return early
-    auth_error = _openai_auth(key)
-    if auth_error is not None:
-        return auth_error
     return web.json_response({"object": "list", "data": [
         {"id": m, "object": "model", "created": 1700000000, "owned_by": "emulator"} for m in OPENAI_MODELS]})

@@ -7,6 +7,7 @@ import asyncio
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +120,7 @@ class Call:
     state: EmulatorState
     flavor: str
     rule: dict[str, Any] | None
+    key: str | None  # the API key, access token or refresh token the request carried
 
     def mod(self, name: str) -> Any:
         return (self.rule or {}).get(name)
@@ -128,12 +130,12 @@ class Call:
         return self.mod("reply")
 
 
-async def begin(request: web.Request, flavor: str, body: Any, key: str | None,
-                model: str | None) -> tuple[Call, web.StreamResponse | None]:
-    """Log the request, pick a fault rule and apply its pre-response effects.
+async def begin(request: web.Request, flavor: str, body: Any, key: str | None, model: str | None,
+                auth: Callable[[Call], web.Response | None] | None = None) -> tuple[Call, web.StreamResponse | None]:
+    """Log the request, pick a fault rule and apply its pre-response effects, then check ``auth``.
 
-    Returns the call context and, if the rule decided the outcome (status/drop), the
-    response to return immediately.
+    Returns the call context and, if the rule (status/drop) or the auth check decided the
+    outcome, the response to return immediately.
     """
     state = request.app[STATE]
     state.requests += 1
@@ -142,7 +144,7 @@ async def begin(request: web.Request, flavor: str, body: Any, key: str | None,
         "headers": {k.lower(): v for k, v in request.headers.items()}, "body": body, "key": key,
     })
     rule = state.take_rule(request.path_qs, key, model)
-    call = Call(request, state, flavor, rule)
+    call = Call(request, state, flavor, rule, key)
     if call.mod("delay_ms"):
         await asyncio.sleep(call.mod("delay_ms") / 1000)
     if call.mod("drop"):
@@ -150,7 +152,7 @@ async def begin(request: web.Request, flavor: str, body: Any, key: str | None,
     if call.mod("status") is not None:
         return call, error_response(flavor, int(call.mod("status")), call.mod("message"),
                                     retry_delay=call.mod("retry_delay"), retry_after=call.mod("retry_after"))
-    return call, None
+    return call, auth(call) if auth is not None else None
 
 
 def _drop(request: web.Request) -> web.Response:
