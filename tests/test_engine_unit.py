@@ -15,14 +15,7 @@ from addon import auth
 from addon.accounts import AccountPool
 from addon.engine import Engine, Incoming, Redactor, Settings
 from addon.mapping import parse_mappings
-
-
-class _Static:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def current(self) -> Any:
-        return self.value
+from tests.helpers import Static as _Static
 
 
 def make_engine(**settings: Any) -> Engine:
