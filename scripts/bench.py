@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: the gateway vs bare mitmproxy pass-through to the same upstream.
 
-Starts the bundled emulator, one mitmdump with the gateway addon and one bare mitmdump in
-reverse mode to the emulator, then drives each with the same closed-loop load (N connections,
-fixed duration) and prints req/s, p50/p99 and the ratios DESIGN.md §7 sets targets for:
+Starts the upstream emulator (tests/emulator), one mitmdump with the gateway addon and one bare
+mitmdump in reverse mode to the emulator, then drives each with the same closed-loop load
+(N connections, fixed duration) and prints req/s, p50/p99 and the ratios against the gateway's targets:
   non-streaming >= 1.0x pass-through, streaming >= 0.8x, <= 1.5 ms p50 added at 1 connection,
   first streamed byte within 5 ms of the upstream's first chunk.
 The load generator shares the machine's cores with what it measures; only the ratios,
