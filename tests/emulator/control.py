@@ -10,6 +10,7 @@ from aiohttp import web
 from .state import STATE
 from .wire import read_body
 
+# The fields a rule may have; what each one does is in the package docstring.
 RULE_KEYS = frozenset(
     {"match", "times", "status", "message", "retry_delay", "retry_after", "reply",
      "delay_ms", "chunk_delay_ms", "cut_after", "drop"}

@@ -12,8 +12,6 @@ from .answers import GEMINI_TO_OPENAI_FINISH, Answer, apply_limits, compose_answ
 from .wire import Call, begin, bearer, compact, error_response, rand_id, read_body, write_stream
 
 OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "emulator-echo")
-
-
 OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 
