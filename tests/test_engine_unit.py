@@ -15,7 +15,14 @@ from addon import auth
 from addon.accounts import AccountPool
 from addon.engine import Engine, Incoming, Redactor, Settings
 from addon.mapping import parse_mappings
-from tests.helpers import Static as _Static
+
+
+class _Static:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def current(self) -> Any:
+        return self.value
 
 
 def make_engine(**settings: Any) -> Engine:

@@ -17,7 +17,6 @@ from addon.protocol import canonical as c
 from addon.translate import gemini, openai_upstream
 from addon.translate.schema import to_gemini_schema
 from tests import emulator as emu
-from tests.helpers import Static as _Static
 
 # ---- JSON Schema junk -> to_gemini_schema -> the emulator's Gemini validator -----------------
 
@@ -162,6 +161,14 @@ class _TranslatingProvider:
                    c.ToolCallDelta(0, 0, "{}"), c.Finish(0, "tool_calls")]
             yield [c.UsageUpdate(c.Usage(1, 2))]
         return batches()
+
+
+class _Static:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def current(self) -> Any:
+        return self.value
 
 
 async def test_mutated_requests_are_4xx_or_answered_never_5xx() -> None:

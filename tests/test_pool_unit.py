@@ -22,7 +22,6 @@ from addon.protocol import canonical as c
 from addon.protocol.errors import GatewayError
 from addon.state import StateStore
 from addon.upstream.base import UpstreamError, google_error
-from tests.helpers import Static as _Static
 
 ROOT = Path(__file__).resolve().parent.parent
 FLASH = "gemini-2.5-flash"
@@ -433,6 +432,14 @@ def test_google_error_classification() -> None:
 
 
 # ---- the retry policy (Engine._call_upstream) with scripted providers ------------------------
+
+class _Static:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def current(self) -> Any:
+        return self.value
+
 
 class ScriptedProvider:
     """Answers per account from `script[name]`: an exception to raise, or anything else to return."""

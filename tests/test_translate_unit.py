@@ -36,7 +36,6 @@ from addon.translate.sse import SSEEvent, SSEParser
 from addon.upstream.google import GeminiProvider
 from tests import emulator as emu
 from tests.golden import cases, golden, load, normalise
-from tests.helpers import Static as _Static
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CHAT_DIR, GEMINI_DIR = FIXTURES / "chat", FIXTURES / "gemini"
@@ -96,6 +95,14 @@ def split_randomly(data: bytes, seed: int) -> list[bytes]:
     rnd = random.Random(seed)
     cuts = sorted(rnd.sample(range(1, len(data)), min(len(data) - 1, max(1, len(data) // 7))))
     return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=False)]
+
+
+class _Static:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def current(self) -> Any:
+        return self.value
 
 
 async def translate_stream(body: dict[str, Any], pieces: list[bytes]) -> bytes:
