@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark: the gateway vs bare mitmproxy pass-through to the same upstream.
 
-Starts the bundled emulator, one mitmdump with the gateway addon and one bare mitmdump in
-reverse mode to the emulator, then drives each with the same closed-loop load (N connections,
-fixed duration) and prints req/s, p50/p99 and the ratios DESIGN.md §7 sets targets for:
+Starts the upstream emulator (tests/emulator), one mitmdump with the gateway addon and one bare
+mitmdump in reverse mode to the emulator, then drives each with the same closed-loop load
+(N connections, fixed duration) and prints req/s, p50/p99 and the ratios against the gateway's targets:
   non-streaming >= 1.0x pass-through, streaming >= 0.8x, <= 1.5 ms p50 added at 1 connection,
   first streamed byte within 5 ms of the upstream's first chunk.
 The load generator shares the machine's cores with what it measures; only the ratios,
@@ -52,8 +52,8 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"port {port} did not open")
 
 
-def start(cmd: list[str], env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+def start(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
 
 
 async def load(url: str, body: dict, headers: dict, conns: int, seconds: float, stream: bool) -> dict:
@@ -107,7 +107,7 @@ async def main() -> None:
 
     tmp = Path(tempfile.mkdtemp())
     emu_port, gw_port, bare_port = free_port(), free_port(), free_port()
-    procs = [start([sys.executable, str(ROOT / "scripts/emulator.py"), "--port", str(emu_port)])]
+    procs = [start([sys.executable, "-m", "tests.emulator", "--port", str(emu_port)], cwd=ROOT)]
     wait_port(emu_port)
     emu = f"http://127.0.0.1:{emu_port}"
     env = {**os.environ, "GEMINI_API_KEY": "bench-key", "GEMINI_BASE_URL": emu}

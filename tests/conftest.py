@@ -83,8 +83,8 @@ class Emulator:
 def emulator_proc(tmp_path_factory) -> Iterator[Emulator]:
     workdir = tmp_path_factory.mktemp("emulator")
     port_file, log = workdir / "port", workdir / "emulator.log"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "emulator.py"), "--port", "0",
-                             "--port-file", str(port_file)], stdout=log.open("w"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "tests.emulator", "--port", "0", "--port-file", str(port_file)],
+                            cwd=ROOT, stdout=log.open("w"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 20
     while not port_file.exists() or not port_file.read_text().strip():
         if proc.poll() is not None or time.monotonic() > deadline:

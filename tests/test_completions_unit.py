@@ -20,7 +20,7 @@ from addon.frontends import completions
 from addon.frontends.completions import CompletionsFrontend
 from addon.protocol import canonical as c
 from addon.protocol.errors import GatewayError
-from scripts import emulator as emu
+from tests import emulator as emu
 from tests.golden import cases as golden_cases
 from tests.golden import golden, normalise
 from tests.golden import load as golden_load

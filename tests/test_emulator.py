@@ -1,4 +1,4 @@
-"""Direct tests of scripts/emulator.py (the upstream emulator used by e2e tests and benchmarks)."""
+"""Direct tests of tests/emulator (the upstream emulator used by e2e tests and benchmarks)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from scripts.emulator import start
+from tests.emulator import start
 
 KEY = {"x-goog-api-key": "test-key"}
 GEN = "/v1beta/models/gemini-2.5-flash:generateContent"

@@ -18,7 +18,7 @@ from addon.frontends import build_frontends
 from addon.mapping import parse_mappings
 from addon.protocol import canonical as c
 from addon.response_store import MemoryResponseStore
-from scripts import emulator as emu
+from tests import emulator as emu
 
 # ---- JSON Schema junk -> to_gemini_schema -> the emulator's Gemini validator -----------------
 

@@ -31,7 +31,7 @@ from addon.frontends.responses import ResponsesFrontend
 from addon.protocol import canonical as c
 from addon.protocol.errors import GatewayError
 from addon.response_store import MemoryResponseStore
-from scripts import emulator as emu
+from tests import emulator as emu
 from tests.golden import cases as golden_cases
 from tests.golden import golden, normalise
 from tests.golden import load as golden_load

@@ -32,7 +32,7 @@ from addon.protocol import canonical as c
 from addon.protocol.errors import GatewayError
 from addon.upstream.sse import SSEEvent, SSEParser
 from addon.upstream.streaming import decode_stream
-from scripts import emulator as emu
+from tests import emulator as emu
 from tests.golden import cases, golden, load, normalise
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -1,0 +1,82 @@
+"""Loopback emulator of the gateway's upstreams, with fault injection.
+
+Emulates, on one aiohttp server:
+  * the Gemini API (``/v1beta/models/{model}:generateContent`` / ``:streamGenerateContent`` /
+    ``:countTokens``, ``GET /v1beta/models[/{model}]``; API key in ``x-goog-api-key`` or ``?key=``),
+  * Google Cloud Code (``/v1internal:generateContent`` / ``:streamGenerateContent`` /
+    ``:loadCodeAssist``; bearer access tokens issued by ``/token``),
+  * Google's OAuth token endpoint (``/token``, refresh_token grant only),
+  * an OpenAI-compatible server (``/openai/v1/chat/completions``, ``/openai/v1/models``),
+and a JSON control API under ``/__control/`` for fault rules and inspection.
+
+The point is to be *strict where the real services are strict* (request validation,
+function-call pairing, Gemini 3 thought signatures, SSE framing) so end-to-end tests
+catch translation bugs, while staying cheap enough to serve benchmarks: no per-request
+work beyond a single walk of the request JSON.
+
+The emulated model is deterministic: it answers ``Echo(<model>): <last user text>``; a
+``[[tool:NAME {"json": "args"}]]`` directive in the last user message calls that declared
+tool; tool results come back as ``Tool NAME returned: {...}``; JSON mode (or ``[[json]]``)
+answers ``{"echo": ...}``. Tokens are counted as whitespace-separated words. API keys that
+start with ``bad`` are rejected with 401, refresh tokens that start with ``revoked`` with
+``invalid_grant``.
+
+Control API:
+  ``POST /__control/rules``  ``{"rules": [rule, ...]}`` appends fault rules (``GET`` lists them)
+  ``POST /__control/reset``  clears rules, log, counters and issued tokens/signatures
+  ``GET  /__control/log``    ``{"requests": [{time, path, query, method, headers, body, key}, ...]}``
+  ``GET  /__control/stats``  refreshes per refresh token, requests, aborted_streams, rules, tokens_issued
+  ``POST /__control/config`` ``{token_ttl, refresh_delay_ms, signature_scope: "turn" | "all"}``
+  ``POST /__control/expire_tokens``  expires every issued access token now
+
+A rule applies to the first request it matches (rules are tried in the order added); every
+field is optional and unknown fields are refused with 400:
+  ``match``           ``{"key", "path_contains", "model"}``, all given must hold: ``key`` is the
+                      API key, bearer token or refresh token the request carried; ``path_contains``
+                      a substring of the path and query; ``model`` the model the request names
+  ``times``           how many requests it applies to before it is removed (default: every one)
+  ``status``          answer with this HTTP status, in the error format of the endpoint called
+  ``message``         ...with this error message instead of the endpoint's default one
+  ``retry_delay``     ...with a Google ``RetryInfo`` detail, e.g. ``"30s"`` (Gemini, Cloud Code)
+  ``retry_after``     ...with a ``Retry-After`` header
+  ``reply``           answer with this instead of the emulated model (not with ``status``):
+                      ``{"text", "chunks": [stream pieces], "function_calls": [{"name", "args"}],
+                      "finish_reason" (Gemini or OpenAI vocabulary), "thought"}``;
+                      token limits and stop sequences do not shorten it
+  ``delay_ms``        wait this long before answering
+  ``chunk_delay_ms``  wait this long between streamed events
+  ``cut_after``       close a stream abruptly after this many events (no finish, no terminator)
+  ``drop``            close the connection without any response
+
+Scripting one tool call, then the final answer::
+
+    POST /__control/rules
+    {"rules": [
+      {"times": 1, "reply": {"function_calls": [{"name": "get_weather", "args": {"city": "Paris"}}]}},
+      {"times": 1, "reply": {"text": "It is sunny in Paris."}}
+    ]}
+
+CLI:    ``python -m tests.emulator --host 127.0.0.1 --port 0 [--port-file PATH]`` from the
+        repository root; prints ``EMULATOR_READY http://127.0.0.1:<port>`` once listening.
+Import: ``make_app(state)`` / ``await start(host, port)`` -> (runner, base_url).
+
+Only stdlib + aiohttp.
+"""
+
+from __future__ import annotations
+
+from .app import make_app, serve, start
+from .gemini_request import (
+    SCHEMA_KEYS,
+    SCHEMA_TYPES,
+    GeminiInvalid,
+    GenRequest,
+    validate_generate_request,
+)
+from .gemini_response import gemini_answer, gemini_events
+from .state import EmulatorState
+
+__all__ = [
+    "SCHEMA_KEYS", "SCHEMA_TYPES", "EmulatorState", "GeminiInvalid", "GenRequest", "gemini_answer",
+    "gemini_events", "make_app", "serve", "start", "validate_generate_request",
+]

@@ -1,0 +1,100 @@
+"""The Gemini API (``/v1beta``): generateContent, streamGenerateContent, countTokens and models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from .gemini_request import GeminiInvalid, validate_generate_request
+from .gemini_response import request_words, respond_generate
+from .state import EmulatorState
+from .wire import Call, begin, error_response, read_body
+
+GEMINI_MODELS = (
+    "gemini-2.5-flash",
+    "gemini-2.5-pro",
+    "gemini-2.5-flash-lite",
+    "gemini-3-pro-preview",
+    "gemini-3-flash",
+)
+
+
+def gemini_model_ok(model: str) -> bool:
+    return model.startswith(("gemini-", "gemma-"))
+
+
+def _gemini_model_info(name: str) -> dict[str, Any]:
+    return {"name": f"models/{name}", "version": "001",
+            "displayName": name.replace("-", " ").title(),
+            "inputTokenLimit": 1048576, "outputTokenLimit": 65536,
+            "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"]}
+
+
+def _gemini_key(request: web.Request) -> str | None:
+    return request.headers.get("x-goog-api-key") or request.query.get("key")
+
+
+def _gemini_auth(call: Call) -> web.Response | None:
+    key = call.key
+    if not key:
+        return error_response("gemini", 403, "Method doesn't allow unregistered callers (callers without "
+                                   "established identity). Please use API Key or other form of API consumer "
+                                   "identity to call this API.")
+    if key.startswith("bad"):
+        return error_response("gemini", 401, "API key not valid. Please pass a valid API key.",
+                                   details=[{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                                             "reason": "API_KEY_INVALID", "domain": "googleapis.com"}])
+    return None
+
+
+async def gemini_generate(request: web.Request) -> web.StreamResponse:
+    model, _, method = request.match_info["target"].partition(":")
+    body, parsed = await read_body(request)
+    key = _gemini_key(request)
+    call, early = await begin(request, "gemini", body, key, model, auth=_gemini_auth)
+    if early is not None:
+        return early
+    if method not in ("generateContent", "streamGenerateContent", "countTokens") or not gemini_model_ok(model):
+        return error_response("gemini", 404, f"models/{model} is not found for API version v1beta, or is not "
+                              f"supported for {method}. Call ListModels to see the list of available models "
+                              "and their supported methods.")
+    if not parsed:
+        return error_response("gemini", 400, "Invalid JSON payload received. Unexpected token.")
+    if method == "countTokens":
+        return _count_tokens(body, model, call.state)
+    try:
+        req = validate_generate_request(body, model, call.state)
+    except GeminiInvalid as exc:
+        return error_response("gemini", 400, exc.message, details=exc.details)
+    stream = method == "streamGenerateContent"
+    return await respond_generate(call, req, model, stream, request.query.get("alt") == "sse", wrap=False)
+
+
+def _count_tokens(body: Any, model: str, state: EmulatorState) -> web.Response:
+    inner = body.get("generateContentRequest", body) if isinstance(body, dict) else body
+    try:
+        req = validate_generate_request(inner, model, state)
+    except GeminiInvalid as exc:
+        return error_response("gemini", 400, exc.message, details=exc.details)
+    return web.json_response({"totalTokens": request_words(req)})
+
+
+async def gemini_models(request: web.Request) -> web.StreamResponse:
+    body, _ = await read_body(request)
+    key = _gemini_key(request)
+    _, early = await begin(request, "gemini", body, key, None, auth=_gemini_auth)
+    if early is not None:
+        return early
+    return web.json_response({"models": [_gemini_model_info(m) for m in GEMINI_MODELS]})
+
+
+async def gemini_model_get(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["target"]
+    key = _gemini_key(request)
+    _, early = await begin(request, "gemini", None, key, name, auth=_gemini_auth)
+    if early is not None:
+        return early
+    if name not in GEMINI_MODELS:
+        return error_response("gemini", 404, f"models/{name} is not found for API version v1beta.")
+    return web.json_response(_gemini_model_info(name))

@@ -1,0 +1,436 @@
+"""Gemini ``GenerateContentRequest`` validation, strict where the real API is strict: unknown
+fields, wrong types, the Schema subset, function-call turn pairing and Gemini 3 thought
+signatures, with the real API's error texts."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .state import EmulatorState
+from .wire import compact
+
+# Gemini 3 documents these dummy values as "skip validation" escape hatches.
+MAGIC_SIGNATURES = frozenset({"skip_thought_signature_validator", "context_engineering_is_the_way_to_go"})
+
+TOP_KEYS = frozenset({"contents", "systemInstruction", "tools", "toolConfig", "generationConfig",
+                      "safetySettings", "cachedContent", "labels", "model"})
+CONTENT_KEYS = frozenset({"role", "parts"})
+PART_DATA = ("text", "inlineData", "fileData", "functionCall", "functionResponse",
+             "executableCode", "codeExecutionResult")
+PART_KEYS = frozenset(PART_DATA + ("thought", "thoughtSignature", "videoMetadata", "partMetadata"))
+TOOL_KEYS = frozenset({"functionDeclarations", "googleSearch", "googleSearchRetrieval", "codeExecution",
+                       "urlContext", "computerUse", "fileSearch", "googleMaps"})
+FDECL_KEYS = frozenset({"name", "description", "parameters", "parametersJsonSchema", "response",
+                        "responseJsonSchema", "behavior"})
+SCHEMA_KEYS = frozenset({"type", "format", "title", "description", "nullable", "enum", "maxItems", "minItems",
+                         "properties", "required", "minProperties", "maxProperties", "minLength", "maxLength",
+                         "pattern", "example", "anyOf", "propertyOrdering", "default", "items", "minimum",
+                         "maximum"})
+SCHEMA_TYPES = frozenset({"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT"})
+GEN_KEYS = frozenset({"temperature", "topP", "topK", "maxOutputTokens", "stopSequences", "candidateCount", "seed",
+                      "presencePenalty", "frequencyPenalty", "responseMimeType", "responseSchema",
+                      "responseJsonSchema", "thinkingConfig", "responseModalities",
+                      # real fields a gateway might legitimately forward
+                      "responseLogprobs", "logprobs", "mediaResolution", "speechConfig", "imageConfig"})
+THINKING_KEYS = frozenset({"thinkingBudget", "includeThoughts", "thinkingLevel"})
+FC_MODES = frozenset({"AUTO", "ANY", "NONE", "VALIDATED", "MODE_UNSPECIFIED"})
+MIME_TYPES = frozenset({"text/plain", "application/json", "application/xml", "application/yaml", "text/x.enum"})
+FUNC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
+PROTO = "type.googleapis.com/google.ai.generativelanguage.v1beta."
+
+
+def _b64_ok(value: str) -> bool:
+    """Proto JSON accepts standard and URL-safe base64, with or without padding."""
+    padded = (value + "=" * (-len(value) % 4)).replace("-", "+").replace("_", "/")
+    try:
+        base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
+def _camel(key: str) -> str:
+    """Proto JSON accepts snake_case field names too; normalise to camelCase."""
+    if "_" not in key:
+        return key
+    head, *rest = key.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+class GeminiInvalid(Exception):
+    """A 400 INVALID_ARGUMENT with a Google-style message (and optional BadRequest details)."""
+
+    def __init__(self, message: str, violations: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = ([{"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": violations}]
+                        if violations else None)
+
+
+@dataclass
+class GenRequest:
+    """The validated, camelCase-normalised parts of a GenerateContentRequest we act on."""
+
+    contents: list[dict[str, Any]]
+    system_text: str
+    declared: set[str]
+    fc_mode: str
+    config: dict[str, Any]
+    thinking: dict[str, Any]
+
+
+class _Validator:
+    """Collects errors like the real API: JSON-shape errors (unknown names, wrong types)
+    are reported together and win over semantic errors ("* GenerateContentRequest.x: ...")."""
+
+    def __init__(self) -> None:
+        self.parse_errors: list[tuple[str, str]] = []
+        self.errors: list[str] = []
+
+    def known(self, obj: dict[str, Any], allowed: frozenset[str], where: str) -> dict[str, Any]:
+        out = {}
+        for key, value in obj.items():
+            ck = _camel(key)
+            if ck in allowed:
+                out[ck] = value
+            else:
+                at = f" at '{where}'" if where else ""
+                self.parse_errors.append(
+                    (where, f'Invalid JSON payload received. Unknown name "{key}"{at}: Cannot find field.'))
+        return out
+
+    def bad_value(self, where: str, typename: str, value: Any) -> None:
+        self.parse_errors.append(
+            (where, f"Invalid JSON payload received. Invalid value at '{where}' ({typename}), {compact(value)}"))
+
+    def fail(self, where: str, desc: str) -> None:
+        self.errors.append(f"* GenerateContentRequest.{where}: {desc}\n")
+
+    def plain(self, message: str) -> None:
+        self.errors.append(message)
+
+    def dict_at(self, value: Any, where: str, typename: str) -> dict[str, Any] | None:
+        if isinstance(value, dict):
+            return value
+        self.bad_value(where, typename, value)
+        return None
+
+    def list_at(self, value: Any, where: str, typename: str) -> list[Any] | None:
+        if isinstance(value, list):
+            return value
+        self.bad_value(where, typename, value)
+        return None
+
+    def raise_if_any(self) -> None:
+        if self.parse_errors:
+            raise GeminiInvalid("\n".join(d for _, d in self.parse_errors),
+                                [{"field": f, "description": d} for f, d in self.parse_errors])
+        if self.errors:
+            plain = [e for e in self.errors if not e.startswith("* ")]
+            raise GeminiInvalid(plain[0] if plain else "".join(self.errors))
+
+
+def _validate_part(v: _Validator, raw: Any, where: str) -> dict[str, Any] | None:
+    part = v.dict_at(raw, where, PROTO + "Part")
+    if part is None:
+        return None
+    p = v.known(part, PART_KEYS, where)
+    data = [k for k in PART_DATA if k in p]
+    if not data:
+        v.fail(f"{where}.data", "required oneof field 'data' must have one initialized field")
+    elif len(data) > 1:
+        v.parse_errors.append((where, f"Invalid JSON payload received. Invalid value at '{where}' (oneof), "
+                                      f"oneof field 'data' is already set. Cannot set '{data[1]}'"))
+    if "text" in p and not isinstance(p["text"], str):
+        v.bad_value(f"{where}.text", "TYPE_STRING", p["text"])
+    if "thought" in p and not isinstance(p["thought"], bool):
+        v.bad_value(f"{where}.thought", "TYPE_BOOL", p["thought"])
+    if "thoughtSignature" in p and not (isinstance(p["thoughtSignature"], str) and _b64_ok(p["thoughtSignature"])):
+        v.parse_errors.append((f"{where}.thought_signature", "Invalid JSON payload received. Invalid value at "
+                               f"'{where}.thought_signature' (TYPE_BYTES), Base64 decoding failed for "
+                               f"{compact(p['thoughtSignature'])}"))
+    for key, check in (("inlineData", _check_inline), ("fileData", _check_file),
+                       ("functionCall", _check_function_call), ("functionResponse", _check_function_response)):
+        if key in p:
+            p[key] = check(v, p[key], f"{where}.{_snake(key)}")
+    return p
+
+
+def _snake(key: str) -> str:
+    return re.sub(r"(?<!^)([A-Z])", r"_\1", key).lower()
+
+
+def _check_inline(v: _Validator, raw: Any, where: str) -> Any:
+    d = v.dict_at(raw, where, PROTO + "Blob")
+    if d is None:
+        return raw
+    d = v.known(d, frozenset({"mimeType", "data"}), where)
+    if not d.get("mimeType"):
+        v.fail(f"{where}.mime_type", "mime_type must not be empty")
+    if not isinstance(d.get("data"), str) or not _b64_ok(d["data"]):
+        v.parse_errors.append((f"{where}.data", f"Invalid JSON payload received. Invalid value at "
+                                                f"'{where}.data' (TYPE_BYTES), Base64 decoding failed"))
+    return d
+
+
+def _check_file(v: _Validator, raw: Any, where: str) -> Any:
+    d = v.dict_at(raw, where, PROTO + "FileData")
+    if d is None:
+        return raw
+    d = v.known(d, frozenset({"mimeType", "fileUri"}), where)
+    if not d.get("fileUri"):
+        v.fail(f"{where}.file_uri", "file_uri must not be empty")
+    return d
+
+
+def _check_function_call(v: _Validator, raw: Any, where: str) -> Any:
+    d = v.dict_at(raw, where, PROTO + "FunctionCall")
+    if d is None:
+        return raw
+    d = v.known(d, frozenset({"id", "name", "args"}), where)
+    if not isinstance(d.get("name"), str) or not d["name"]:
+        v.fail(f"{where}.name", "Name cannot be empty.")
+    if "args" in d and not isinstance(d["args"], dict):
+        v.bad_value(f"{where}.args", "type.googleapis.com/google.protobuf.Struct", d["args"])
+    return d
+
+
+def _check_function_response(v: _Validator, raw: Any, where: str) -> Any:
+    d = v.dict_at(raw, where, PROTO + "FunctionResponse")
+    if d is None:
+        return raw
+    d = v.known(d, frozenset({"id", "name", "response", "willContinue", "scheduling", "parts"}), where)
+    if not isinstance(d.get("name"), str) or not d["name"]:
+        v.fail(f"{where}.name", "Name cannot be empty.")
+    if "response" not in d:
+        v.fail(f"{where}.response", "response must be specified")
+    elif not isinstance(d["response"], dict):
+        v.bad_value(f"{where}.response", "type.googleapis.com/google.protobuf.Struct", d["response"])
+    return d
+
+
+def _validate_content(v: _Validator, raw: Any, where: str, system: bool = False) -> dict[str, Any] | None:
+    c = v.dict_at(raw, where, PROTO + "Content")
+    if c is None:
+        return None
+    c = v.known(c, CONTENT_KEYS, where)
+    role = c.get("role", "" if system else "user")
+    if not system and role not in ("user", "model"):
+        v.plain("Please use a valid role: user, model.")
+    parts_raw = c.get("parts")
+    parts: list[dict[str, Any]] = []
+    if parts_raw is None or parts_raw == []:
+        v.fail(f"{where}.parts", "contents.parts must not be empty.")
+    elif v.list_at(parts_raw, f"{where}.parts", PROTO + "Part") is not None:
+        for j, part in enumerate(parts_raw):
+            norm = _validate_part(v, part, f"{where}.parts[{j}]")
+            if norm is not None:
+                parts.append(norm)
+    return {"role": role, "parts": parts}
+
+
+def _validate_schema(v: _Validator, raw: Any, where: str) -> None:
+    """The OpenAPI-subset ``Schema`` proto: anything outside SCHEMA_KEYS is an unknown field."""
+    s = v.dict_at(raw, where, PROTO + "Schema")
+    if s is None:
+        return
+    s = v.known(s, SCHEMA_KEYS, where)
+    t = s.get("type")
+    if t is not None and (not isinstance(t, str) or t.upper() not in SCHEMA_TYPES):
+        v.bad_value(f"{where}.type", PROTO + "Type", t)
+    props = s.get("properties")
+    if props is not None and v.dict_at(props, f"{where}.properties", PROTO + "Schema") is not None:
+        for i, sub in enumerate(props.values()):
+            _validate_schema(v, sub, f"{where}.properties[{i}].value")  # proto map path style
+    if "items" in s:
+        _validate_schema(v, s["items"], f"{where}.items")
+    if "anyOf" in s and v.list_at(s["anyOf"], f"{where}.any_of", PROTO + "Schema") is not None:
+        for i, sub in enumerate(s["anyOf"]):
+            _validate_schema(v, sub, f"{where}.any_of[{i}]")
+    if "enum" in s and v.list_at(s["enum"], f"{where}.enum", "TYPE_STRING") is not None:
+        for i, item in enumerate(s["enum"]):
+            if not isinstance(item, str):
+                v.bad_value(f"{where}.enum[{i}]", "TYPE_STRING", item)
+    if "required" in s and v.list_at(s["required"], f"{where}.required", "TYPE_STRING") is not None:
+        names = props if isinstance(props, dict) else {}
+        for i, name in enumerate(s["required"]):
+            if name not in names:
+                v.fail(f"{where}.required[{i}]", "property is not defined")
+
+
+def _validate_tools(v: _Validator, raw: Any) -> set[str]:
+    declared: set[str] = set()
+    if v.list_at(raw, "tools", PROTO + "Tool") is None:
+        return declared
+    for i, tool in enumerate(raw):
+        where = f"tools[{i}]"
+        if v.dict_at(tool, where, PROTO + "Tool") is None:
+            continue
+        t = v.known(tool, TOOL_KEYS, where)
+        decls = t.get("functionDeclarations")
+        if decls is None or v.list_at(decls, f"{where}.function_declarations", PROTO + "FunctionDeclaration") is None:
+            continue
+        for j, decl in enumerate(decls):
+            _validate_declaration(v, decl, f"{where}.function_declarations[{j}]", declared)
+    return declared
+
+
+def _validate_declaration(v: _Validator, raw: Any, where: str, declared: set[str]) -> None:
+    if v.dict_at(raw, where, PROTO + "FunctionDeclaration") is None:
+        return
+    d = v.known(raw, FDECL_KEYS, where)
+    name = d.get("name")
+    if not isinstance(name, str) or not FUNC_NAME.match(name):
+        v.fail(f"{where}.name", "Invalid function name. Must start with a letter or an underscore. Must be "
+                                "alphameric (a-z, A-Z, 0-9), underscores (_), dots (.), colons (:), or dashes (-), "
+                                "with a maximum length of 64.")
+    elif name in declared:
+        v.fail(f"{where}.name", f"Duplicate function declaration found: {name}")
+    else:
+        declared.add(name)
+    if "parameters" in d and "parametersJsonSchema" in d:
+        v.fail(f"{where}.parameters", "parameters and parameters_json_schema cannot both be set.")
+    if "parameters" in d:
+        _validate_schema(v, d["parameters"], f"{where}.parameters")
+    if "response" in d:
+        _validate_schema(v, d["response"], f"{where}.response")
+
+
+def _validate_tool_config(v: _Validator, raw: Any) -> str:
+    if v.dict_at(raw, "tool_config", PROTO + "ToolConfig") is None:
+        return "AUTO"
+    tc = v.known(raw, frozenset({"functionCallingConfig", "retrievalConfig"}), "tool_config")
+    fcc = tc.get("functionCallingConfig")
+    where = "tool_config.function_calling_config"
+    if fcc is None or v.dict_at(fcc, where, PROTO + "FunctionCallingConfig") is None:
+        return "AUTO"
+    fcc = v.known(fcc, frozenset({"mode", "allowedFunctionNames"}), where)
+    mode = fcc.get("mode", "AUTO")
+    if mode not in FC_MODES:
+        v.bad_value(f"{where}.mode", PROTO + "FunctionCallingConfig.Mode", mode)
+    if fcc.get("allowedFunctionNames") and mode not in ("ANY", "VALIDATED"):
+        v.fail(f"{where}.allowed_function_names", "allowed_function_names should only be set when the mode is ANY.")
+    return mode if isinstance(mode, str) else "AUTO"
+
+
+def _validate_generation_config(v: _Validator, raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    where = "generation_config"
+    if v.dict_at(raw, where, PROTO + "GenerationConfig") is None:
+        return {}, {}
+    g = v.known(raw, GEN_KEYS, where)
+    for key in ("temperature", "topP", "presencePenalty", "frequencyPenalty"):
+        if key in g and (isinstance(g[key], bool) or not isinstance(g[key], (int, float))):
+            v.bad_value(f"{where}.{_snake(key)}", "TYPE_FLOAT", g[key])
+    for key in ("topK", "maxOutputTokens", "candidateCount", "seed"):
+        if key in g and (isinstance(g[key], bool) or not isinstance(g[key], int)):
+            v.bad_value(f"{where}.{_snake(key)}", "TYPE_INT32", g[key])
+    if "stopSequences" in g and v.list_at(g["stopSequences"], f"{where}.stop_sequences", "TYPE_STRING") is not None:
+        if not all(isinstance(s, str) for s in g["stopSequences"]):
+            v.bad_value(f"{where}.stop_sequences", "TYPE_STRING", g["stopSequences"])
+    if "responseMimeType" in g and g["responseMimeType"] not in MIME_TYPES:
+        v.fail(f"{where}.response_mime_type", "allowed mimetypes are `text/plain`, `application/json`, "
+                                              "`application/xml`, `application/yaml` and `text/x.enum`.")
+    if "responseSchema" in g:
+        if "responseJsonSchema" in g:
+            v.fail(f"{where}.response_schema", "response_schema and response_json_schema cannot both be set.")
+        _validate_schema(v, g["responseSchema"], f"{where}.response_schema")
+    thinking: dict[str, Any] = {}
+    if "thinkingConfig" in g and v.dict_at(g["thinkingConfig"], f"{where}.thinking_config",
+                                           PROTO + "ThinkingConfig") is not None:
+        thinking = v.known(g["thinkingConfig"], THINKING_KEYS, f"{where}.thinking_config")
+        level = thinking.get("thinkingLevel")
+        if level is not None and (not isinstance(level, str)
+                                  or level.upper() not in {"LOW", "MEDIUM", "HIGH", "MINIMAL",
+                                                           "THINKING_LEVEL_UNSPECIFIED"}):
+            v.bad_value(f"{where}.thinking_config.thinking_level", PROTO + "ThinkingConfig.ThinkingLevel", level)
+    cc = g.get("candidateCount")
+    if isinstance(cc, int) and not isinstance(cc, bool) and not 1 <= cc <= 8:
+        v.fail(f"{where}.candidate_count", "candidate_count must be between 1 and 8.")
+    return g, thinking
+
+
+def _fc_count(content: dict[str, Any]) -> int:
+    return sum(1 for p in content["parts"] if "functionCall" in p)
+
+
+def _fr_count(content: dict[str, Any]) -> int:
+    return sum(1 for p in content["parts"] if "functionResponse" in p)
+
+
+def _check_turns(contents: list[dict[str, Any]]) -> None:
+    """Gemini's function-calling turn rules (checked after the shape is known-good)."""
+    for i, content in enumerate(contents):
+        prev = contents[i - 1] if i else None
+        calls = _fc_count(content)
+        if content["role"] == "model" and calls:
+            if prev is None or prev["role"] != "user":
+                raise GeminiInvalid("Please ensure that function call turn comes immediately after a user turn "
+                                    "or after a function response turn.")
+            nxt = contents[i + 1] if i + 1 < len(contents) else None
+            if nxt is not None and nxt["role"] == "user" and _fr_count(nxt) != calls:
+                raise GeminiInvalid("Please ensure that the number of function response parts is equal to the "
+                                    "number of function call parts of the function call turn.")
+        if content["role"] == "user" and _fr_count(content):
+            if prev is None or prev["role"] != "model" or not _fc_count(prev):
+                raise GeminiInvalid("Please ensure that function response turn comes immediately after a "
+                                    "function call turn.")
+
+
+def _check_signatures(contents: list[dict[str, Any]], state: EmulatorState) -> None:
+    """Gemini 3: the first functionCall of each model turn must echo a signature we issued."""
+    start = 0
+    if state.signature_scope == "turn":
+        # The "current turn" starts at the last user message that carries text (not tool results).
+        for i, content in enumerate(contents):
+            if content["role"] == "user" and any("text" in p for p in content["parts"]):
+                start = i
+    for pos, content in enumerate(contents[start:], start=start):
+        if content["role"] != "model":
+            continue
+        first = next((p for p in content["parts"] if "functionCall" in p), None)
+        if first is None:
+            continue
+        sig = first.get("thoughtSignature")
+        name = first["functionCall"].get("name")
+        if not sig:
+            raise GeminiInvalid(
+                "Function call is missing a thought_signature in functionCall parts. This is required for tools "
+                "to work correctly, and missing thought_signature may lead to degraded model performance. "
+                f"Additional data, function call `default_api:{name}` , position {pos + 1}. Please refer to "
+                "https://ai.google.dev/gemini-api/docs/thought-signatures for more details.")
+        if sig not in state.signatures and sig not in MAGIC_SIGNATURES:
+            raise GeminiInvalid("Unable to submit request because Thought signature is not valid.")
+
+
+def validate_generate_request(body: Any, model: str, state: EmulatorState) -> GenRequest:
+    """Validate a GenerateContentRequest like the real API; raise GeminiInvalid on the first problem set."""
+    v = _Validator()
+    if not isinstance(body, dict):
+        raise GeminiInvalid("Invalid JSON payload received. Expected an object.")
+    top = v.known(body, TOP_KEYS, "")
+    contents: list[dict[str, Any]] = []
+    raw_contents = top.get("contents")
+    if not raw_contents:
+        v.fail("contents", "contents is not specified")
+    elif v.list_at(raw_contents, "contents", PROTO + "Content") is not None:
+        for i, c in enumerate(raw_contents):
+            norm = _validate_content(v, c, f"contents[{i}]")
+            if norm is not None:
+                contents.append(norm)
+    system_text = ""
+    if top.get("systemInstruction") is not None:
+        si = _validate_content(v, top["systemInstruction"], "system_instruction", system=True)
+        system_text = " ".join(p["text"] for p in (si or {}).get("parts", []) if isinstance(p.get("text"), str))
+    declared = _validate_tools(v, top["tools"]) if top.get("tools") is not None else set()
+    fc_mode = _validate_tool_config(v, top["toolConfig"]) if top.get("toolConfig") is not None else "AUTO"
+    config, thinking = (_validate_generation_config(v, top["generationConfig"])
+                        if top.get("generationConfig") is not None else ({}, {}))
+    v.raise_if_any()
+    _check_turns(contents)
+    if model.startswith("gemini-3"):
+        _check_signatures(contents, state)
+    return GenRequest(contents, system_text, declared, fc_mode, config, thinking)

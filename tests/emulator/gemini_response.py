@@ -1,0 +1,156 @@
+"""Gemini ``GenerateContentResponse`` building and streaming, shared by the Gemini API and Cloud Code."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from aiohttp import web
+
+from .answers import Answer, apply_limits, compose_answer, n_answers, words
+from .gemini_request import GenRequest
+from .state import EmulatorState
+from .wire import Call, compact, rand_id, write_stream
+
+
+def request_words(req: GenRequest) -> int:
+    n = words(req.system_text)
+    for content in req.contents:
+        for p in content["parts"]:
+            if isinstance(p.get("text"), str):
+                n += words(p["text"])
+            elif "functionCall" in p:
+                n += words(compact(p["functionCall"]))
+            elif "functionResponse" in p:
+                n += words(compact(p["functionResponse"]))
+    return n
+
+
+def gemini_answer(req: GenRequest, model: str, reply: dict[str, Any] | None) -> list[Answer]:
+    last = next((c for c in reversed(req.contents) if c["role"] == "user"), {"parts": []})
+    last_text = "".join(p["text"] for p in last["parts"] if isinstance(p.get("text"), str) and not p.get("thought"))
+    results = [(p["functionResponse"]["name"], p["functionResponse"].get("response"))
+               for p in last["parts"] if "functionResponse" in p]
+    declared = req.declared if req.fc_mode != "NONE" else set()
+    json_mode = req.config.get("responseMimeType") == "application/json"
+    ans = compose_answer(model, last_text, results, declared, json_mode, reply)
+    if ans.thought is None and req.thinking.get("includeThoughts"):
+        ans.thought = "Thinking about it..."
+    ans = apply_limits(ans, req.config.get("maxOutputTokens"), req.config.get("stopSequences") or [])
+    return n_answers(ans, req.config.get("candidateCount") or 1)
+
+
+def _fc_parts(calls: list[dict[str, Any]], signature: str | None) -> list[dict[str, Any]]:
+    parts = [{"functionCall": {"name": c["name"], "args": c.get("args") or {}}} for c in calls]
+    if parts and signature:
+        parts[0]["thoughtSignature"] = signature
+    return parts
+
+
+def _gemini_chunks(ans: Answer, signature: str | None, stream: bool) -> list[list[dict[str, Any]]]:
+    """The answer as a list of part-lists: one per SSE event when streaming, flattened otherwise."""
+    chunks: list[list[dict[str, Any]]] = []
+    if ans.thought:
+        chunks.append([{"text": ans.thought, "thought": True}])
+    if stream:
+        chunks.extend([{"text": piece}] for piece in ans.text_chunks())
+    elif ans.text:
+        chunks.append([{"text": ans.text}])
+    if ans.function_calls:
+        chunks.append(_fc_parts(ans.function_calls, signature))  # a functionCall is never split
+    return chunks or [[]]
+
+
+def _content(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    # With no parts (e.g. thinking burned the whole budget) Gemini sends just the role.
+    return {"parts": parts, "role": "model"} if parts else {"role": "model"}
+
+
+def _part_words(parts: list[dict[str, Any]]) -> tuple[int, int]:
+    """(candidate words, thought words) of some parts."""
+    cand = thought = 0
+    for p in parts:
+        if "text" in p:
+            if p.get("thought"):
+                thought += words(p["text"])
+            else:
+                cand += words(p["text"])
+        elif "functionCall" in p:
+            cand += words(compact(p["functionCall"]))
+    return cand, thought
+
+
+def _usage(prompt: int, cand: int, thought: int, final: bool = True) -> dict[str, int]:
+    usage = {"promptTokenCount": prompt}
+    if cand or final:
+        usage["candidatesTokenCount"] = cand
+    usage["totalTokenCount"] = prompt + cand + thought
+    if thought:
+        usage["thoughtsTokenCount"] = thought
+    return usage
+
+
+def gemini_events(answers: list[Answer], model: str, prompt: int, state: EmulatorState,
+                  stream: bool) -> list[dict[str, Any]]:
+    """GenerateContentResponse objects: exactly one unless streaming.
+
+    Streaming: each event carries only new parts, cumulative usage, and finishReason on the
+    last event only (for every candidate).
+    """
+    signed = model.startswith("gemini-3")
+    per_cand = [_gemini_chunks(a, state.issue_signature() if signed and a.function_calls else None, stream)
+                for a in answers]
+    if not stream:
+        per_cand = [[[p for chunk in chunks for p in chunk]] for chunks in per_cand]
+    n_events = max(len(c) for c in per_cand)
+    rid = secrets.token_urlsafe(16)[:22]
+    cand_words = thought_words = 0
+    events = []
+    for k in range(n_events):
+        last = k == n_events - 1
+        candidates = []
+        for i, chunks in enumerate(per_cand):
+            if k >= len(chunks) and not last:
+                continue
+            parts = chunks[k] if k < len(chunks) else []
+            c, t = _part_words(parts)
+            cand_words, thought_words = cand_words + c, thought_words + t
+            cand: dict[str, Any] = {"content": _content(parts)}
+            if last:
+                cand["finishReason"] = answers[i].finish
+            cand["index"] = i
+            candidates.append(cand)
+        events.append({"candidates": candidates, "usageMetadata": _usage(prompt, cand_words, thought_words, last),
+                       "modelVersion": model, "responseId": rid})
+    return events
+
+
+def _sse_google(obj: Any) -> bytes:
+    # Google frames SSE events with CRLF; parsers that only split on "\n\n" break here.
+    return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\r\n\r\n"
+
+
+def _strip_finish(event: dict[str, Any]) -> None:
+    for cand in event.get("candidates", []):
+        cand.pop("finishReason", None)
+
+
+async def respond_generate(call: Call, req: GenRequest, model: str, stream: bool, sse: bool,
+                           wrap: bool) -> web.StreamResponse:
+    """Shared by the Gemini API and Cloud Code (``wrap`` adds the v1internal envelope)."""
+    answers = gemini_answer(req, model, call.reply)
+    events = gemini_events(answers, model, request_words(req), call.state, stream)
+    trace = rand_id(8)
+
+    def pack(event: dict[str, Any]) -> Any:
+        return {"response": event, "traceId": trace} if wrap else event
+
+    if not stream:
+        return web.json_response(pack(events[0]))
+    if not sse:  # streamGenerateContent without alt=sse returns one JSON array
+        return web.json_response([pack(e) for e in events])
+    cut = call.mod("cut_after")
+    if cut is not None and cut >= len(events):
+        _strip_finish(events[-1])  # a cut stream never delivers a finishReason
+    return await write_stream(call, [_sse_google(pack(e)) for e in events], cut, "text/event-stream")

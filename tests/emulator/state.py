@@ -1,0 +1,79 @@
+"""Everything mutable about one emulator: fault rules, the request log, counters, issued credentials."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+LOG_LIMIT = 5000  # bounded so long benchmark runs don't grow memory without limit
+
+
+@dataclass
+class EmulatorState:
+    """Everything mutable about one emulator instance (one per app)."""
+
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    log: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
+    refreshes: Counter[str] = field(default_factory=Counter)
+    requests: int = 0
+    access_tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic expiry
+    signatures: set[str] = field(default_factory=set)  # thought signatures we issued
+    token_ttl: int = 3600
+    refresh_delay_ms: int = 0
+    aborted_streams: int = 0  # streams whose client went away before the end
+    # "turn": like Gemini 3, only validate signatures in the current turn (model turns
+    # after the last user text message). "all": every model function-call turn.
+    signature_scope: str = "turn"
+
+    def reset(self) -> None:
+        """Clear rules, logs, counters and issued credentials (config is kept)."""
+        self.rules.clear()
+        self.log.clear()
+        self.refreshes.clear()
+        self.requests = 0
+        self.aborted_streams = 0
+        self.access_tokens.clear()
+        self.signatures.clear()
+
+    def take_rule(self, path: str, key: str | None, model: str | None) -> dict[str, Any] | None:
+        """First matching rule, consuming one of its ``times``.
+
+        No await happens between match and decrement, so this is race-free on one loop.
+        """
+        for i, rule in enumerate(self.rules):
+            match = rule.get("match") or {}
+            if "key" in match and match["key"] != key:
+                continue
+            if "path_contains" in match and match["path_contains"] not in path:
+                continue
+            if "model" in match and match["model"] != model:
+                continue
+            if rule.get("times") is not None:
+                rule["times"] -= 1
+                if rule["times"] <= 0:
+                    del self.rules[i]
+            return rule
+        return None
+
+    def issue_token(self) -> str:
+        token = "ya29." + secrets.token_urlsafe(32)
+        self.access_tokens[token] = time.monotonic() + self.token_ttl
+        return token
+
+    def token_valid(self, token: str | None) -> bool:
+        expiry = self.access_tokens.get(token or "")
+        return expiry is not None and time.monotonic() < expiry
+
+    def issue_signature(self) -> str:
+        sig = base64.b64encode(f"sig:{secrets.token_hex(8)}".encode()).decode()
+        self.signatures.add(sig)
+        return sig
+
+
+STATE = web.AppKey("emulator_state", EmulatorState)
