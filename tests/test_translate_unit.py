@@ -95,14 +95,6 @@ def split_randomly(data: bytes, seed: int) -> list[bytes]:
     return [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=False)]
 
 
-class _Static:
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def current(self) -> Any:
-        return self.value
-
-
 async def translate_stream(body: dict[str, Any], pieces: list[bytes]) -> bytes:
     """Gemini SSE bytes -> the bytes the client gets: the real provider decoder and engine SSE glue."""
     req = chat.parse(body)
