@@ -17,9 +17,10 @@ work beyond a single walk of the request JSON.
 The emulated model is deterministic: it answers ``Echo(<model>): <last user text>``; a
 ``[[tool:NAME {"json": "args"}]]`` directive in the last user message calls that declared
 tool; tool results come back as ``Tool NAME returned: {...}``; JSON mode (or ``[[json]]``)
-answers ``{"echo": ...}``. Tokens are counted as whitespace-separated words. API keys that
-start with ``bad`` are rejected with 401, refresh tokens that start with ``revoked`` with
-``invalid_grant``.
+answers ``{"echo": ...}``; with a ``googleSearch`` tool a text answer comes back grounded
+(``groundingMetadata`` citing one source for the whole text). Tokens are counted as
+whitespace-separated words. API keys that start with ``bad`` are rejected with 401, refresh
+tokens that start with ``revoked`` with ``invalid_grant``.
 
 Control API:
   ``POST /__control/rules``  ``{"rules": [rule, ...]}`` appends fault rules (``GET`` lists them)
@@ -41,8 +42,11 @@ field is optional and unknown fields are refused with 400:
   ``retry_after``     ...with a ``Retry-After`` header
   ``reply``           answer with this instead of the emulated model (not with ``status``):
                       ``{"text", "chunks": [stream pieces], "function_calls": [{"name", "args"}],
-                      "finish_reason" (Gemini or OpenAI vocabulary), "thought"}``;
-                      token limits and stop sequences do not shorten it
+                      "finish_reason" (Gemini or OpenAI vocabulary), "thought", "grounding"}``;
+                      token limits and stop sequences do not shorten it. ``grounding``
+                      (``{"queries", "sources": [{"uri", "title"}], "supports": [{"text", "sources":
+                      [chunk indexes]}]}``) becomes ``groundingMetadata`` with byte offsets of each
+                      support's text, when the request offers ``googleSearch``
   ``delay_ms``        wait this long before answering
   ``chunk_delay_ms``  wait this long between streamed events
   ``cut_after``       close a stream abruptly after this many events (no finish, no terminator)

@@ -46,6 +46,7 @@ class Answer:
     thought: str | None = None
     chunks: list[str] | None = None  # exact stream chunking (from a reply rule)
     exact: bool = False  # from a reply rule: limits (max tokens, stop) don't apply
+    grounding: dict[str, Any] | None = None  # a Google Search "done" for this answer (see grounding_metadata)
 
     def text_chunks(self) -> list[str]:
         return self.chunks if self.chunks is not None else _split_words(self.text)
@@ -72,7 +73,8 @@ def compose_answer(model: str, last_text: str, tool_results: list[tuple[str, Any
         text = reply.get("text", "".join(chunks) if chunks else "")
         finish = reply.get("finish_reason") or "STOP"
         return Answer(text=text, chunks=chunks, function_calls=list(reply.get("function_calls") or []),
-                      finish=OPENAI_TO_GEMINI_FINISH.get(finish, finish), thought=reply.get("thought"), exact=True)
+                      finish=OPENAI_TO_GEMINI_FINISH.get(finish, finish), thought=reply.get("thought"), exact=True,
+                      grounding=reply.get("grounding"))
     if tool_results:
         text = "; ".join(f"Tool {name} returned: {compact(resp)}" for name, resp in tool_results)
         return Answer(text=text[:TRUNCATE])
@@ -105,7 +107,7 @@ def n_answers(base: Answer, n: int) -> list[Answer]:
     for i in range(1, max(n, 1)):
         suffix = f" (candidate {i})" if base.text else ""
         out.append(Answer(text=base.text + suffix, function_calls=base.function_calls, finish=base.finish,
-                          thought=base.thought,
+                          thought=base.thought, grounding=base.grounding,
                           chunks=None if base.chunks is None else [*base.chunks, suffix] if suffix else base.chunks,
                           exact=base.exact))
     return out

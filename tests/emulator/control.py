@@ -16,7 +16,7 @@ RULE_KEYS = frozenset(
      "delay_ms", "chunk_delay_ms", "cut_after", "drop"}
 )
 MATCH_KEYS = frozenset({"key", "path_contains", "model"})
-REPLY_KEYS = frozenset({"text", "chunks", "function_calls", "finish_reason", "thought"})
+REPLY_KEYS = frozenset({"text", "chunks", "function_calls", "finish_reason", "thought", "grounding"})
 CONFIG_KEYS = frozenset({"token_ttl", "refresh_delay_ms", "signature_scope"})
 
 

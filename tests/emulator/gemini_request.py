@@ -20,7 +20,7 @@ TOP_KEYS = frozenset({"contents", "systemInstruction", "tools", "toolConfig", "g
                       "safetySettings", "cachedContent", "labels", "model"})
 CONTENT_KEYS = frozenset({"role", "parts"})
 PART_DATA = ("text", "inlineData", "fileData", "functionCall", "functionResponse",
-             "executableCode", "codeExecutionResult")
+             "executableCode", "codeExecutionResult", "toolCall", "toolResponse")
 PART_KEYS = frozenset(PART_DATA + ("thought", "thoughtSignature", "videoMetadata", "partMetadata"))
 TOOL_KEYS = frozenset({"functionDeclarations", "googleSearch", "googleSearchRetrieval", "codeExecution",
                        "urlContext", "computerUse", "fileSearch", "googleMaps"})
@@ -37,6 +37,15 @@ GEN_KEYS = frozenset({"temperature", "topP", "topK", "maxOutputTokens", "stopSeq
                       # real fields a gateway might legitimately forward
                       "responseLogprobs", "logprobs", "mediaResolution", "speechConfig", "imageConfig"})
 THINKING_KEYS = frozenset({"thinkingBudget", "includeThoughts", "thinkingLevel"})
+# HarmCategory / HarmBlockThreshold (ai.google.dev API reference, "Safety settings"); legacy PaLM
+# categories are still enum values, so they parse.
+HARM_CATEGORIES = frozenset({"HARM_CATEGORY_UNSPECIFIED", "HARM_CATEGORY_DEROGATORY", "HARM_CATEGORY_TOXICITY",
+                             "HARM_CATEGORY_VIOLENCE", "HARM_CATEGORY_SEXUAL", "HARM_CATEGORY_MEDICAL",
+                             "HARM_CATEGORY_DANGEROUS", "HARM_CATEGORY_HARASSMENT", "HARM_CATEGORY_HATE_SPEECH",
+                             "HARM_CATEGORY_SEXUALLY_EXPLICIT", "HARM_CATEGORY_DANGEROUS_CONTENT",
+                             "HARM_CATEGORY_CIVIC_INTEGRITY"})
+HARM_THRESHOLDS = frozenset({"HARM_BLOCK_THRESHOLD_UNSPECIFIED", "BLOCK_LOW_AND_ABOVE", "BLOCK_MEDIUM_AND_ABOVE",
+                             "BLOCK_ONLY_HIGH", "BLOCK_NONE", "OFF"})
 FC_MODES = frozenset({"AUTO", "ANY", "NONE", "VALIDATED", "MODE_UNSPECIFIED"})
 MIME_TYPES = frozenset({"text/plain", "application/json", "application/xml", "application/yaml", "text/x.enum"})
 FUNC_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
@@ -81,6 +90,8 @@ class GenRequest:
     fc_mode: str
     config: dict[str, Any]
     thinking: dict[str, Any]
+    google_search: bool = False  # a googleSearch tool was offered
+    server_side_tools: bool = False  # toolConfig.includeServerSideToolInvocations
 
 
 class _Validator:
@@ -210,6 +221,19 @@ def _check_function_response(v: _Validator, raw: Any, where: str) -> Any:
         v.fail(f"{where}.response", "response must be specified")
     elif not isinstance(d["response"], dict):
         v.bad_value(f"{where}.response", "type.googleapis.com/google.protobuf.Struct", d["response"])
+    if "parts" in d and v.list_at(d["parts"], f"{where}.parts", PROTO + "FunctionResponsePart") is not None:
+        for k, raw_part in enumerate(d["parts"]):  # FunctionResponsePart: inline_data or file_data
+            at = f"{where}.parts[{k}]"
+            fp = v.dict_at(raw_part, at, PROTO + "FunctionResponsePart")
+            if fp is None:
+                continue
+            fp = v.known(fp, frozenset({"inlineData", "fileData"}), at)
+            if len(fp) != 1:
+                v.fail(f"{at}.data", "required oneof field 'data' must have one initialized field")
+            if "inlineData" in fp:
+                _check_inline(v, fp["inlineData"], f"{at}.inline_data")
+            if "fileData" in fp:
+                _check_file(v, fp["fileData"], f"{at}.file_data")
     return d
 
 
@@ -262,21 +286,27 @@ def _validate_schema(v: _Validator, raw: Any, where: str) -> None:
                 v.fail(f"{where}.required[{i}]", "property is not defined")
 
 
-def _validate_tools(v: _Validator, raw: Any) -> set[str]:
+def _validate_tools(v: _Validator, raw: Any) -> tuple[set[str], bool]:
+    """(declared function names, whether googleSearch is offered)."""
     declared: set[str] = set()
+    search = False
     if v.list_at(raw, "tools", PROTO + "Tool") is None:
-        return declared
+        return declared, search
     for i, tool in enumerate(raw):
         where = f"tools[{i}]"
         if v.dict_at(tool, where, PROTO + "Tool") is None:
             continue
         t = v.known(tool, TOOL_KEYS, where)
+        if "googleSearch" in t and v.dict_at(t["googleSearch"], f"{where}.google_search",
+                                             PROTO + "Tool.GoogleSearch") is not None:
+            v.known(t["googleSearch"], frozenset({"timeRangeFilter"}), f"{where}.google_search")
+            search = True
         decls = t.get("functionDeclarations")
         if decls is None or v.list_at(decls, f"{where}.function_declarations", PROTO + "FunctionDeclaration") is None:
             continue
         for j, decl in enumerate(decls):
             _validate_declaration(v, decl, f"{where}.function_declarations[{j}]", declared)
-    return declared
+    return declared, search
 
 
 def _validate_declaration(v: _Validator, raw: Any, where: str, declared: set[str]) -> None:
@@ -300,21 +330,40 @@ def _validate_declaration(v: _Validator, raw: Any, where: str, declared: set[str
         _validate_schema(v, d["response"], f"{where}.response")
 
 
-def _validate_tool_config(v: _Validator, raw: Any) -> str:
+def _validate_tool_config(v: _Validator, raw: Any) -> tuple[str, bool]:
+    """(function calling mode, includeServerSideToolInvocations)."""
     if v.dict_at(raw, "tool_config", PROTO + "ToolConfig") is None:
-        return "AUTO"
-    tc = v.known(raw, frozenset({"functionCallingConfig", "retrievalConfig"}), "tool_config")
+        return "AUTO", False
+    tc = v.known(raw, frozenset({"functionCallingConfig", "retrievalConfig", "includeServerSideToolInvocations"}),
+                 "tool_config")
+    server_side = tc.get("includeServerSideToolInvocations", False)
+    if not isinstance(server_side, bool):
+        v.bad_value("tool_config.include_server_side_tool_invocations", "TYPE_BOOL", server_side)
     fcc = tc.get("functionCallingConfig")
     where = "tool_config.function_calling_config"
     if fcc is None or v.dict_at(fcc, where, PROTO + "FunctionCallingConfig") is None:
-        return "AUTO"
+        return "AUTO", server_side is True
     fcc = v.known(fcc, frozenset({"mode", "allowedFunctionNames"}), where)
     mode = fcc.get("mode", "AUTO")
     if mode not in FC_MODES:
         v.bad_value(f"{where}.mode", PROTO + "FunctionCallingConfig.Mode", mode)
     if fcc.get("allowedFunctionNames") and mode not in ("ANY", "VALIDATED"):
         v.fail(f"{where}.allowed_function_names", "allowed_function_names should only be set when the mode is ANY.")
-    return mode if isinstance(mode, str) else "AUTO"
+    return (mode if isinstance(mode, str) else "AUTO"), server_side is True
+
+
+def _validate_safety(v: _Validator, raw: Any) -> None:
+    if v.list_at(raw, "safety_settings", PROTO + "SafetySetting") is None:
+        return
+    for i, item in enumerate(raw):
+        where = f"safety_settings[{i}]"
+        if v.dict_at(item, where, PROTO + "SafetySetting") is None:
+            continue
+        setting = v.known(item, frozenset({"category", "threshold"}), where)
+        if setting.get("category") not in HARM_CATEGORIES:
+            v.bad_value(f"{where}.category", PROTO + "HarmCategory", setting.get("category"))
+        if setting.get("threshold") not in HARM_THRESHOLDS:
+            v.bad_value(f"{where}.threshold", PROTO + "SafetySetting.HarmBlockThreshold", setting.get("threshold"))
 
 
 def _validate_generation_config(v: _Validator, raw: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -425,12 +474,42 @@ def validate_generate_request(body: Any, model: str, state: EmulatorState) -> Ge
     if top.get("systemInstruction") is not None:
         si = _validate_content(v, top["systemInstruction"], "system_instruction", system=True)
         system_text = " ".join(p["text"] for p in (si or {}).get("parts", []) if isinstance(p.get("text"), str))
-    declared = _validate_tools(v, top["tools"]) if top.get("tools") is not None else set()
-    fc_mode = _validate_tool_config(v, top["toolConfig"]) if top.get("toolConfig") is not None else "AUTO"
+    declared, search = _validate_tools(v, top["tools"]) if top.get("tools") is not None else (set(), False)
+    fc_mode, server_side = (_validate_tool_config(v, top["toolConfig"]) if top.get("toolConfig") is not None
+                            else ("AUTO", False))
     config, thinking = (_validate_generation_config(v, top["generationConfig"])
                         if top.get("generationConfig") is not None else ({}, {}))
+    if top.get("safetySettings") is not None:
+        _validate_safety(v, top["safetySettings"])
     v.raise_if_any()
     _check_turns(contents)
-    if model.startswith("gemini-3"):
+    gemini3 = model.startswith("gemini-3")
+    if gemini3:
         _check_signatures(contents, state)
-    return GenRequest(contents, system_text, declared, fc_mode, config, thinking)
+    _check_tool_mix(declared, search, server_side, gemini3)
+    if not gemini3:
+        _check_no_response_parts(contents)
+    return GenRequest(contents, system_text, declared, fc_mode, config, thinking, search, server_side)
+
+
+def _check_tool_mix(declared: set[str], search: bool, server_side: bool, gemini3: bool) -> None:
+    """Google Search next to function declarations: refused before Gemini 3 (googleapis/go-genai#323,
+    vercel/ai#8258); on Gemini 3 only with includeServerSideToolInvocations
+    (https://ai.google.dev/gemini-api/docs/tool-combination; js-genai#1768 has the text)."""
+    if not (search and declared):
+        return
+    if not gemini3:
+        raise GeminiInvalid("Tool use with function calling is unsupported")
+    if not server_side:
+        raise GeminiInvalid("Please enable tool_config.include_server_side_tool_invocations to use Built-in tools "
+                            "with Function calling.")
+
+
+def _check_no_response_parts(contents: list[dict[str, Any]]) -> None:
+    """Multimodal function responses are Gemini 3 only; the text is gemini-cli#19436's (Gemini 2.5)."""
+    for content in contents:
+        for part in content["parts"]:
+            if isinstance(part.get("functionResponse"), dict) and "parts" in part["functionResponse"]:
+                raise GeminiInvalid("Unable to submit request because `function_response.parts` is not supported "
+                                    "for this model. Learn more: "
+                                    "https://cloud.google.com/vertex-ai/generative-ai/docs/multimodal/function-calling")

@@ -37,8 +37,36 @@ def gemini_answer(req: GenRequest, model: str, reply: dict[str, Any] | None) -> 
     ans = compose_answer(model, last_text, results, declared, json_mode, reply)
     if ans.thought is None and req.thinking.get("includeThoughts"):
         ans.thought = "Thinking about it..."
+    if not req.google_search:
+        ans.grounding = None  # no search tool, no search
+    elif ans.grounding is None and ans.text and not ans.function_calls:
+        ans.grounding = {"queries": [last_text[:60]], "supports": [{"text": ans.text.strip()}]}
     ans = apply_limits(ans, req.config.get("maxOutputTokens"), req.config.get("stopSequences") or [])
     return n_answers(ans, req.config.get("candidateCount") or 1)
+
+
+def grounding_metadata(spec: dict[str, Any], text: str) -> dict[str, Any]:
+    """A rule's `grounding` ({"queries", "sources": [{"uri", "title"}], "supports": [{"text", "sources"}]})
+    as Google's groundingMetadata: segments in UTF-8 *byte* offsets, a zero startIndex left out as
+    proto3 JSON does (ai.google.dev API reference, GroundingSupport / Segment)."""
+    sources = spec.get("sources") or [{"uri": "https://vertexaisearch.cloud.google.com/grounding-api-redirect/emu0",
+                                       "title": "example.com"}]
+    supports = []
+    for sup in spec.get("supports") or []:
+        pos = text.find(sup["text"])
+        if pos < 0 or not sup["text"]:
+            continue
+        start = len(text[:pos].encode())
+        segment: dict[str, Any] = {"endIndex": start + len(sup["text"].encode()), "text": sup["text"]}
+        if start:
+            segment["startIndex"] = start
+        indices = sup.get("sources") or [0]
+        supports.append({"segment": segment, "groundingChunkIndices": indices,
+                         "confidenceScores": [0.9] * len(indices)})
+    return {"webSearchQueries": spec.get("queries") or [],
+            "searchEntryPoint": {"renderedContent": "<div class=\"emulated-search\"></div>"},
+            "groundingChunks": [{"web": {"uri": s["uri"], "title": s.get("title", "")}} for s in sources],
+            "groundingSupports": supports}
 
 
 def _fc_parts(calls: list[dict[str, Any]], signature: str | None) -> list[dict[str, Any]]:
@@ -119,6 +147,8 @@ def gemini_events(answers: list[Answer], model: str, prompt: int, state: Emulato
             cand: dict[str, Any] = {"content": _content(parts)}
             if last:
                 cand["finishReason"] = answers[i].finish
+                if answers[i].grounding is not None:  # Google sends it with the last event
+                    cand["groundingMetadata"] = grounding_metadata(answers[i].grounding, answers[i].text)
             cand["index"] = i
             candidates.append(cand)
         events.append({"candidates": candidates, "usageMetadata": _usage(prompt, cand_words, thought_words, last),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -27,8 +28,11 @@ from .wire import (
     write_stream,
 )
 
-OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "emulator-echo")
+OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-5", "o3-mini", "emulator-echo")
 OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+# Reasoning models refuse the old limit field (reported for o1, o3-mini, gpt-5, gpt-5.1: e.g.
+# https://github.com/griptape-ai/griptape/issues/312, https://github.com/teilomillet/gollm/issues/33).
+NO_MAX_TOKENS = re.compile(r"^(o\d|gpt-5)")
 
 
 def _openai_auth(call: Call) -> web.Response | None:
@@ -50,8 +54,21 @@ def _openai_text(content: Any) -> str:
     return ""
 
 
-def _openai_validate(body: Any) -> tuple[str, str | None] | None:
-    """(message, param) for the first problem, or None. Mirrors OpenAI's tool-call sequencing rules."""
+def _check_image_parts(message: Any) -> tuple[str, str | None, str] | None:
+    """An image_url part must hold an image: audio or a PDF sent that way is refused with this text
+    (reported in https://github.com/langgenius/dify/issues/11527)."""
+    content = message.get("content") if isinstance(message, dict) else None
+    for part in content if isinstance(content, list) else []:
+        image = part.get("image_url") if isinstance(part, dict) and part.get("type") == "image_url" else None
+        url = image.get("url") if isinstance(image, dict) else image
+        if isinstance(url, str) and url.startswith("data:") and not url.startswith("data:image/"):
+            return "Invalid MIME type. Only image types are supported.", None, "invalid_image_format"
+    return None
+
+
+def _openai_validate(body: Any) -> tuple[str, str | None] | tuple[str, str | None, str] | None:
+    """(message, param[, code]) for the first problem, or None. Mirrors OpenAI's tool-call
+    sequencing rules, its limit field for reasoning models and its image check."""
     if not isinstance(body, dict):
         return "We could not parse the JSON body of your request.", None
     if not isinstance(body.get("model"), str) or not body["model"]:
@@ -59,8 +76,14 @@ def _openai_validate(body: Any) -> tuple[str, str | None] | None:
     msgs = body.get("messages")
     if not isinstance(msgs, list) or not msgs:
         return "[] is too short - 'messages'", "messages"
+    if "max_tokens" in body and NO_MAX_TOKENS.match(body["model"]):
+        return ("Unsupported parameter: 'max_tokens' is not supported with this model. Use "
+                "'max_completion_tokens' instead.", "max_tokens", "unsupported_parameter")
     pending: set[str] = set()  # tool_call ids still waiting for a tool message
     for i, m in enumerate(msgs):
+        problem = _check_image_parts(m)
+        if problem is not None:
+            return problem
         if not isinstance(m, dict) or m.get("role") not in OPENAI_ROLES:
             role = m.get("role") if isinstance(m, dict) else m
             return (f"Invalid value: '{role}'. Supported values are: 'system', 'assistant', 'user', 'function', "
@@ -201,7 +224,8 @@ async def openai_chat(request: web.Request) -> web.StreamResponse:
         return early
     problem = _openai_validate(body) if parsed else ("We could not parse the JSON body of your request.", None)
     if problem is not None:
-        return error_response("openai", 400, problem[0], param=problem[1])
+        return error_response("openai", 400, problem[0], param=problem[1],
+                              openai_code=problem[2] if len(problem) > 2 else None)
     answers = openai_answer(body, call.reply)
     if not body.get("stream"):
         return web.json_response(openai_completion(body, answers))
