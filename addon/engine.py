@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 from . import __version__, auth
 from .accounts import Account, AccountPool, AccountsFile
+from .codex_catalog import codex_catalog
 from .frontends import Frontend, encode_stream
 from .mapping import ModelMap
 from .policy import MAX_ATTEMPTS, RetryPolicy
@@ -59,6 +60,7 @@ class Incoming:
     headers: Mapping[str, str]  # case-insensitive mapping (mitmproxy's Headers qualifies)
     body: bytes = b""
     peer: str | None = None
+    query: str = ""  # the raw query string, without "?"
 
 
 @dataclass(slots=True)
@@ -179,7 +181,7 @@ class Engine:
             return _json(200, {"status": "ok", "version": __version__})
         if path in ("/v1/models", "/models"):
             self._allow(req, "GET")
-            return _json(200, {"object": "list", "data": [self._model_obj(m) for m in self._model_ids()]})
+            return _json(200, self._models(req.query))
         m = _MODEL_PATH.match(path)
         if m:
             self._allow(req, "GET")
@@ -215,6 +217,14 @@ class Engine:
         for acc in self.pool.accounts:
             names += [m for m in acc.models or [] if "*" not in m]
         return list(dict.fromkeys(names))
+
+    def _models(self, query: str) -> dict[str, Any]:
+        names = self._model_ids()
+        listing: dict[str, Any] = {"object": "list", "data": [self._model_obj(m) for m in names]}
+        if "client_version=" in query:
+            # Codex CLI (model_catalog_url) reads its own catalog from the same answer: see codex_catalog
+            listing["models"] = codex_catalog(names, self.mappings.resolve)
+        return listing
 
     def _model_obj(self, name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": self.started, "owned_by": "gateway"}

@@ -158,8 +158,9 @@ class Gateway:
             err = GatewayError(400, "The request body's content-encoding could not be decoded.", code="invalid_body")
             flow.response = http.Response.make(err.status, err.body(), {"content-type": "application/json"})
             return
-        incoming = Incoming(flow.request.method, flow.request.path.split("?", 1)[0], flow.request.headers, body,
-                            flow.client_conn.peername[0] if flow.client_conn.peername else None)
+        path, _, query = flow.request.path.partition("?")
+        incoming = Incoming(flow.request.method, path, flow.request.headers, body,
+                            flow.client_conn.peername[0] if flow.client_conn.peername else None, query)
         outcome = await self._answer(flow, incoming)
         if outcome is None:
             flow.comment = "client disconnected before the answer; upstream request cancelled"
