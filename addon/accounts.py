@@ -14,9 +14,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .protocol import canonical as c
+from .safety import SafetySettings, parse_safety_settings
 from .state import StateStore
 
 GEMINI_BASE = "https://generativelanguage.googleapis.com"
@@ -52,7 +53,18 @@ def _secret(value: str | None, env: str | None, what: str) -> str | None:
     return None
 
 
-class GeminiAccount(_AccountBase):
+class _GoogleAccount(_AccountBase):
+    """Gemini API and Cloud Code accounts: both send Gemini's generateContent body."""
+
+    safety_settings: SafetySettings | None = None  # None: the file's top-level safety_settings
+
+    @field_validator("safety_settings", mode="before")
+    @classmethod
+    def _safety(cls, value: Any) -> SafetySettings | None:
+        return None if value is None else parse_safety_settings(value)
+
+
+class GeminiAccount(_GoogleAccount):
     provider: Literal["gemini"]
     api_key: str | None = Field(default=None, repr=False)
     api_key_env: str | None = None
@@ -67,7 +79,7 @@ class GeminiAccount(_AccountBase):
         return self
 
 
-class CloudCodeAccount(_AccountBase):
+class CloudCodeAccount(_GoogleAccount):
     provider: Literal["cloudcode"]
     refresh_token: str | None = Field(default=None, repr=False)
     refresh_token_env: str | None = None
@@ -93,6 +105,8 @@ class OpenAIAccount(_AccountBase):
     base_url: str  # e.g. http://127.0.0.1:8000/v1 (ends before /chat/completions)
     api_key: str | None = Field(default=None, repr=False)
     api_key_env: str | None = None
+    # which field carries the output-token limit; auto: see backends.openai.limit_field
+    max_tokens_field: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"
 
     @model_validator(mode="after")
     def _key(self) -> "OpenAIAccount":
@@ -109,6 +123,19 @@ class AccountsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     accounts: list[_TaggedAccount] = Field(default_factory=list)
     sticky: bool = False  # same conversation -> same account while healthy (upstream prompt caching)
+    safety_settings: SafetySettings | None = None  # Gemini safetySettings for accounts that set none
+
+    @field_validator("safety_settings", mode="before")
+    @classmethod
+    def _safety(cls, value: Any) -> SafetySettings | None:
+        return None if value is None else parse_safety_settings(value)
+
+    @model_validator(mode="after")
+    def _default_safety(self) -> "AccountsFile":
+        for acc in self.accounts:
+            if isinstance(acc, _GoogleAccount) and acc.safety_settings is None:
+                acc.safety_settings = self.safety_settings
+        return self
 
 
 def parse_accounts(data: Any) -> AccountsFile:

@@ -227,7 +227,9 @@ def test_reasoning_item_and_call_id_carry_gemini_signatures() -> None:
 
 def test_hosted_tools_are_skipped_and_named_choice_kept() -> None:
     body = gemini_request(load("request_hosted_tools_skipped.json")["request"], "gemini-2.5-flash")
-    assert [d["name"] for d in body["tools"][0]["functionDeclarations"]] == ["get_weather"]
+    # the freeform apply_patch travels as a function; web_search cannot join function tools on 2.5
+    assert [d["name"] for d in body["tools"][0]["functionDeclarations"]] == ["get_weather", "apply_patch"]
+    assert len(body["tools"]) == 1
     assert body["toolConfig"] == {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}}
 
 
@@ -241,7 +243,7 @@ def test_parse_maps_generation_fields() -> None:
 
 def test_unknown_items_are_skipped() -> None:
     req, _ = parse(new_front(), {"model": "m", "input": [
-        {"type": "web_search_call", "id": "ws_1"}, {"type": "custom_tool_call", "call_id": "x", "input": "..."},
+        {"type": "web_search_call", "id": "ws_1"}, {"type": "local_shell_call", "call_id": "x"},
         {"role": "user", "content": "hi"}]})
     assert [(m.role, m.text()) for m in req.messages] == [("user", "hi")]
 
@@ -276,10 +278,11 @@ def test_unknown_items_are_skipped() -> None:
     ({"model": "m", "input": "hi", "tool_choice": "required"}, "tool_choice", "invalid_request"),
     ({"model": "m", "input": "hi", "tools": [{"type": "function", "name": "f"}],
       "tool_choice": {"type": "function", "name": "g"}}, "tool_choice", "invalid_request"),
-    ({"model": "m", "input": "hi", "tools": [{"type": "custom", "name": "apply_patch"}],
-      "tool_choice": {"type": "custom", "name": "apply_patch"}}, "tool_choice", "invalid_request"),
-    ({"model": "m", "input": "hi", "tools": [{"type": "web_search"}],
-      "tool_choice": {"type": "web_search"}}, "tool_choice", "invalid_request"),
+    ({"model": "m", "input": "hi", "tools": [{"type": "local_shell"}],
+      "tool_choice": {"type": "local_shell"}}, "tool_choice", "invalid_request"),
+    ({"model": "m", "input": "hi", "tool_choice": {"type": "web_search_preview"}}, "tool_choice", "invalid_request"),
+    ({"model": "m", "input": [{"type": "custom_tool_call", "call_id": "c", "input": "x"}]},
+     "input[0].name", "missing_required_parameter"),
     ({"model": "m", "input": "hi", "text": {"format": {"type": "json_schema", "name": "x"}}},
      "text.format.schema", "invalid_request"),
     ({"model": "m", "input": "hi", "text": {"format": {"type": "xml"}}}, "text.format.type", "invalid_value"),
@@ -295,9 +298,9 @@ def test_bad_requests_name_the_param(body: dict[str, Any], param: str, code: str
 
 
 def test_tool_choice_naming_a_skipped_tool_says_so() -> None:
-    err = err_of({"model": "m", "input": "hi", "tools": [{"type": "custom", "name": "apply_patch"}],
+    err = err_of({"model": "m", "input": "hi", "tools": [{"type": "local_shell"}],
                   "tool_choice": {"type": "allowed_tools", "mode": "auto",
-                                  "tools": [{"type": "function", "name": "apply_patch"}]}})
+                                  "tools": [{"type": "function", "name": "local_shell"}]}})
     assert "does not forward" in err.message
 
 

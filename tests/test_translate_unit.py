@@ -97,10 +97,10 @@ def split_randomly(data: bytes, seed: int) -> list[bytes]:
 
 async def translate_stream(body: dict[str, Any], pieces: list[bytes]) -> bytes:
     """Gemini SSE bytes -> the bytes the client gets: the real provider decoder and engine SSE glue."""
-    req = chat.parse(body)
+    req, legacy = chat.parse_with_context(body)
     resp = FakeUpstreamResponse(pieces)
     batches = decode_stream(resp, gemini.GeminiStreamDecoder(req.n))
-    out = b"".join([piece async for piece in encode_stream(batches, chat.ChatStreamEncoder(req))])
+    out = b"".join([piece async for piece in encode_stream(batches, chat.ChatStreamEncoder(req, legacy))])
     assert resp.closed, "the upstream response is released when the stream ends"
     return out
 
@@ -158,6 +158,10 @@ def check_chunk_rules(events: list[Any], include_usage: bool) -> None:
         else:
             assert i in seen_role, "the first delta of a choice carries the role"
         seen_role.add(i)
+        if "function_call" in delta:  # the legacy form: name in the first delta only, one call
+            assert "tool_calls" not in delta and set(delta["function_call"]) <= {"name", "arguments"}
+            assert ("name" in delta["function_call"]) == (i not in calls_seen)
+            calls_seen.setdefault(i, set()).add(0)
         for tc in delta.get("tool_calls", []):
             assert isinstance(tc["index"], int)
             seen = calls_seen.setdefault(i, set())
@@ -168,9 +172,9 @@ def check_chunk_rules(events: list[Any], include_usage: bool) -> None:
                 assert tc["id"].startswith("call_") and tc["type"] == "function" and tc["function"]["name"]
         if choice["finish_reason"] is not None:
             finished.add(i)
-            assert choice["finish_reason"] in ("stop", "length", "tool_calls", "content_filter")
+            assert choice["finish_reason"] in ("stop", "length", "tool_calls", "function_call", "content_filter")
             if calls_seen.get(i):
-                assert choice["finish_reason"] == "tool_calls"
+                assert choice["finish_reason"] in ("tool_calls", "function_call")
 
 
 def accumulate(events: list[Any]) -> Any:
@@ -467,8 +471,8 @@ RESPONSE_CASES = cases(GEMINI_DIR, "response_")
 @pytest.mark.parametrize("case", RESPONSE_CASES)
 def test_response_golden(case: str) -> None:
     spec = load(GEMINI_DIR / f"response_{case}.json")
-    req = chat.parse(spec["request"])
-    rendered = chat.render(gemini.completion_from(spec["response"], spec["n"]), req)
+    req, legacy = chat.parse_with_context(spec["request"])
+    rendered = chat.render(gemini.completion_from(spec["response"], spec["n"]), req, legacy)
     golden(CHAT_DIR / f"response_{case}.golden.json", normalise(rendered))
     # the SDK's own model accepts it
     from openai.types.chat import ChatCompletion
@@ -477,7 +481,8 @@ def test_response_golden(case: str) -> None:
 
 def _render(case: str) -> dict[str, Any]:
     spec = load(GEMINI_DIR / f"response_{case}.json")
-    return chat.render(gemini.completion_from(spec["response"], spec["n"]), chat.parse(spec["request"]))
+    req, legacy = chat.parse_with_context(spec["request"])
+    return chat.render(gemini.completion_from(spec["response"], spec["n"]), req, legacy)
 
 
 def test_response_text_thoughts_and_usage() -> None:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import mimetypes
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..protocol import canonical as c
@@ -23,6 +25,8 @@ from ..protocol.errors import UpstreamError, bad_request
 from ..protocol.ids import new_id
 from . import parse_duration, retry_after_header
 from .schema import to_gemini_schema
+
+log = logging.getLogger(__name__)
 
 # ---- thought signatures ride inside the OpenAI tool-call id ---------------------------------
 # Gemini 3 requires a function call's thoughtSignature to come back on that call in the next
@@ -71,6 +75,33 @@ def _function_response(content: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"content": value}
 
 
+_MAJOR = re.compile(r"^gemini-(\d+)")
+
+
+def gemini_major(model: str) -> int:
+    """2 for gemini-2.5-pro, 3 for gemini-3-pro-preview / gemini-3.1-flash; 0 when unknown."""
+    m = _MAJOR.match(model)
+    return int(m.group(1)) if m else 0
+
+
+def _tool_result(m: c.Message, name: str, multimodal: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A tool message -> its functionResponse part, plus media parts that must travel separately.
+
+    Gemini 3 takes a result's images inside `functionResponse.parts`; older models refuse that
+    field ("`function_response.parts` is not supported for this model", gemini-cli#19436) and
+    may refuse extra parts beside the function responses (gemini-cli#17068), so there the images
+    follow in a user turn of their own."""
+    media = [_media_part(p) for p in m.content if isinstance(p, c.MediaPart)]
+    text = m.text()
+    if media and not text:
+        text = "(the result is the attached image)" if multimodal else "(the result's images follow)"
+    fr: dict[str, Any] = {"name": name, "response": _function_response(text)}
+    if media and multimodal:
+        fr["parts"] = media
+        media = []
+    return {"functionResponse": fr}, media
+
+
 def _args(arguments: str) -> dict[str, Any]:
     try:
         value = json.loads(arguments or "{}")
@@ -79,11 +110,13 @@ def _args(arguments: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def _contents(messages: list[c.Message]) -> tuple[list[dict[str, Any]], list[str]]:
+def _contents(messages: list[c.Message], model: str = "") -> tuple[list[dict[str, Any]], list[str]]:
     system: list[str] = []
     contents: list[dict[str, Any]] = []
     call_names: dict[str, str] = {}
     call_order: dict[str, int] = {}  # tool-call id -> position among its turn's calls
+    multimodal = gemini_major(model) >= 3
+    tool_media: list[dict[str, Any]] = []  # images of tool results, after the turn's functionResponses
 
     def add(role: str, parts: list[dict[str, Any]]) -> None:
         if not parts:
@@ -94,6 +127,9 @@ def _contents(messages: list[c.Message]) -> tuple[list[dict[str, Any]], list[str
             contents.append({"role": role, "parts": parts})
 
     for m in messages:
+        if m.role != "tool" and tool_media:
+            contents.append({"role": "user", "parts": tool_media})
+            tool_media = []
         if m.role == "system":
             text = m.text()
             if text:
@@ -101,9 +137,11 @@ def _contents(messages: list[c.Message]) -> tuple[list[dict[str, Any]], list[str
             continue
         if m.role == "tool":
             name = call_names.get(m.tool_call_id or "", m.name or "function")
-            part = {"functionResponse": {"name": name, "response": _function_response(m.text())}}
+            part, media = _tool_result(m, name, multimodal)
             add("user", [part])
             _order_responses(contents[-1]["parts"], call_order, m.tool_call_id, part)
+            if media:
+                tool_media += [{"text": f"(images returned by {name})"}, *media]
             continue
         parts: list[dict[str, Any]] = []
         for p in m.content:
@@ -124,6 +162,8 @@ def _contents(messages: list[c.Message]) -> tuple[list[dict[str, Any]], list[str
                 part["thoughtSignature"] = sig
             parts.append(part)
         add("model" if m.role == "assistant" else "user", parts)
+    if tool_media:
+        contents.append({"role": "user", "parts": tool_media})
     return contents, system
 
 
@@ -162,9 +202,11 @@ def _thinking(req: c.ChatRequest, model: str) -> dict[str, Any] | None:
     return {"thinkingBudget": min(budget, 32768 if pro else 24576), "includeThoughts": True}
 
 
-def build_request(req: c.ChatRequest, model: str) -> dict[str, Any]:
-    """The GenerateContentRequest body for `model` (the mapped upstream name)."""
-    contents, system = _contents(req.messages)
+def build_request(req: c.ChatRequest, model: str, *,
+                  safety: Sequence[Mapping[str, str]] | None = None) -> dict[str, Any]:
+    """The GenerateContentRequest body for `model` (the mapped upstream name); `safety` is the
+    account's (or the gateway's) safetySettings list."""
+    contents, system = _contents(req.messages, model)
     _strip_order(contents)
     if not contents:
         if not system:
@@ -196,7 +238,10 @@ def build_request(req: c.ChatRequest, model: str) -> dict[str, Any]:
         gen["thinkingConfig"] = thinking
     if gen:
         body["generationConfig"] = gen
+    if safety:
+        body["safetySettings"] = [dict(s) for s in safety]
 
+    search = req.web_search and _search_allowed(req, model)
     if req.tools:
         decls = []
         for t in req.tools:
@@ -217,7 +262,30 @@ def build_request(req: c.ChatRequest, model: str) -> dict[str, Any]:
                 if tc.mode == "auto":  # "allowed_tools" in auto mode: restrict, let the model choose
                     cfg["mode"] = "VALIDATED"
             body["toolConfig"] = {"functionCallingConfig": cfg}
+    if search:
+        body.setdefault("tools", []).append({"googleSearch": {}})
+        if req.tools:
+            # Gemini 3 "tool combination": built-in and function tools together need this flag
+            # (https://ai.google.dev/gemini-api/docs/tool-combination).
+            body.setdefault("toolConfig", {})["includeServerSideToolInvocations"] = True
     return body
+
+
+_search_dropped: set[str] = set()  # models already logged about, so a busy client does not flood the log
+
+
+def _search_allowed(req: c.ChatRequest, model: str) -> bool:
+    """Google Search grounding goes with function tools only on Gemini 3 and later: 2.x answers
+    400 "Tool use with function calling is unsupported" (googleapis/go-genai#323), so there the
+    search is dropped (with one log line per model) rather than failing a request whose client
+    (e.g. Codex) offers a search tool next to its function tools every turn."""
+    if not req.tools or gemini_major(model) >= 3:
+        return True
+    if model not in _search_dropped:
+        _search_dropped.add(model)
+        log.warning("web search dropped for %s: Gemini before 3 cannot combine Google Search with function "
+                    "tools; requests that offer both are sent without the search", model)
+    return False
 
 
 # ---- response ------------------------------------------------------------------------------
@@ -254,6 +322,67 @@ def usage_from(meta: dict[str, Any] | None) -> c.Usage:
     )
 
 
+# ---- grounding (Google Search) -------------------------------------------------------------
+
+
+def _char_span(encoded: bytes, text: str, segment: dict[str, Any], base: int) -> tuple[int, int] | None:
+    """A groundingSupport segment -> character offsets into `text`.
+
+    Google measures segments in UTF-8 bytes from the start of their part (Segment.startIndex /
+    endIndex in the API reference; startIndex 0 is left out of the JSON); OpenAI's url_citation
+    indexes characters. When the bytes do not land on the segment's own `text` (e.g. parts
+    counted differently in a stream), the text itself is looked up."""
+    seg_text = segment.get("text") if isinstance(segment.get("text"), str) else None
+    start, end = segment.get("startIndex") or 0, segment.get("endIndex")
+    if isinstance(start, int) and isinstance(end, int) and 0 <= base + start < base + end <= len(encoded):
+        s = len(encoded[:base + start].decode("utf-8", "ignore"))
+        e = s + len(encoded[base + start:base + end].decode("utf-8", "ignore"))
+        if seg_text is None or text[s:e] == seg_text:
+            return s, e
+    if seg_text:
+        found = text.find(seg_text)
+        if found >= 0:
+            return found, found + len(seg_text)
+    return None
+
+
+def _title(uri: str, title: Any) -> str:
+    if isinstance(title, str) and title:
+        return title
+    return uri.split("://", 1)[-1].split("/", 1)[0]
+
+
+def grounding_from(meta: Any, text: str, part_bases: Mapping[int, int] | None = None) -> c.Grounding | None:
+    """A candidate's groundingMetadata -> canonical Grounding; `text` is the candidate's visible
+    text, `part_bases` the byte offset where each part (by index) starts in it."""
+    if not isinstance(meta, dict):
+        return None
+    chunks: list[tuple[str, str] | None] = []
+    for chunk in meta.get("groundingChunks") or []:
+        web = chunk.get("web") if isinstance(chunk, dict) else None
+        uri = web.get("uri") if isinstance(web, dict) else None
+        chunks.append((uri, _title(uri, web.get("title"))) if isinstance(uri, str) and uri else None)
+    queries = [q for q in meta.get("webSearchQueries") or [] if isinstance(q, str) and q]
+    encoded = text.encode()
+    citations: list[c.Citation] = []
+    for support in meta.get("groundingSupports") or []:
+        if not isinstance(support, dict) or not isinstance(support.get("segment"), dict):
+            continue
+        segment = support["segment"]
+        base = (part_bases or {}).get(segment.get("partIndex") or 0, 0)
+        span = _char_span(encoded, text, segment, base)
+        if span is None:
+            continue
+        for i in dict.fromkeys(support.get("groundingChunkIndices") or []):
+            source = chunks[i] if isinstance(i, int) and 0 <= i < len(chunks) else None
+            if source is not None:
+                citations.append(c.Citation(span[0], span[1], source[0], source[1]))
+    sources = list(dict.fromkeys(s for s in chunks if s is not None))
+    if not (queries or sources or citations):
+        return None
+    return c.Grounding(queries, sources, citations)
+
+
 def _call_from_part(part: dict[str, Any]) -> c.ToolCall:
     fc = part["functionCall"]
     return c.ToolCall(tool_call_id(part.get("thoughtSignature")), fc.get("name", ""),
@@ -264,15 +393,18 @@ def completion_from(data: dict[str, Any], n: int = 1) -> c.Completion:
     choices: list[c.Choice] = []
     for pos, cand in enumerate(data.get("candidates") or []):
         ch = c.Choice(index=cand.get("index", pos))
-        for part in (cand.get("content") or {}).get("parts") or []:
+        bases: dict[int, int] = {}  # part index -> byte offset of that part in ch.text
+        for k, part in enumerate((cand.get("content") or {}).get("parts") or []):
             if "functionCall" in part:
                 ch.tool_calls.append(_call_from_part(part))
             elif part.get("thought"):
                 ch.reasoning += part.get("text", "")
                 ch.reasoning_signature = part.get("thoughtSignature") or ch.reasoning_signature
             elif "text" in part:
+                bases[k] = len(ch.text.encode())
                 ch.text += part["text"]
         ch.finish_reason = finish_reason(cand.get("finishReason"), bool(ch.tool_calls))
+        ch.grounding = grounding_from(cand.get("groundingMetadata"), ch.text, bases)
         choices.append(ch)
     if not choices:  # prompt blocked: promptFeedback.blockReason, no candidates
         choices = [c.Choice(index=i, finish_reason="content_filter") for i in range(n)]
@@ -329,6 +461,8 @@ class GeminiStreamDecoder:
         self._finished: set[int] = set()
         self._usage: dict[str, Any] | None = None
         self._blocked = False
+        self._texts: dict[int, list[str]] = {}  # candidate -> visible text so far (grounding offsets)
+        self._grounding: dict[int, Any] = {}  # candidate -> latest groundingMetadata not yet sent
 
     def feed(self, payload: str) -> list[c.StreamEvent]:
         try:
@@ -360,11 +494,21 @@ class GeminiStreamDecoder:
                     if part.get("text") or part.get("thoughtSignature"):
                         events.append(c.ReasoningDelta(idx, part.get("text", ""), part.get("thoughtSignature")))
                 elif part.get("text"):
+                    self._texts.setdefault(idx, []).append(part["text"])
                     events.append(c.TextDelta(idx, part["text"]))
+            if cand.get("groundingMetadata"):
+                # Usually on the last event; sent just before the finish, when all text is known.
+                self._grounding[idx] = cand["groundingMetadata"]
+            if (cand.get("finishReason") or idx in self._finished) and idx in self._grounding:
+                events += self._grounding_event(idx)
             if cand.get("finishReason") and idx not in self._finished:
                 self._finished.add(idx)
                 events.append(c.Finish(idx, finish_reason(cand["finishReason"], self._calls.get(idx, 0) > 0)))
         return events
+
+    def _grounding_event(self, idx: int) -> list[c.StreamEvent]:
+        grounding = grounding_from(self._grounding.pop(idx), "".join(self._texts.get(idx, [])))
+        return [c.GroundingUpdate(idx, grounding)] if grounding else []
 
     @property
     def complete(self) -> bool:
@@ -375,6 +519,8 @@ class GeminiStreamDecoder:
         if not self.complete:
             raise UpstreamError(502, "Upstream stream ended before the answer was complete.")
         events: list[c.StreamEvent] = []
+        for idx in list(self._grounding):
+            events += self._grounding_event(idx)
         if self._blocked:
             events += [c.Finish(i, "content_filter") for i in range(self._n) if i not in self._finished]
         events.append(c.UsageUpdate(usage_from(self._usage)))

@@ -3,12 +3,36 @@
 from __future__ import annotations
 
 import json
+import mimetypes
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from ..protocol import canonical as c
-from ..protocol.errors import UpstreamError
+from ..protocol.errors import UpstreamError, bad_request
 from . import retry_after_header
+
+LimitField = Literal["auto", "max_tokens", "max_completion_tokens"]
+# OpenAI's reasoning models (o1, o3-mini, o4-mini, ...) and gpt-5* answer 400 "Unsupported parameter:
+# 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead."
+_COMPLETION_TOKENS_MODELS = re.compile(r"^(o\d|gpt-5)")
+_OPENAI_HOSTS = ("api.openai.com", ".openai.azure.com")
+
+
+def limit_field(model: str, base_url: str, setting: LimitField = "auto") -> str:
+    """Which request field carries the output-token limit for this upstream.
+
+    `auto`: `max_completion_tokens` for OpenAI itself (api.openai.com, Azure OpenAI: max_tokens is
+    deprecated there and refused by reasoning models) and for o-series / gpt-5 names anywhere;
+    `max_tokens` elsewhere, because Ollama reads only `max_tokens` and silently drops the other
+    (its ChatCompletionRequest has no such field), while vLLM and LM Studio read both."""
+    if setting != "auto":
+        return setting
+    host = urlsplit(base_url).hostname or ""
+    if _COMPLETION_TOKENS_MODELS.match(model) or host.endswith(_OPENAI_HOSTS):
+        return "max_completion_tokens"
+    return "max_tokens"
 
 
 def error_from(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
@@ -35,6 +59,26 @@ def completion_from_body(body: bytes) -> c.Completion:
         raise UpstreamError(502, "Upstream returned a body that is not a chat completion.") from None
 
 
+_AUDIO_FORMATS = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/wave": "wav", "audio/mp3": "mp3",
+                  "audio/mpeg": "mp3"}
+
+
+def _media(p: c.MediaPart) -> dict[str, Any]:
+    """Each kind as its own Chat Completions part: images as image_url, audio as input_audio,
+    files as file (OpenAI, vLLM and Ollama refuse or misread audio/PDF data in an image_url)."""
+    mime = p.mime_type or "application/octet-stream"
+    if p.kind == "image":
+        return {"type": "image_url", "image_url": {"url": p.url or f"data:{mime};base64,{p.data}"}}
+    if p.data is None:  # Chat Completions has no file_url (only file_data or an uploaded file_id)
+        raise bad_request(f"An OpenAI-compatible upstream takes {p.kind}s only inline (base64 data), not "
+                          "by URL.", "input")
+    if p.kind == "audio":
+        fmt = _AUDIO_FORMATS.get(mime, mime.rpartition("/")[2])
+        return {"type": "input_audio", "input_audio": {"data": p.data, "format": fmt}}
+    name = p.filename or "file" + (mimetypes.guess_extension(mime) or "")
+    return {"type": "file", "file": {"file_data": f"data:{mime};base64,{p.data}", "filename": name}}
+
+
 def _content(m: c.Message) -> str | list[dict[str, Any]] | None:
     if all(isinstance(p, (c.TextPart, c.ReasoningPart)) for p in m.content):
         return m.text() if m.content or not m.tool_calls else None
@@ -43,14 +87,24 @@ def _content(m: c.Message) -> str | list[dict[str, Any]] | None:
         if isinstance(p, c.TextPart):
             parts.append({"type": "text", "text": p.text})
         elif isinstance(p, c.MediaPart):
-            url = p.url or f"data:{p.mime_type or 'application/octet-stream'};base64,{p.data}"
-            parts.append({"type": "image_url", "image_url": {"url": url}})
+            parts.append(_media(p))
     return parts
 
 
-def build_request(req: c.ChatRequest, model: str, stream: bool) -> dict[str, Any]:
+def _messages(req: c.ChatRequest) -> list[dict[str, Any]]:
     messages: list[dict[str, Any]] = []
+    tool_media: list[c.Part] = []  # images of tool results: tool messages take only text
     for m in req.messages:
+        if m.role != "tool" and tool_media:
+            messages.append({"role": "user", "content": _content(c.Message("user", tool_media))})
+            tool_media = []
+        if m.role == "tool" and any(isinstance(p, c.MediaPart) for p in m.content):
+            # OpenAI's tool messages take text parts only: the images follow in a user message.
+            tool_media += [c.TextPart(f"(attachments of tool result {m.tool_call_id})")]
+            tool_media += [p for p in m.content if isinstance(p, c.MediaPart)]
+            text = [p for p in m.content if isinstance(p, c.TextPart)]
+            m = c.Message("tool", text or [c.TextPart("(see the attachments that follow)")],
+                          tool_call_id=m.tool_call_id, name=m.name)
         out: dict[str, Any] = {"role": m.role, "content": _content(m)}
         if m.tool_calls:
             out["tool_calls"] = [{"id": t.id, "type": "function",
@@ -60,7 +114,14 @@ def build_request(req: c.ChatRequest, model: str, stream: bool) -> dict[str, Any
         if m.name and m.role == "user":
             out["name"] = m.name
         messages.append(out)
-    body: dict[str, Any] = {"model": model, "messages": messages, "stream": stream}
+    if tool_media:
+        messages.append({"role": "user", "content": _content(c.Message("user", tool_media))})
+    return messages
+
+
+def build_request(req: c.ChatRequest, model: str, stream: bool, *, limit: str = "max_tokens") -> dict[str, Any]:
+    """`limit` is the field for the output-token limit (see limit_field)."""
+    body: dict[str, Any] = {"model": model, "messages": _messages(req), "stream": stream}
     if stream:
         body["stream_options"] = {"include_usage": True}  # we always want usage for accounting
     for key in ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty", "parallel_tool_calls",
@@ -69,7 +130,7 @@ def build_request(req: c.ChatRequest, model: str, stream: bool) -> dict[str, Any
         if value is not None:
             body[key] = value
     if req.max_tokens is not None:
-        body["max_tokens"] = req.max_tokens
+        body[limit] = req.max_tokens
     if req.stop:
         body["stop"] = req.stop
     if req.n > 1:

@@ -62,14 +62,31 @@ def _user_parts(content: str | list, where: str) -> list[c.Part]:
             out.append(media_from_url(url, param + ".image_url.url"))
         elif isinstance(part, AudioContent):
             fmt = part.input_audio.format.lower()
-            out.append(c.MediaPart(mime_type=_AUDIO_MIME.get(fmt, f"audio/{fmt}"), data=part.input_audio.data))
+            out.append(c.MediaPart(mime_type=_AUDIO_MIME.get(fmt, f"audio/{fmt}"), data=part.input_audio.data,
+                                   kind="audio"))
         elif isinstance(part, FileContent):
-            if not part.file.file_data:
+            f = part.file
+            if not f.file_data:
                 raise bad_request("Uploaded file ids are not supported by this gateway; send file_data inline.",
                                   param + ".file")
-            out.append(media_from_url(part.file.file_data, param + ".file.file_data")
-                       if part.file.file_data.startswith("data:")
-                       else c.MediaPart(mime_type="application/pdf", data=part.file.file_data))
+            if f.file_data.startswith("data:"):
+                out.append(media_from_url(f.file_data, param + ".file.file_data", "file", f.filename))
+            else:  # bare base64: OpenAI takes PDFs there
+                out.append(c.MediaPart("application/pdf", f.file_data, kind="file", filename=f.filename))
+    return out
+
+
+def _tool_parts(content: str | list, where: str) -> list[c.Part]:
+    """A tool result: text, and images for tools that return them (screenshots, renders)."""
+    if isinstance(content, str):
+        return _text_of(content)
+    out: list[c.Part] = []
+    for j, part in enumerate(content):
+        if isinstance(part, ImageContent):
+            url = part.image_url if isinstance(part.image_url, str) else part.image_url.url
+            out.append(media_from_url(url, f"{where}.content[{j}].image_url.url"))
+        else:
+            out.append(c.TextPart(part.text))
     return out
 
 
@@ -98,7 +115,7 @@ def to_canonical(req: ChatCompletionRequest) -> c.ChatRequest:
                                         check_json_args(m.function_call.arguments, f"{where}.function_call")))
             messages.append(c.Message("assistant", parts, tool_calls=calls))
         elif role == "tool":
-            messages.append(c.Message("tool", _text_of(m.content), tool_call_id=m.tool_call_id))
+            messages.append(c.Message("tool", _tool_parts(m.content, where), tool_call_id=m.tool_call_id))
         else:  # deprecated "function" role answers the latest function_call
             call_id = legacy_call_ids[-1] if legacy_call_ids else new_id("call_", 8)
             messages.append(c.Message("tool", _text_of(m.content), tool_call_id=call_id, name=m.name))
@@ -131,6 +148,7 @@ def to_canonical(req: ChatCompletionRequest) -> c.ChatRequest:
         response_format=_response_format(req),
         reasoning_effort=req.reasoning_effort,
         user=req.user,
+        web_search=req.web_search_options is not None,
     )
 
 
@@ -175,6 +193,13 @@ def parse(body: Any) -> c.ChatRequest:
     return to_canonical(parse_chat_request(body))
 
 
+def parse_with_context(body: Any) -> tuple[c.ChatRequest, bool]:
+    """The canonical request and whether the client used the deprecated `functions` (and no
+    `tools`): it then gets `function_call` answers back, as OpenAI does."""
+    req = parse_chat_request(body)
+    return to_canonical(req), bool(req.functions) and not req.tools
+
+
 # ---- response ------------------------------------------------------------------------------
 
 
@@ -182,7 +207,19 @@ def _tool_call_json(tc: c.ToolCall) -> dict[str, Any]:
     return {"id": tc.id, "type": "function", "function": {"name": tc.name, "arguments": tc.arguments}}
 
 
-def render(completion: c.Completion, req: c.ChatRequest) -> dict[str, Any]:
+def _finish(reason: c.FinishReason, legacy: bool) -> str:
+    return "function_call" if legacy and reason == "tool_calls" else reason
+
+
+def annotations(grounding: c.Grounding | None) -> list[dict[str, Any]]:
+    """Cited spans as chat url_citation annotations (nested, character offsets into content)."""
+    if grounding is None:
+        return []
+    return [{"type": "url_citation", "url_citation": {"start_index": x.start, "end_index": x.end, "url": x.url,
+                                                      "title": x.title}} for x in grounding.citations]
+
+
+def render(completion: c.Completion, req: c.ChatRequest, legacy: bool = False) -> dict[str, Any]:
     choices = []
     for ch in completion.choices:
         message: dict[str, Any] = {
@@ -192,9 +229,16 @@ def render(completion: c.Completion, req: c.ChatRequest) -> dict[str, Any]:
         }
         if ch.reasoning:
             message["reasoning_content"] = ch.reasoning
-        if ch.tool_calls:
+        if ch.tool_calls and legacy:
+            # one call only in the legacy form; parallel calls beyond the first have no place
+            message["function_call"] = {"name": ch.tool_calls[0].name, "arguments": ch.tool_calls[0].arguments}
+        elif ch.tool_calls:
             message["tool_calls"] = [_tool_call_json(tc) for tc in ch.tool_calls]
-        choices.append({"index": ch.index, "message": message, "logprobs": None, "finish_reason": ch.finish_reason})
+        notes = annotations(ch.grounding)
+        if notes:
+            message["annotations"] = notes
+        choices.append({"index": ch.index, "message": message, "logprobs": None,
+                        "finish_reason": _finish(ch.finish_reason, legacy)})
     return {
         "id": new_id("chatcmpl-"),
         "object": "chat.completion",
@@ -216,7 +260,8 @@ class ChatStreamEncoder:
     id/type/name only in its first delta; usage chunk (choices: []) last when asked for.
     """
 
-    def __init__(self, req: c.ChatRequest) -> None:
+    def __init__(self, req: c.ChatRequest, legacy: bool = False) -> None:
+        self._legacy = legacy  # deprecated `functions`: stream `function_call` deltas
         self._base = {
             "id": new_id("chatcmpl-"),
             "object": "chat.completion.chunk",
@@ -244,6 +289,13 @@ class ChatStreamEncoder:
             return self._chunk(ev.choice, {"content": ev.text}) if ev.text else b""
         if isinstance(ev, c.ReasoningDelta):
             return self._chunk(ev.choice, {"reasoning_content": ev.text}) if ev.text else b""
+        if isinstance(ev, c.ToolCallDelta) and self._legacy:
+            if ev.call_index != 0:
+                return b""  # the legacy form has room for one call
+            first = ev.call_index not in self._calls_seen.setdefault(ev.choice, set())
+            self._calls_seen[ev.choice].add(ev.call_index)
+            fc = {"name": ev.name, "arguments": ev.arguments} if first else {"arguments": ev.arguments}
+            return self._chunk(ev.choice, {"function_call": fc})
         if isinstance(ev, c.ToolCallDelta):
             seen = self._calls_seen.setdefault(ev.choice, set())
             call: dict[str, Any] = {"index": ev.call_index}
@@ -254,7 +306,10 @@ class ChatStreamEncoder:
                 call["function"] = {"arguments": ev.arguments}
             return self._chunk(ev.choice, {"tool_calls": [call]})
         if isinstance(ev, c.Finish):
-            return self._chunk(ev.choice, {}, ev.reason)
+            return self._chunk(ev.choice, {}, _finish(ev.reason, self._legacy))
+        if isinstance(ev, c.GroundingUpdate):
+            notes = annotations(ev.grounding)
+            return self._chunk(ev.choice, {"annotations": notes}) if notes else b""
         if isinstance(ev, c.UsageUpdate):
             self._usage = ev.usage
         return b""
@@ -277,11 +332,11 @@ class ChatFrontend(Frontend):
 
     path = "/v1/chat/completions"
 
-    async def parse(self, body: Any) -> tuple[c.ChatRequest, None]:
-        return parse(body), None
+    async def parse(self, body: Any) -> tuple[c.ChatRequest, bool]:
+        return parse_with_context(body)
 
-    def render(self, completion: c.Completion, req: c.ChatRequest, ctx: None) -> dict[str, Any]:
-        return render(completion, req)
+    def render(self, completion: c.Completion, req: c.ChatRequest, ctx: bool) -> dict[str, Any]:
+        return render(completion, req, legacy=ctx)
 
-    def encoder(self, req: c.ChatRequest, ctx: None) -> ChatStreamEncoder:
-        return ChatStreamEncoder(req)
+    def encoder(self, req: c.ChatRequest, ctx: bool) -> ChatStreamEncoder:
+        return ChatStreamEncoder(req, legacy=ctx)

@@ -9,16 +9,57 @@ from ..protocol import canonical as c
 from ..protocol.errors import bad_request
 
 
-def media_from_url(url: str, param: str) -> c.MediaPart:
+def media_from_url(url: str, param: str, kind: c.MediaKind = "image", filename: str | None = None) -> c.MediaPart:
     """Accept data: URLs and http(s) URLs only: a gateway must never read local paths (file:, /etc/...)."""
     if url.startswith("data:"):
         header, sep, data = url[5:].partition(",")
         if not sep or ";base64" not in header:
             raise bad_request("Image data URLs must be base64 encoded (data:<mime>;base64,<data>).", param)
-        return c.MediaPart(mime_type=header.split(";")[0] or None, data=data)
+        return c.MediaPart(mime_type=header.split(";")[0] or None, data=data, kind=kind, filename=filename)
     if url.startswith(("http://", "https://")):
-        return c.MediaPart(url=url)
+        return c.MediaPart(url=url, kind=kind, filename=filename)
     raise bad_request("Only http(s) and base64 data: URLs are accepted for media.", param, code="invalid_image_url")
+
+
+# ---- freeform ("custom") tools -------------------------------------------------------------
+# Upstreams here only know JSON function tools, so a freeform tool (Codex's apply_patch) is
+# offered as a function with one string parameter; its calls are unwrapped back to raw text.
+
+CUSTOM_INPUT = "input"
+
+
+def custom_tool(name: str, description: str | None, fmt: dict[str, Any] | None) -> c.Tool:
+    """A freeform tool as a function taking its raw text in `input`, the grammar in the description."""
+    hint = (f"This tool takes raw text, not JSON: put the complete text in the `{CUSTOM_INPUT}` argument, "
+            "exactly as the tool expects it.")
+    if isinstance(fmt, dict) and fmt.get("type") == "grammar" and isinstance(fmt.get("definition"), str):
+        syntax = fmt.get("syntax") if isinstance(fmt.get("syntax"), str) else "lark"
+        hint += f" The text must match this {syntax} grammar:\n{fmt['definition']}"
+    params = {"type": "object", "properties": {CUSTOM_INPUT: {"type": "string", "description":
+              "The raw input text of the tool."}}, "required": [CUSTOM_INPUT]}
+    return c.Tool(name, f"{description}\n\n{hint}" if description else hint, params)
+
+
+def custom_arguments(text: str) -> str:
+    """A freeform call's raw input -> the JSON arguments of its function form."""
+    return json.dumps({CUSTOM_INPUT: text}, ensure_ascii=False)
+
+
+def custom_input(arguments: str) -> str:
+    """The JSON arguments of a freeform tool's function form -> the raw input text."""
+    try:
+        args = json.loads(arguments or "{}")
+    except ValueError:
+        return arguments
+    if isinstance(args, dict):
+        if isinstance(args.get(CUSTOM_INPUT), str):
+            return args[CUSTOM_INPUT]
+        texts = [v for v in args.values() if isinstance(v, str)]
+        if len(args) == 1 and texts:  # the model named the one parameter differently
+            return texts[0]
+        if not args:
+            return ""
+    return arguments
 
 
 def check_json_args(arguments: str, param: str) -> str:

@@ -22,6 +22,8 @@ from ..protocol import canonical as c
 from ..protocol.errors import GatewayError, bad_request
 from ..protocol.ids import new_id
 from ..protocol.openai.responses import (
+    CustomToolCallItem,
+    CustomToolDef,
     FunctionCallItem,
     FunctionCallOutputItem,
     FunctionToolDef,
@@ -34,11 +36,12 @@ from ..protocol.openai.responses import (
     RefusalPart,
     ResponsesRequest,
     TextConfig,
+    WebSearchToolDef,
     validate_request,
 )
 from ..response_store import ResponseStore
 from .base import Frontend, Route
-from .common import check_json_args, media_from_url
+from .common import check_json_args, custom_arguments, custom_input, custom_tool, media_from_url
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +60,11 @@ def _image(part: InputImage, param: str) -> c.MediaPart:
 def _file(part: InputFile, param: str) -> c.MediaPart:
     if part.file_data:
         if part.file_data.startswith("data:"):
-            return media_from_url(part.file_data, param + ".file_data")
-        return c.MediaPart(mime_type="application/pdf", data=part.file_data)  # bare base64: OpenAI takes PDFs
+            return media_from_url(part.file_data, param + ".file_data", "file", part.filename)
+        # bare base64: OpenAI takes PDFs
+        return c.MediaPart(mime_type="application/pdf", data=part.file_data, kind="file", filename=part.filename)
     if part.file_url:
-        return media_from_url(part.file_url, param + ".file_url")
+        return media_from_url(part.file_url, param + ".file_url", "file", part.filename)
     raise bad_request("Uploaded file ids are not supported by this gateway; send the file inline as "
                       "'file_data' or by 'file_url'.", param + (".file_id" if part.file_id else ""))
 
@@ -120,7 +124,10 @@ def input_messages(items: str | list[Any] | None) -> list[c.Message]:
             # The client's call_id is the canonical id: the Gemini translator encodes thought
             # signatures into the ids it creates, so they come back intact.
             _assistant_turn(out).tool_calls.append(c.ToolCall(item.call_id, item.name, args))
-        elif isinstance(item, FunctionCallOutputItem):
+        elif isinstance(item, CustomToolCallItem):
+            # upstream, a freeform tool is a function taking its raw text as `input`
+            _assistant_turn(out).tool_calls.append(c.ToolCall(item.call_id, item.name, custom_arguments(item.input)))
+        elif isinstance(item, FunctionCallOutputItem):  # custom_tool_call_output included
             out.append(c.Message("tool", _parts(item.output, where + ".output", media=True),
                                  tool_call_id=item.call_id))
         elif isinstance(item, ReasoningItem):
@@ -131,51 +138,68 @@ def input_messages(items: str | list[Any] | None) -> list[c.Message]:
     return out
 
 
-def _tools(defs: list[Any] | None) -> tuple[list[c.Tool], set[str]]:
-    """Function tools go upstream; the names/types of the skipped hosted and custom tools are returned."""
-    tools: list[c.Tool] = []
-    skipped: set[str] = set()
+@dataclass(slots=True)
+class _Tools:
+    upstream: list[c.Tool] = field(default_factory=list)  # function and freeform tools, as functions
+    custom: set[str] = field(default_factory=set)  # names of the freeform ones
+    skipped: set[str] = field(default_factory=set)  # names/types of hosted tools that stay behind
+    web_search: bool = False
+
+
+def _tools(defs: list[Any] | None) -> _Tools:
+    """Function tools and freeform tools (as functions) go upstream, a web search tool becomes the
+    upstream's search; other hosted tools are skipped (their names/types are kept for tool_choice)."""
+    out = _Tools()
     for t in defs or []:
         if isinstance(t, FunctionToolDef):
-            tools.append(c.Tool(t.name, t.description, t.parameters, t.strict))
+            out.upstream.append(c.Tool(t.name, t.description, t.parameters, t.strict))
+        elif isinstance(t, CustomToolDef):
+            out.upstream.append(custom_tool(t.name, t.description, t.format))
+            out.custom.add(t.name)
+        elif isinstance(t, WebSearchToolDef) and t.external_web_access is not False:
+            out.web_search = True
         else:
-            skipped.update(n for n in (t.name, t.type) if n)
-    return tools, skipped
+            # Includes Codex's default web_search, `external_web_access: false` (its cached index
+            # only): Gemini has only live Google Search, which is not what was asked for.
+            out.skipped.update(n for n in (getattr(t, "name", None), t.type) if n)
+    return out
 
 
-def _check_names(names: tuple[str, ...], tools: list[c.Tool], skipped: set[str]) -> None:
-    known = {t.name for t in tools}
+def _check_names(names: tuple[str, ...], tools: _Tools) -> None:
+    known = {t.name for t in tools.upstream}
     for name in names:
-        if name in skipped:
+        if name in tools.skipped:
             raise bad_request(f"tool_choice names '{name}', a tool this gateway does not forward (only function "
-                              "tools reach the upstream).", "tool_choice")
+                              "and custom tools reach the upstream).", "tool_choice")
         if name not in known:
             raise bad_request(f"tool_choice names unknown tool '{name}'.", "tool_choice")
 
 
-def _tool_choice(choice: Any, tools: list[c.Tool], skipped: set[str]) -> c.ToolChoice | None:
+def _tool_choice(choice: Any, tools: _Tools) -> c.ToolChoice | None:
     if choice is None:
         return None
     if isinstance(choice, str):
-        if choice == "required" and not tools:
+        if choice == "required" and not tools.upstream:
             raise bad_request("tool_choice 'required' needs at least one function tool.", "tool_choice")
         return c.ToolChoice(choice)
-    if choice.type == "function":
+    if choice.type in ("function", "custom"):
         if not choice.name:
             raise bad_request("Missing required parameter: 'tool_choice.name'.", "tool_choice.name")
-        _check_names((choice.name,), tools, skipped)
+        _check_names((choice.name,), tools)
         return c.ToolChoice("required", (choice.name,))
     if choice.type == "allowed_tools":
         entries = choice.tools or []
-        if not entries or any(e.get("type") != "function" or not e.get("name") for e in entries):
+        if not entries or any(e.get("type") not in ("function", "custom") or not e.get("name") for e in entries):
             raise bad_request("allowed_tools must list function tools as {type: 'function', name}.",
                               "tool_choice.tools")
         names = tuple(e["name"] for e in entries)
-        _check_names(names, tools, skipped)
+        _check_names(names, tools)
         return c.ToolChoice(choice.mode or "auto", names)
-    # {type: "web_search_preview"}, {type: "custom", name}, {type: "mcp", ...}: tools that were skipped
+    if tools.web_search and choice.type.startswith("web_search"):
+        return c.ToolChoice("auto")  # Google Search cannot be forced: the model decides whether to search
+    # {type: "mcp", ...}, {type: "file_search"}: tools that were skipped
     raise bad_request(f"tool_choice names '{choice.name or choice.type}', a {choice.type} tool this gateway does "
-                      "not forward (only function tools reach the upstream).", "tool_choice")
+                      "not forward (only function and custom tools reach the upstream).", "tool_choice")
 
 
 def _response_format(text: TextConfig | None) -> c.ResponseFormat | None:
@@ -202,8 +226,24 @@ def usage_json(u: c.Usage) -> dict[str, Any]:
     }
 
 
-def text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def text_part(text: str, annotations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": annotations or [], "logprobs": []}
+
+
+def annotations(grounding: c.Grounding | None) -> list[dict[str, Any]]:
+    """Cited spans as Responses url_citation annotations (flat, character offsets into the text)."""
+    if grounding is None:
+        return []
+    return [{"type": "url_citation", "start_index": x.start, "end_index": x.end, "url": x.url, "title": x.title}
+            for x in grounding.citations]
+
+
+def web_search_item(item_id: str, grounding: c.Grounding) -> dict[str, Any]:
+    action: dict[str, Any] = {"type": "search", "queries": grounding.queries,
+                              "sources": [{"type": "url", "url": url} for url, _ in grounding.sources]}
+    if grounding.queries:
+        action["query"] = grounding.queries[0]  # the older single-query field
+    return {"id": item_id, "type": "web_search_call", "status": "completed", "action": action}
 
 
 def reasoning_item(item_id: str, text: str, signature: str | None) -> dict[str, Any]:
@@ -216,9 +256,9 @@ def reasoning_item(item_id: str, text: str, signature: str | None) -> dict[str, 
     return item
 
 
-def message_item(item_id: str, text: str) -> dict[str, Any]:
+def message_item(item_id: str, text: str, notes: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {"id": item_id, "type": "message", "status": "completed", "role": "assistant",
-            "content": [text_part(text)]}
+            "content": [text_part(text, notes)]}
 
 
 def call_item(item_id: str, call: c.ToolCall, status: str = "completed") -> dict[str, Any]:
@@ -226,13 +266,26 @@ def call_item(item_id: str, call: c.ToolCall, status: str = "completed") -> dict
             "call_id": call.id, "name": call.name}
 
 
-def output_items(choice: c.Choice) -> list[dict[str, Any]]:
+def custom_call_item(item_id: str, call: c.ToolCall, text: str, status: str = "completed") -> dict[str, Any]:
+    return {"id": item_id, "type": "custom_tool_call", "status": status, "call_id": call.id, "name": call.name,
+            "input": text}
+
+
+def tool_call_item(call: c.ToolCall, custom: frozenset[str]) -> dict[str, Any]:
+    if call.name in custom:
+        return custom_call_item(new_id("ctc_"), call, custom_input(call.arguments))
+    return call_item(new_id("fc_"), call)
+
+
+def output_items(choice: c.Choice, custom: frozenset[str] = frozenset()) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     if choice.reasoning or choice.reasoning_signature:
         items.append(reasoning_item(new_id("rs_"), choice.reasoning, choice.reasoning_signature))
+    if choice.grounding is not None:
+        items.append(web_search_item(new_id("ws_"), choice.grounding))
     if choice.text:
-        items.append(message_item(new_id("msg_"), choice.text))
-    items += [call_item(new_id("fc_"), tc) for tc in choice.tool_calls]
+        items.append(message_item(new_id("msg_"), choice.text, annotations(choice.grounding)))
+    items += [tool_call_item(tc, custom) for tc in choice.tool_calls]
     return items
 
 
@@ -255,6 +308,8 @@ def assistant_turn(items: list[dict[str, Any]]) -> c.Message:
             turn.content += [c.TextPart(p["text"]) for p in item["content"]]
         elif item["type"] == "function_call":
             turn.tool_calls.append(c.ToolCall(item["call_id"], item["name"], item["arguments"]))
+        elif item["type"] == "custom_tool_call":
+            turn.tool_calls.append(c.ToolCall(item["call_id"], item["name"], custom_arguments(item["input"])))
     return turn
 
 
@@ -268,6 +323,7 @@ class ResponseContext:
     echo: dict[str, Any]  # request fields every Response object repeats (model, tools, ...)
     conversation: list[c.Message]  # history + new input, without `instructions` (not carried over)
     store: bool  # False when the client sent store: false
+    custom: frozenset[str] = frozenset()  # freeform tools: their calls become custom_tool_call items
     final: dict[str, Any] | None = None  # the finished Response object, once there is one
     output: list[dict[str, Any]] = field(default_factory=list)
 
@@ -315,7 +371,7 @@ def sse_event(kind: str, data: dict[str, Any]) -> bytes:
             + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n")
 
 
-ItemKind = Literal["reasoning", "message", "function_call"]
+ItemKind = Literal["reasoning", "message", "function_call", "custom_tool_call"]
 
 
 @dataclass(slots=True)
@@ -327,6 +383,7 @@ class _OpenItem:
     part_open: bool = False  # reasoning: summary part announced
     signature: str | None = None
     call_index: int | None = None
+    notes: list[dict[str, Any]] = field(default_factory=list)  # message: url_citation annotations
 
 
 class ResponsesStreamEncoder:
@@ -343,6 +400,7 @@ class ResponsesStreamEncoder:
         self._open: _OpenItem | None = None
         self._finish: c.FinishReason = "stop"
         self._usage = c.Usage()
+        self._search: c.Grounding | None = None
 
     def _emit(self, kind: str, **fields: Any) -> bytes:
         data = {"type": kind, "sequence_number": self._seq, **fields}
@@ -366,11 +424,15 @@ class ResponsesStreamEncoder:
             return self._reasoning(ev)
         if isinstance(ev, c.ToolCallDelta):
             return self._call(ev)
+        if isinstance(ev, c.GroundingUpdate):
+            return self._grounding(ev.grounding)
         self._finish = ev.reason  # Finish
         return b""
 
     def close(self) -> bytes:
         out = self._close_open()
+        if self._search is not None:
+            out += self._search_item(self._search)
         response = self._ctx.finish(self._done, self._usage, self._finish)
         kind = "response.completed" if response["status"] == "completed" else "response.incomplete"
         return out + self._emit(kind, response=response)
@@ -392,7 +454,7 @@ class ResponsesStreamEncoder:
         if it is None:
             return b""
         close = {"reasoning": self._close_reasoning, "message": self._close_message,
-                 "function_call": self._close_call}[it.kind]
+                 "function_call": self._close_call, "custom_tool_call": self._close_custom}[it.kind]
         out, item = close(it)
         self._done.append(item)
         return out + self._emit("response.output_item.done", output_index=it.index, item=item)
@@ -413,8 +475,35 @@ class ResponsesStreamEncoder:
     def _close_message(self, it: _OpenItem) -> tuple[bytes, dict[str, Any]]:
         ids = {"item_id": it.item["id"], "output_index": it.index, "content_index": 0}
         out = self._emit("response.output_text.done", **ids, text=it.text, logprobs=[])
-        out += self._emit("response.content_part.done", **ids, part=text_part(it.text))
-        return out, message_item(it.item["id"], it.text)
+        out += self._emit("response.content_part.done", **ids, part=text_part(it.text, it.notes))
+        return out, message_item(it.item["id"], it.text, it.notes)
+
+    def _grounding(self, grounding: c.Grounding) -> bytes:
+        """Citations go on the message still open (the grounding arrives with the last text); the
+        web_search_call item itself follows once that message is closed."""
+        self._search = grounding
+        it = self._open
+        notes = annotations(grounding)
+        if it is None or it.kind != "message" or not notes:
+            if notes:
+                log.debug("dropping %d citations: no message is open to carry them", len(notes))
+            return b""
+        out = b""
+        for note in notes:
+            out += self._emit("response.output_text.annotation.added", item_id=it.item["id"], output_index=it.index,
+                              content_index=0, annotation_index=len(it.notes), annotation=note)
+            it.notes.append(note)
+        return out
+
+    def _search_item(self, grounding: c.Grounding) -> bytes:
+        item = web_search_item(new_id("ws_"), grounding)
+        ids = {"item_id": item["id"], "output_index": len(self._done)}
+        out = self._emit("response.output_item.added", output_index=ids["output_index"],
+                         item={**item, "status": "in_progress"})
+        for phase in ("in_progress", "searching", "completed"):
+            out += self._emit(f"response.web_search_call.{phase}", **ids)
+        self._done.append(item)
+        return out + self._emit("response.output_item.done", output_index=ids["output_index"], item=item)
 
     def _reasoning(self, ev: c.ReasoningDelta) -> bytes:
         out = b""
@@ -444,26 +533,37 @@ class ResponsesStreamEncoder:
     def _call(self, ev: c.ToolCallDelta) -> bytes:
         out = b""
         it = self._open
-        if it is None or it.kind != "function_call" or it.call_index != ev.call_index:
+        if it is None or it.kind not in ("function_call", "custom_tool_call") or it.call_index != ev.call_index:
             if ev.id is None:
                 # Upstream decoders deliver each call's deltas contiguously, header first; a stray
                 # fragment of an already closed call cannot be placed in a closed item.
                 log.warning("dropping arguments for tool call %d that is not open", ev.call_index)
                 return b""
-            item = call_item(new_id("fc_"), c.ToolCall(ev.id, ev.name or "", ""), status="in_progress")
-            out, it = self._begin("function_call", item)
+            call = c.ToolCall(ev.id, ev.name or "", "")
+            if call.name in self._ctx.custom:
+                out, it = self._begin("custom_tool_call", custom_call_item(new_id("ctc_"), call, "", "in_progress"))
+            else:
+                out, it = self._begin("function_call", call_item(new_id("fc_"), call, status="in_progress"))
             it.call_index = ev.call_index
         if ev.arguments:
             it.text += ev.arguments
-            out += self._emit("response.function_call_arguments.delta", item_id=it.item["id"],
-                              output_index=it.index, delta=ev.arguments)
+            if it.kind == "function_call":  # a custom call's input is only known once its JSON is whole
+                out += self._emit("response.function_call_arguments.delta", item_id=it.item["id"],
+                                  output_index=it.index, delta=ev.arguments)
         return out
 
     def _close_call(self, it: _OpenItem) -> tuple[bytes, dict[str, Any]]:
         args = it.text or "{}"
         out = self._emit("response.function_call_arguments.done", item_id=it.item["id"], output_index=it.index,
-                         arguments=args)
+                         name=it.item["name"], arguments=args)
         return out, call_item(it.item["id"], c.ToolCall(it.item["call_id"], it.item["name"], args))
+
+    def _close_custom(self, it: _OpenItem) -> tuple[bytes, dict[str, Any]]:
+        text = custom_input(it.text)
+        ids = {"item_id": it.item["id"], "output_index": it.index}
+        out = self._emit("response.custom_tool_call_input.delta", **ids, delta=text) if text else b""
+        out += self._emit("response.custom_tool_call_input.done", **ids, input=text)
+        return out, custom_call_item(it.item["id"], c.ToolCall(it.item["call_id"], it.item["name"], ""), text)
 
 
 # ---- the front end -----------------------------------------------------------------------------
@@ -488,7 +588,7 @@ class ResponsesFrontend(Frontend):
         if not conversation and not req.instructions:
             raise bad_request("'input' must contain at least one item.", "input")
         system = [c.Message("system", [c.TextPart(req.instructions)])] if req.instructions else []
-        tools, skipped = _tools(req.tools)
+        tools = _tools(req.tools)
         creq = c.ChatRequest(
             model=req.model,
             messages=system + conversation,
@@ -496,15 +596,16 @@ class ResponsesFrontend(Frontend):
             temperature=req.temperature,
             top_p=req.top_p,
             max_tokens=req.max_output_tokens,
-            tools=tools,
-            tool_choice=_tool_choice(req.tool_choice, tools, skipped),
+            tools=tools.upstream,
+            tool_choice=_tool_choice(req.tool_choice, tools),
             parallel_tool_calls=req.parallel_tool_calls,
             response_format=_response_format(req.text),
             reasoning_effort=req.reasoning.effort if req.reasoning else None,
             user=req.user,
+            web_search=tools.web_search,
         )
         ctx = ResponseContext(new_id("resp_"), int(time.time()), _echo(req, body), conversation,
-                              store=req.store is not False)
+                              store=req.store is not False, custom=frozenset(tools.custom))
         return creq, ctx
 
     async def _history(self, previous_id: str | None) -> list[c.Message]:
@@ -518,7 +619,7 @@ class ResponsesFrontend(Frontend):
 
     def render(self, completion: c.Completion, req: c.ChatRequest, ctx: ResponseContext) -> dict[str, Any]:
         choice = completion.choices[0] if completion.choices else c.Choice()
-        return ctx.finish(output_items(choice), completion.usage, choice.finish_reason)
+        return ctx.finish(output_items(choice, ctx.custom), completion.usage, choice.finish_reason)
 
     def encoder(self, req: c.ChatRequest, ctx: ResponseContext) -> ResponsesStreamEncoder:
         return ResponsesStreamEncoder(req, ctx)

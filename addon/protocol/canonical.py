@@ -22,13 +22,21 @@ class TextPart:
     text: str
 
 
+MediaKind = Literal["image", "audio", "file"]
+
+
 @dataclass(slots=True)
 class MediaPart:
-    """An image/audio/file given inline (base64 `data`) or by remote `url` (http/https only)."""
+    """An image/audio/file given inline (base64 `data`) or by remote `url` (http/https only).
+
+    `kind` is what the client called it (an OpenAI-compatible upstream needs the matching part
+    type back: image_url, input_audio or file); `filename` travels with files."""
 
     mime_type: str | None = None
     data: str | None = None
     url: str | None = None
+    kind: MediaKind = "image"
+    filename: str | None = None
 
 
 @dataclass(slots=True)
@@ -105,9 +113,29 @@ class ChatRequest:
     response_format: ResponseFormat | None = None
     reasoning_effort: str | None = None  # none|minimal|low|medium|high
     user: str | None = None
+    web_search: bool = False  # the client offered a hosted web search tool (Responses) / web_search_options (chat)
 
 
 # ---- response ------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Citation:
+    """A span of the answer text backed by a web source; offsets are characters, end exclusive."""
+
+    start: int
+    end: int
+    url: str
+    title: str
+
+
+@dataclass(slots=True)
+class Grounding:
+    """What a hosted web search did for one answer: its queries, the pages, and the cited spans."""
+
+    queries: list[str] = field(default_factory=list)
+    sources: list[tuple[str, str]] = field(default_factory=list)  # (url, title)
+    citations: list[Citation] = field(default_factory=list)
+
 
 @dataclass(slots=True)
 class Usage:
@@ -129,6 +157,7 @@ class Choice:
     reasoning_signature: str | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: FinishReason = "stop"
+    grounding: Grounding | None = None
 
 
 @dataclass(slots=True)
@@ -175,4 +204,12 @@ class UsageUpdate:
     usage: Usage
 
 
-StreamEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finish | UsageUpdate
+@dataclass(slots=True)
+class GroundingUpdate:
+    """The web search behind a choice; citations index the choice's text streamed so far."""
+
+    choice: int
+    grounding: Grounding
+
+
+StreamEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finish | UsageUpdate | GroundingUpdate

@@ -28,7 +28,8 @@ class CloudCodeProvider(GeminiProvider):
 
     async def _send(self, acc: CloudCodeAccount, req: c.ChatRequest, model: str,  # type: ignore[override]
                     stream: bool) -> UpstreamResponse:
-        wrapped = {"model": model, "project": acc.project, "request": gemini.build_request(req, model)}
+        inner = gemini.build_request(req, model, safety=acc.safety_settings)
+        wrapped = {"model": model, "project": acc.project, "request": inner}
         body = json.dumps(wrapped, ensure_ascii=False).encode()
         url = f"{acc.base_url}/v1internal:{verb(stream)}"
         for attempt in (1, 2):

@@ -31,7 +31,8 @@ class GeminiProvider:
         return resp
 
     async def _send(self, acc: GeminiAccount, req: c.ChatRequest, model: str, stream: bool) -> UpstreamResponse:
-        body = json.dumps(gemini.build_request(req, model), ensure_ascii=False).encode()
+        inner = gemini.build_request(req, model, safety=acc.safety_settings)
+        body = json.dumps(inner, ensure_ascii=False).encode()
         url = f"{acc.base_url}/v1beta/models/{model}:{verb(stream)}"
         return await self._post(url, {**JSON, "x-goog-api-key": acc.api_key or ""}, body)
 

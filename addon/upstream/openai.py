@@ -29,10 +29,15 @@ class OpenAIProvider:
             raise tr.error_from(resp.status, await resp.read(), resp.headers)
         return resp
 
+    @staticmethod
+    def _body(acc: OpenAIAccount, req: c.ChatRequest, model: str, stream: bool) -> dict[str, Any]:
+        limit = tr.limit_field(model, acc.base_url, acc.max_tokens_field)
+        return tr.build_request(req, model, stream, limit=limit)
+
     async def complete(self, acc: OpenAIAccount, req: c.ChatRequest, model: str) -> c.Completion:
-        resp = await self._send(acc, tr.build_request(req, model, stream=False))
+        resp = await self._send(acc, self._body(acc, req, model, stream=False))
         return tr.completion_from_body(await resp.read())
 
     async def stream(self, acc: OpenAIAccount, req: c.ChatRequest, model: str) -> StreamBatches:
-        resp = await self._send(acc, tr.build_request(req, model, stream=True))
+        resp = await self._send(acc, self._body(acc, req, model, stream=True))
         return decode_stream(resp, tr.OpenAIStreamDecoder())

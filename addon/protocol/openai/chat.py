@@ -56,6 +56,8 @@ class RefusalContent(Wire):
 
 UserPart = Annotated[Union[TextContent, ImageContent, AudioContent, FileContent], Field(discriminator="type")]
 AssistantPart = Annotated[Union[TextContent, RefusalContent], Field(discriminator="type")]
+# OpenAI documents text-only tool results; tools that return screenshots send image parts anyway.
+ToolPart = Annotated[Union[TextContent, ImageContent], Field(discriminator="type")]
 
 
 class FunctionCallBody(Wire):
@@ -92,7 +94,7 @@ class AssistantMessage(Wire):
 
 class ToolMessage(Wire):
     role: Literal["tool"]
-    content: str | list[TextContent]
+    content: str | list[ToolPart]
     tool_call_id: str
 
 
@@ -173,6 +175,8 @@ class ChatCompletionRequest(Wire):
     response_format: ResponseFormatIn | None = None
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     user: str | None = None
+    # search_context_size / user_location have no Gemini equivalent: only the presence counts
+    web_search_options: dict[str, Any] | None = None
 
 
 def parse_chat_request(body: Any) -> ChatCompletionRequest:

@@ -87,6 +87,21 @@ class FunctionCallOutputItem(Wire):
     output: str | list[ContentPart]
 
 
+class CustomToolCallItem(Wire):
+    """A freeform tool call replayed by the client (Codex sends it back without `id`)."""
+
+    type: Literal["custom_tool_call"]
+    call_id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    input: str
+
+
+class CustomToolCallOutputItem(FunctionCallOutputItem):
+    """The result of a freeform tool call: the same fields as a function call's output."""
+
+    type: Literal["custom_tool_call_output"]  # type: ignore[assignment]
+
+
 class SummaryText(Wire):
     type: Literal["summary_text"] = "summary_text"
     text: str
@@ -105,16 +120,20 @@ class ReasoningItem(Wire):
 
 
 class OtherItem(Wire):
-    """Item types with nothing to forward upstream (web_search_call, custom_tool_call, ...): skipped."""
+    """Item types with nothing to forward upstream (web_search_call, local_shell_call, ...): skipped."""
 
     type: str
 
 
 _ITEM_TAGS: dict[str | None, str] = {None: "Message", "message": "Message", "function_call": "FunctionCall",
-                                     "function_call_output": "FunctionCallOutput", "reasoning": "Reasoning"}
+                                     "function_call_output": "FunctionCallOutput", "reasoning": "Reasoning",
+                                     "custom_tool_call": "CustomToolCall",
+                                     "custom_tool_call_output": "CustomToolCallOutput"}
 InputItem = Annotated[
     Union[Annotated[MessageItem, Tag("Message")], Annotated[FunctionCallItem, Tag("FunctionCall")],
           Annotated[FunctionCallOutputItem, Tag("FunctionCallOutput")], Annotated[ReasoningItem, Tag("Reasoning")],
+          Annotated[CustomToolCallItem, Tag("CustomToolCall")],
+          Annotated[CustomToolCallOutputItem, Tag("CustomToolCallOutput")],
           Annotated[OtherItem, Tag("Other")]],
     Discriminator(_tagger(_ITEM_TAGS, "Other")),
 ]
@@ -128,16 +147,38 @@ class FunctionToolDef(Wire):
     strict: bool | None = None
 
 
+class CustomToolDef(Wire):
+    """A freeform tool (Codex's apply_patch): raw text in, constrained by `format` (text or a grammar)."""
+
+    type: Literal["custom"]
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    format: dict[str, Any] | None = None
+
+
+WEB_SEARCH_TYPES = ("web_search", "web_search_2025_08_26", "web_search_preview", "web_search_preview_2025_03_11")
+
+
+class WebSearchToolDef(Wire):
+    """The hosted web search; filters, user_location and search_context_size have no Gemini equivalent."""
+
+    type: Literal[WEB_SEARCH_TYPES]  # type: ignore[valid-type]
+    external_web_access: bool | None = None  # Codex: false = its cached index only, no live search
+
+
 class OtherToolDef(Wire):
-    """Hosted and custom tools (web_search, local_shell, custom, mcp, ...): no upstream equivalent, skipped."""
+    """Hosted tools (local_shell, mcp, file_search, namespace, ...): no upstream equivalent, skipped."""
 
     type: str
     name: str | None = None
 
 
+_TOOL_TAGS: dict[str | None, str] = {"function": "Function", "custom": "Custom",
+                                     **{t: "WebSearch" for t in WEB_SEARCH_TYPES}}
 ToolDef = Annotated[
-    Union[Annotated[FunctionToolDef, Tag("Function")], Annotated[OtherToolDef, Tag("Other")]],
-    Discriminator(_tagger({"function": "Function"}, "Other")),
+    Union[Annotated[FunctionToolDef, Tag("Function")], Annotated[CustomToolDef, Tag("Custom")],
+          Annotated[WebSearchToolDef, Tag("WebSearch")], Annotated[OtherToolDef, Tag("Other")]],
+    Discriminator(_tagger(_TOOL_TAGS, "Other")),
 ]
 
 
