@@ -3,7 +3,9 @@
 Opt-in (`scripts/test-codex`, or RUN_CODEX=1 with `codex` installed): conftest skips tests marked
 `codex` unless the CLI is on PATH. Codex 0.169 streams `POST {base_url}/responses` (store: false, the
 whole history every turn), runs a tool when it sees its `response.output_item.done`, sends the result
-back as a `function_call_output`, and needs `response.completed` to end each turn.
+back as a `function_call_output`, and needs `response.completed` to end each turn. With the provider's
+`model_catalog_url` pointing at the gateway it reads model metadata from `/v1/models` and, for a name
+listed there, offers its freeform `apply_patch` tool (a `custom` tool, answered with `custom_tool_call`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Emulator, Gateway
+from tests.conftest import ROOT, Emulator, Gateway, GatewayFactory, gemini_accounts
 
 pytestmark = [pytest.mark.codex, pytest.mark.e2e]
 
@@ -33,7 +35,8 @@ def codex_binary() -> str:
 
 
 def codex_home(path: Path, gateway: Gateway, model: str) -> Path:
-    """A private CODEX_HOME whose only provider is the gateway (nothing reaches api.openai.com)."""
+    """A private CODEX_HOME whose only provider is the gateway (nothing reaches api.openai.com);
+    model metadata comes from the gateway's catalog, as the README recommends."""
     path.mkdir()
     (path / "config.toml").write_text(textwrap.dedent(f"""\
         model = "{model}"
@@ -47,8 +50,25 @@ def codex_home(path: Path, gateway: Gateway, model: str) -> Path:
         env_key = "GATEWAY_TEST_API_KEY"
         request_max_retries = 0
         stream_max_retries = 0
+        model_catalog_url = "{gateway.v1}/models"
         """))
     return path
+
+
+def run_codex(gateway: Gateway, tmp_path: Path, model: str, prompt: str) -> tuple[Path, subprocess.CompletedProcess]:
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**os.environ, "CODEX_HOME": str(codex_home(tmp_path / "codex_home", gateway, model)),
+           "GATEWAY_TEST_API_KEY": "sk-test", "NO_COLOR": "1"}
+    env.pop("OPENAI_API_KEY", None)
+    proc = subprocess.run(
+        [codex_binary(), "exec", "--skip-git-repo-check", "--color", "never",
+         # 0.169 has no --full-auto: its workspace-write sandbox (exec never asks for approval) is it
+         "--sandbox", "workspace-write", prompt],
+        cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
+    print("codex exec stdout:\n" + proc.stdout)
+    print("codex exec stderr:\n" + proc.stderr)
+    return work, proc
 
 
 def generate_calls(emulator: Emulator) -> list[dict[str, Any]]:
@@ -65,19 +85,7 @@ def test_codex_runs_a_shell_command_through_the_gateway(gateway: Gateway, emulat
                                                    "args": {"cmd": "echo hi > out.txt && cat out.txt"}}]}},
         {"times": 1, "reply": {"text": FINAL_TEXT}},
     )
-    work = tmp_path / "work"
-    work.mkdir()
-    env = {**os.environ, "CODEX_HOME": str(codex_home(tmp_path / "codex_home", gateway, model)),
-           "GATEWAY_TEST_API_KEY": "sk-test", "NO_COLOR": "1"}
-    env.pop("OPENAI_API_KEY", None)
-    proc = subprocess.run(
-        [codex_binary(), "exec", "--skip-git-repo-check", "--color", "never",
-         # 0.169 has no --full-auto: its workspace-write sandbox (exec never asks for approval) is it
-         "--sandbox", "workspace-write",
-         "Create out.txt containing hi, then tell me what you did."],
-        cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
-    print("codex exec stdout:\n" + proc.stdout)
-    print("codex exec stderr:\n" + proc.stderr)
+    work, proc = run_codex(gateway, tmp_path, model, "Create out.txt containing hi, then tell me what you did.")
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     assert (work / "out.txt").read_text().strip() == "hi", "Codex ran the model's shell command"
@@ -95,3 +103,38 @@ def test_codex_runs_a_shell_command_through_the_gateway(gateway: Gateway, emulat
         assert call_part["thoughtSignature"], "Gemini 3's signature survived the round trip through Codex"
     [result] = [p["functionResponse"] for p in contents[-1]["parts"] if "functionResponse" in p]
     assert result["name"] == SHELL_TOOL and "hi" in str(result["response"])
+
+
+PATCH = "*** Begin Patch\n*** Add File: notes.txt\n+Grüße from the gateway\n*** End Patch\n"
+
+
+# Names the gateway lists in /v1/models get catalog metadata: here an exact mapping and a real name.
+CATALOG_MAPPINGS = "default: gemini-2.5-flash\nmappings:\n  gpt-5-codex: gemini-2.5-pro\n  gemini-3-pro-preview: ~\n"
+
+
+@pytest.mark.parametrize("model", ["gpt-5-codex", "gemini-3-pro-preview"])
+def test_codex_applies_a_patch_through_the_gateway(gateways: GatewayFactory, emulator: Emulator, tmp_path: Path,
+                                                  model: str) -> None:
+    gateway = gateways.start(gemini_accounts(emulator.url, "patcher"), mappings_yaml=CATALOG_MAPPINGS)
+    emulator.rules(
+        {"times": 1, "reply": {"function_calls": [{"name": "apply_patch", "args": {"input": PATCH}}]}},
+        {"times": 1, "reply": {"text": FINAL_TEXT}},
+    )
+    work, proc = run_codex(gateway, tmp_path, model, "Create notes.txt with a greeting.")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (work / "notes.txt").read_text() == "Grüße from the gateway\n", "Codex applied the model's patch"
+    assert FINAL_TEXT in proc.stdout
+
+    calls = generate_calls(emulator)
+    assert len(calls) == 2
+    [decl] = [d for t in calls[0]["tools"] for d in t.get("functionDeclarations", []) if d["name"] == "apply_patch"]
+    assert list(decl["parameters"]["properties"]) == ["input"], "the freeform tool went up as a one-string function"
+    contents = calls[1]["contents"]
+    [call_part] = [p for p in contents[-2]["parts"] if "functionCall" in p]
+    assert call_part["functionCall"] == {"name": "apply_patch", "args": {"input": PATCH}}
+    if model.startswith("gemini-3"):
+        assert call_part["thoughtSignature"], "Gemini 3's signature survived Codex's custom_tool_call replay"
+    [result] = [p["functionResponse"] for p in contents[-1]["parts"] if "functionResponse" in p]
+    assert result["name"] == "apply_patch" and "notes.txt" in str(result["response"])
+    # the catalog replaced Codex's fallback prompt with the gateway's (Codex sends it as instructions)
+    assert "apply_patch" in calls[0]["systemInstruction"]["parts"][0]["text"]
