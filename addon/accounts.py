@@ -14,15 +14,23 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from .credentials import (
+    GOOGLE_TOKEN_URL,
+    GoogleCredentials,
+    OAuthGrant,
+    application_default_credentials,
+    load_credentials_file,
+    read_gemini_cli_refresh_token,
+)
 from .protocol import canonical as c
 from .safety import SafetySettings, parse_safety_settings
 from .state import StateStore
 
 GEMINI_BASE = "https://generativelanguage.googleapis.com"
 CLOUDCODE_BASE = "https://cloudcode-pa.googleapis.com"
-GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+VERTEX_GLOBAL_BASE = "https://aiplatform.googleapis.com"  # also the express-mode endpoint
 
 
 class _AccountBase(BaseModel):
@@ -41,6 +49,15 @@ class _AccountBase(BaseModel):
     def serves(self, model: str) -> bool:
         return self.models is None or any(fnmatch.fnmatchcase(model, p) for p in self.models)
 
+    def secrets(self) -> list[str]:
+        """Every secret this account holds (to redact them and to notice a changed credential)."""
+        found = [getattr(self, k, None) for k in ("api_key", "refresh_token", "client_secret")]
+        return [s for s in found if s]
+
+    def public(self) -> dict[str, Any]:
+        """What an operator may see about the account's configuration (no secrets)."""
+        return {}
+
 
 def _secret(value: str | None, env: str | None, what: str) -> str | None:
     if value:
@@ -54,7 +71,7 @@ def _secret(value: str | None, env: str | None, what: str) -> str | None:
 
 
 class _GoogleAccount(_AccountBase):
-    """Gemini API and Cloud Code accounts: both send Gemini's generateContent body."""
+    """Gemini API, Vertex AI and Cloud Code accounts: all send Gemini's generateContent body."""
 
     safety_settings: SafetySettings | None = None  # None: the file's top-level safety_settings
 
@@ -83,10 +100,11 @@ class CloudCodeAccount(_GoogleAccount):
     provider: Literal["cloudcode"]
     refresh_token: str | None = Field(default=None, repr=False)
     refresh_token_env: str | None = None
+    oauth_creds: str | None = None  # gemini-cli's oauth_creds.json (or scripts/login's): read, never written
     client_id: str
     client_secret: str | None = Field(default=None, repr=False)
     client_secret_env: str | None = None
-    project: str
+    project: str | None = None  # None: discovered with loadCodeAssist / onboardUser, as gemini-cli does
     token_url: str = GOOGLE_TOKEN_URL
     base_url: str = CLOUDCODE_BASE
 
@@ -94,10 +112,85 @@ class CloudCodeAccount(_GoogleAccount):
     def _secrets(self) -> "CloudCodeAccount":
         self.refresh_token = _secret(self.refresh_token, self.refresh_token_env, "refresh_token")
         self.client_secret = _secret(self.client_secret, self.client_secret_env, "client_secret")
+        if self.oauth_creds:
+            if self.refresh_token:
+                raise ValueError("give either oauth_creds or refresh_token, not both")
+            self.oauth_creds = os.path.expanduser(self.oauth_creds)
+            self.refresh_token = read_gemini_cli_refresh_token(self.oauth_creds)
         if not self.refresh_token:
-            raise ValueError("a cloudcode account needs refresh_token (or refresh_token_env)")
+            raise ValueError("a cloudcode account needs refresh_token (or refresh_token_env, or oauth_creds)")
         self.base_url = self.base_url.rstrip("/")
         return self
+
+    @property
+    def grant(self) -> OAuthGrant:
+        return OAuthGrant(token_url=self.token_url, refresh_token=self.refresh_token, client_id=self.client_id,
+                          client_secret=self.client_secret, creds_file=self.oauth_creds)
+
+    def public(self) -> dict[str, Any]:
+        return {"project": self.project, "client_id": self.client_id,
+                **({"oauth_creds": self.oauth_creds} if self.oauth_creds else {})}
+
+
+class VertexAccount(_GoogleAccount):
+    """Vertex AI: a service-account key, Application Default Credentials, or an express-mode API key."""
+
+    provider: Literal["vertex"]
+    project: str | None = None  # default: the key's project_id (ADC user credentials: quota_project_id)
+    location: str = "global"
+    credentials_file: str | None = None  # service-account key or authorized_user JSON
+    adc: bool = False
+    api_key: str | None = Field(default=None, repr=False)  # express mode: no project, global endpoint
+    api_key_env: str | None = None
+    token_url: str | None = None  # default: the credentials file's token_uri, else Google's
+    base_url: str | None = None  # default: https://{location}-aiplatform.googleapis.com (global: no prefix)
+    _creds: GoogleCredentials | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _auth(self) -> "VertexAccount":
+        self.api_key = _secret(self.api_key, self.api_key_env, "api_key")
+        given = [n for n, v in (("credentials_file", self.credentials_file), ("adc", self.adc),
+                                ("api_key", self.api_key)) if v]
+        if len(given) != 1:
+            raise ValueError("a vertex account needs exactly one of credentials_file, adc: true, or api_key "
+                             f"(api_key_env){f' (got {chr(44).join(given)})' if given else ''}")
+        if self.api_key:
+            if self.project:
+                raise ValueError("an express-mode api_key calls the global endpoint without a project; "
+                                 "remove project (or use credentials_file / adc for a project)")
+        else:
+            self._creds = (load_credentials_file(self.credentials_file, self.token_url) if self.credentials_file
+                           else application_default_credentials(self.token_url))
+            self.project = self.project or self._creds.project or (os.environ.get("GOOGLE_CLOUD_PROJECT")
+                                                                    if self.adc else None)
+            if not self.project:
+                raise ValueError("a vertex account needs project (the credentials name none)")
+        if not self.base_url:
+            self.base_url = (VERTEX_GLOBAL_BASE if self.api_key or self.location == "global"
+                             else f"https://{self.location}-aiplatform.googleapis.com")
+        self.base_url = self.base_url.rstrip("/")
+        return self
+
+    @property
+    def grant(self) -> OAuthGrant | None:
+        return self._creds.grant if self._creds else None
+
+    @property
+    def quota_project(self) -> str | None:
+        return self._creds.quota_project if self._creds else None
+
+    @property
+    def auth(self) -> str:
+        return "api_key (express)" if self.api_key else f"{'adc ' if self.adc else ''}{self._creds.kind}"
+
+    def secrets(self) -> list[str]:
+        return super().secrets() + (self._creds.grant.secrets() if self._creds else [])
+
+    def public(self) -> dict[str, Any]:
+        where = {} if self.api_key else {"project": self.project, "location": self.location}
+        return {**where, "auth": self.auth,
+                **({"service_account": self._creds.grant.client_email}
+                   if self._creds and self._creds.grant.client_email else {})}
 
 
 class OpenAIAccount(_AccountBase):
@@ -115,8 +208,9 @@ class OpenAIAccount(_AccountBase):
         return self
 
 
-Account = GeminiAccount | CloudCodeAccount | OpenAIAccount
-_TaggedAccount = Annotated[Union[GeminiAccount, CloudCodeAccount, OpenAIAccount], Field(discriminator="provider")]
+Account = GeminiAccount | CloudCodeAccount | VertexAccount | OpenAIAccount
+_TaggedAccount = Annotated[Union[GeminiAccount, CloudCodeAccount, VertexAccount, OpenAIAccount],
+                           Field(discriminator="provider")]
 
 
 class AccountsFile(BaseModel):
@@ -146,8 +240,7 @@ def parse_accounts(data: Any) -> AccountsFile:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])
-        # pydantic's message never includes the input value here, so no secret leaks into logs
-        raise ValueError(f"accounts file: {where}: {first['msg']}") from None
+        raise ValueError(f"accounts file: {where}: {_message(first)}") from None
     seen: set[str] = set()
     for acc in parsed.accounts:
         if acc.name in seen:
@@ -156,13 +249,33 @@ def parse_accounts(data: Any) -> AccountsFile:
     return parsed
 
 
+def _message(error: Any) -> str:
+    # pydantic's message never includes the input value here, so no secret leaks into logs
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
 def env_accounts() -> AccountsFile:
-    """One-account start: GEMINI_API_KEY (and optional GEMINI_BASE_URL) with no accounts file."""
-    key = os.environ.get("GEMINI_API_KEY")
-    if not key:
-        return AccountsFile()
-    return AccountsFile(accounts=[GeminiAccount(provider="gemini", label="env:GEMINI_API_KEY", api_key=key,
-                                                base_url=os.environ.get("GEMINI_BASE_URL", GEMINI_BASE))])
+    """Start without an accounts file: GEMINI_API_KEY (and optional GEMINI_BASE_URL) gives a Gemini
+    API account; GOOGLE_GENAI_USE_VERTEXAI=true (the google-genai SDK's switch) a Vertex AI one, from
+    GOOGLE_API_KEY (express mode) or Application Default Credentials with GOOGLE_CLOUD_PROJECT and
+    GOOGLE_CLOUD_LOCATION (default global); GOOGLE_VERTEX_BASE_URL overrides its endpoint."""
+    env = os.environ
+    accounts: list[Account] = []
+    if env.get("GEMINI_API_KEY"):
+        accounts.append(GeminiAccount(provider="gemini", label="env:GEMINI_API_KEY", api_key=env["GEMINI_API_KEY"],
+                                      base_url=env.get("GEMINI_BASE_URL", GEMINI_BASE)))
+    if env.get("GOOGLE_GENAI_USE_VERTEXAI", "").lower() in ("1", "true"):
+        common = {"provider": "vertex", "base_url": env.get("GOOGLE_VERTEX_BASE_URL") or None}
+        try:
+            if env.get("GOOGLE_API_KEY"):
+                vertex = VertexAccount(**common, label="env:vertex-express", api_key=env["GOOGLE_API_KEY"])
+            else:
+                vertex = VertexAccount(**common, label="env:vertex", adc=True, project=env.get("GOOGLE_CLOUD_PROJECT"),
+                                       location=env.get("GOOGLE_CLOUD_LOCATION") or "global")
+        except ValidationError as exc:
+            raise ValueError(f"GOOGLE_GENAI_USE_VERTEXAI: {_message(exc.errors(include_url=False)[0])}") from None
+        accounts.append(vertex)
+    return AccountsFile(accounts=accounts)
 
 
 # ---- pool ----------------------------------------------------------------------------------
@@ -176,6 +289,8 @@ class AccountState:
     failures: int = 0  # consecutive, drives the backoff
     disabled_reason: str | None = None
     last_status: int | None = None
+    last_error: str | None = None  # the upstream's last error message (redacted), for the operator
+    why: str | None = None  # what the cooldown or disabling is about: "rate limit", "credentials", ...
     requests: int = 0
     usage: dict[str, dict[str, int]] = field(default_factory=dict)  # model -> counters
     credential: str | None = None  # _fingerprint() of the credential this state belongs to
@@ -183,6 +298,7 @@ class AccountState:
     def to_json(self) -> dict[str, Any]:
         return {"cooldown_until": self.cooldown_until, "failures": self.failures,
                 "disabled_reason": self.disabled_reason, "last_status": self.last_status,
+                "last_error": self.last_error, "why": self.why,
                 "requests": self.requests, "usage": self.usage, "credential": self.credential}
 
     @classmethod
@@ -192,7 +308,8 @@ class AccountState:
         if not isinstance(data, dict):
             return st
         for key, kind in (("cooldown_until", (int, float)), ("failures", int), ("disabled_reason", str),
-                          ("last_status", int), ("requests", int), ("credential", str)):
+                          ("last_status", int), ("last_error", str), ("why", str), ("requests", int),
+                          ("credential", str)):
             value = data.get(key)
             if isinstance(value, kind) and not isinstance(value, bool):
                 setattr(st, key, value)
@@ -318,27 +435,30 @@ class AccountPool:
             counters["input_tokens"] += usage.input_tokens
             counters["output_tokens"] += usage.output_tokens
 
-    def cool_down(self, acc: Account, status: int, retry_after: float | None) -> float:
+    def cool_down(self, acc: Account, status: int, retry_after: float | None, *, error: str | None = None,
+                  why: str | None = None) -> float:
         """Rest an account after a rate limit or overload; returns the cooldown in seconds."""
         st = self.state(acc)
         st.failures += 1
         st.last_status = status
+        st.last_error, st.why = error, why
         delay = retry_after if retry_after is not None else min(MAX_BACKOFF, 2.0 ** (st.failures - 1))
         st.cooldown_until = self._clock() + delay
         self._dirty()
         return delay
 
-    def disable(self, acc: Account, status: int, reason: str) -> None:
+    def disable(self, acc: Account, status: int, reason: str, *, why: str = "credentials") -> None:
         st = self.state(acc)
         st.disabled_reason = reason
         st.last_status = status
+        st.last_error, st.why = reason, why
         self._dirty()
 
     def enable(self, name: str) -> bool:
         for acc in self._accounts:
             if acc.name == name:
                 st = self.state(acc)
-                st.disabled_reason, st.cooldown_until, st.failures = None, 0.0, 0
+                st.disabled_reason, st.cooldown_until, st.failures, st.why = None, 0.0, 0, None
                 self._dirty()
                 return True
         return False
@@ -358,20 +478,27 @@ class AccountPool:
         return {name: st.to_json() for name, st in self._states.items()}
 
     def describe(self) -> list[dict[str, Any]]:
-        """Human-facing state, without any secret."""
+        """Human-facing state, without any secret: one row per account, its usage per model."""
         now = self._clock()
         rows = []
         for acc in self._accounts:
             st = self.state(acc)
+            cooling = max(0.0, st.cooldown_until - now)
+            state = ("off" if acc.disabled else "disabled" if st.disabled_reason else
+                     "cooling" if cooling else "ready")
             status = ("disabled in file" if acc.disabled else
                       f"disabled: {st.disabled_reason}" if st.disabled_reason else
-                      f"cooling {st.cooldown_until - now:.1f}s" if st.cooldown_until > now else "ready")
-            rows.append({"account": acc.name, "provider": acc.provider, "status": status,
-                         "last_status": st.last_status, "requests": st.requests, "usage": st.usage})
+                      f"cooling {cooling:.1f}s" if cooling else "ready")
+            rows.append({"account": acc.name, "provider": acc.provider, "status": status, "state": state,
+                         "why": st.why if state in ("disabled", "cooling") else None,
+                         "cooldown_seconds": round(cooling, 1), "last_status": st.last_status,
+                         "last_error": st.last_error, "requests": st.requests,
+                         "usage": st.usage, **acc.public()})
         return rows
 
 
 def _fingerprint(acc: Account) -> str:
-    secret = getattr(acc, "api_key", None) or getattr(acc, "refresh_token", None) or ""
+    grant = getattr(acc, "grant", None)
+    secret = "|".join(acc.secrets()) + (grant.owner if grant is not None else "")
     # Persisted in the state file (mode 0600) to notice a credential edited while stopped; truncated.
     return hashlib.sha256(f"{acc.provider}|{acc.base_url}|{secret}".encode()).hexdigest()[:16]

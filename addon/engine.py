@@ -7,7 +7,6 @@ answered 200, so retries and rotation all happen before the first byte).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -134,7 +133,7 @@ class Engine:
         self.pool.update(current)
         secrets = [self.settings.api_key]
         for acc in current.accounts:
-            secrets += [getattr(acc, k, None) for k in ("api_key", "refresh_token", "client_secret")]
+            secrets += acc.secrets()
         self.redact = Redactor(secrets, self._live_secrets)
         if current.accounts:
             log.info("gateway accounts: %s", ", ".join(f"{a.name} ({a.provider})" for a in current.accounts))
@@ -182,6 +181,9 @@ class Engine:
         if path in ("/v1/models", "/models"):
             self._allow(req, "GET")
             return _json(200, self._models(req.query))
+        if path == "/gateway/accounts":
+            self._allow(req, "GET")
+            return _json(200, {"object": "list", "data": self.accounts_view()})
         m = _MODEL_PATH.match(path)
         if m:
             self._allow(req, "GET")
@@ -210,6 +212,20 @@ class Engine:
         if req.method != method:
             raise GatewayError(405, f"Method {req.method} is not allowed on {req.path}; use {method}.",
                                code="method_not_allowed")
+
+    def accounts_view(self) -> list[dict[str, Any]]:
+        """The pool as the operator sees it: per account its state, cooldown and why, last error,
+        and per model its request and token counts; what providers learned (e.g. a discovered Cloud
+        Code project). No secrets; error texts are redacted."""
+        rows = []
+        for acc, row in zip(self.pool.accounts, self.pool.describe()):
+            describe = getattr(self.providers.get(acc.provider), "describe", None)
+            row.update(describe(acc) if describe else {})
+            for key in ("status", "last_error"):
+                if row.get(key):
+                    row[key] = self.redact(row[key])
+            rows.append(row)
+        return rows
 
     # ---- models ---------------------------------------------------------------------------
     def _model_ids(self) -> list[str]:
@@ -253,7 +269,7 @@ class Engine:
                 return await provider.stream(acc, creq, mapped)
             return await provider.complete(acc, creq, mapped)
 
-        sticky = self._sticky_key(creq) if self.pool.sticky else None
+        sticky = c.conversation_key(creq) if self.pool.sticky else None
         acc, result = await self.policy.run(mapped, attempt, sticky_key=sticky, attempts=story.attempts)
         if creq.stream:
             stream = encode_stream(result, frontend.encoder(creq, ctx),
@@ -266,10 +282,3 @@ class Engine:
         await frontend.settle(ctx)
         return _json(200, rendered)
 
-    @staticmethod
-    def _sticky_key(req: c.ChatRequest) -> str:
-        if req.user:
-            return req.user
-        first = next((m.text() for m in req.messages if m.role == "user"), "")
-        system = next((m.text() for m in req.messages if m.role == "system"), "")
-        return hashlib.blake2b(f"{system}\x00{first}".encode(), digest_size=16).hexdigest()

@@ -228,10 +228,11 @@ class Gateway:
     # ---- commands -------------------------------------------------------------------------
     @command.command("gateway.accounts")
     def accounts_command(self) -> str:
-        """The account pool: status, last upstream status and usage of each account (no secrets)."""
-        rows = self.wiring.pool.describe() if self.wiring else []
+        """The account pool: status, last upstream status and usage of each account (no secrets);
+        the same view as GET /gateway/accounts."""
+        rows = self.wiring.engine.accounts_view() if self.wiring else []
         lines = [f"{r['account']} [{r['provider']}] {r['status']} last={r['last_status']} requests={r['requests']}"
-                 for r in rows]
+                 + (f" project={r['project']}" if r.get("project") else "") for r in rows]
         text = "\n".join(lines) or "no accounts configured"
         log.info("gateway accounts:\n%s", text)
         return text

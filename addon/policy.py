@@ -59,6 +59,22 @@ def judge(err: UpstreamError) -> Verdict:
     return Verdict.FAIL
 
 
+# What a disabling error is about, for the operator (GET /gateway/accounts); default "credentials".
+_WHY_BY_REASON = {
+    "UNSUPPORTED_CLIENT": "unsupported account",  # individual accounts since 2026-06-18 (Cloud Code)
+    "VALIDATION_REQUIRED": "validation required",
+    "SUBSCRIPTION_REQUIRED": "no licence",  # 403 from Cloud Code: no Gemini Code Assist licence
+    "PROJECT_REQUIRED": "no project",
+}
+
+
+def why(err: UpstreamError) -> str:
+    """In a few words, what an error says about the account (the operator's view)."""
+    if judge(err) is Verdict.DISABLE:
+        return _WHY_BY_REASON.get(err.reason or "", "credentials")
+    return "rate limit" if err.status == 429 else "unreachable" if err.status == 0 else f"upstream {err.status}"
+
+
 @dataclass(slots=True)
 class Attempt:
     account: str
@@ -101,10 +117,13 @@ class RetryPolicy:
                 last = err
                 verdict = judge(err)
                 if verdict is Verdict.DISABLE:
-                    self.pool.disable(acc, err.status, self.redact(f"{err.status}: {err.message}")[:200])
-                    log.warning("account %s disabled after upstream %s", acc.name, err.status)
+                    # long enough for a verification link (Cloud Code's VALIDATION_REQUIRED)
+                    reason = self.redact(f"{err.status}: {err.message}")[:400]
+                    self.pool.disable(acc, err.status, reason, why=why(err))
+                    log.warning("account %s disabled (%s): %s", acc.name, why(err), reason)
                 elif verdict is Verdict.COOL_DOWN:
-                    delay = self.pool.cool_down(acc, err.status, err.retry_after)
+                    delay = self.pool.cool_down(acc, err.status, err.retry_after,
+                                                error=self.redact(err.message)[:400], why=why(err))
                     log.info("account %s cooling %.1fs after upstream %s", acc.name, delay, err.status)
                 elif verdict is Verdict.FAIL:
                     raise self._upstream_error(err, acc.provider) from None

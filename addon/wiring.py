@@ -39,7 +39,7 @@ class Wiring:
         self.tokens = TokenManager(HttpClient(read_timeout=OAUTH_READ_TIMEOUT), self.state)
         self.pool = AccountPool(self.state)
         self.engine = Engine(settings=settings, mappings=mappings, accounts=accounts, pool=self.pool,
-                             providers=build_providers(self.http, self.tokens),
+                             providers=build_providers(self.http, self.tokens, self.state),
                              frontends=build_frontends(responses or MemoryResponseStore()),
                              live_secrets=self.tokens.active_tokens)
 

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,18 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 30.
         except httpx.HTTPError:
             time.sleep(0.1)
     raise RuntimeError(f"{url} did not come up:\n{log.read_text()[-3000:]}")
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 8.0, interval: float = 0.1, what: str = "condition") -> Any:
+    """Poll `check` until it returns something truthy (returned), or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -20,7 +20,7 @@ import openai
 import pytest
 from mitmproxy.io import FlowReader
 
-from tests.conftest import Emulator, Gateway, GatewayFactory
+from tests.conftest import Emulator, Gateway, GatewayFactory, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -117,16 +117,6 @@ def api_error(fn: Callable[[], Any], kind: type[openai.APIStatusError]) -> opena
     SEEN_TEXT.append(str(resp.headers) + resp.text)
     return exc.value
 
-
-def wait_for(check: Callable[[], Any], timeout: float = 8.0, interval: float = 0.1, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(interval)
 
 
 def keys_used(emu: Emulator, path: str = "/v1beta/") -> list[str]:

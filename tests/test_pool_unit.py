@@ -339,8 +339,16 @@ SECRET = "AIza-TOP-SECRET-VALUE-123456"
     ({"accounts": [{"provider": "gemini", "email": "a", "api_key": SECRET, "disabled": SECRET}]}, "disabled"),
     ({"accounts": [{"provider": "gemlni", "email": "a", "api_key": SECRET}]}, "provider"),
     ({"accounts": [{"email": "a", "api_key": SECRET}]}, "provider"),
-    ({"accounts": [{"provider": "cloudcode", "email": "a", "refresh_token": SECRET, "client_id": "c"}]},
-     "project"),
+    # `project` is optional for cloudcode since it can be discovered (loadCodeAssist)
+    ({"accounts": [{"provider": "cloudcode", "email": "a", "refresh_token": SECRET, "client_id": "c",
+                    "oauth_creds": "/nonexistent/oauth_creds.json"}]}, "either oauth_creds or refresh_token"),
+    ({"accounts": [{"provider": "cloudcode", "email": "a", "client_id": "c",
+                    "oauth_creds": "/nonexistent/oauth_creds.json"}]}, "does not exist"),
+    ({"accounts": [{"provider": "vertex", "email": "a", "project": "p"}]}, "exactly one of"),
+    ({"accounts": [{"provider": "vertex", "email": "a", "api_key": SECRET, "adc": True}]}, "exactly one of"),
+    ({"accounts": [{"provider": "vertex", "email": "a", "api_key": SECRET, "project": "p"}]}, "express"),
+    ({"accounts": [{"provider": "vertex", "email": "a", "credentials_file": "/nonexistent/key.json"}]},
+     "does not exist"),
     ({"accounts": [{"provider": "cloudcode", "email": "a", "refresh_token": SECRET, "client_secret": SECRET,
                     "project": "p"}]}, "client_id"),
     ({"accounts": [{"provider": "openai", "email": "a", "api_key": SECRET}]}, "base_url"),
@@ -392,14 +400,26 @@ def test_cloudcode_secrets_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert acc.base_url == "https://cloudcode-pa.googleapis.com" and acc.token_url.endswith("/token")
 
 
-def test_example_file_parses_and_shows_every_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_example_file_parses_and_shows_every_provider(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tests.google_creds import authorized_user_file, service_account_file
+
     data = yaml.safe_load((ROOT / "accounts.example.yaml").read_text())
     with pytest.raises(ValueError, match=r"\$GEMINI_API_KEY_BOB"):
         parse_accounts(data)
     monkeypatch.setenv("GEMINI_API_KEY_BOB", "x" * 10)
     monkeypatch.setenv("CLOUDCODE_CLIENT_SECRET", "y" * 10)
+    monkeypatch.setenv("VERTEX_EXPRESS_KEY", "z" * 10)
+    # the credential files the example names, where a user would have them
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for folder in ("keys", "accounts", ".gemini"):
+        (tmp_path / folder).mkdir()
+    service_account_file(tmp_path / "keys" / "gateway-sa.json", "https://oauth2.googleapis.com/token")
+    authorized_user_file(tmp_path / "adc.json", "1//adc")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "adc.json"))
+    for creds in (tmp_path / "accounts" / "carol@example.com.oauth_creds.json", tmp_path / ".gemini" / "oauth_creds.json"):
+        creds.write_text(json.dumps({"refresh_token": "1//from-a-file"}))
     parsed = parse_accounts(data)
-    assert {a.provider for a in parsed.accounts} == {"gemini", "cloudcode", "openai"}
+    assert {a.provider for a in parsed.accounts} == {"gemini", "vertex", "cloudcode", "openai"}
     assert any(a.disabled for a in parsed.accounts) and any(a.weight > 1 for a in parsed.accounts)
     assert any(a.models and any("*" in m for m in a.models) for a in parsed.accounts)
     assert any(a.label and not a.email for a in parsed.accounts)

@@ -32,7 +32,7 @@ from addon.response_store import MemoryResponseStore
 from addon.safety import parse_safety_settings
 from tests import emulator as emu
 from tests.emulator import start
-from tests.golden import golden, load, normalise
+from tests.golden import golden, load
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RESP_DIR, GEMINI_DIR = FIXTURES / "responses", FIXTURES / "gemini"

@@ -436,6 +436,10 @@ def error_from(status: int, body: bytes, headers: Mapping[str, str]) -> Upstream
             if isinstance(detail, dict):
                 delay = parse_duration(detail.get("retryDelay")) or delay
                 reason = detail.get("reason") or reason
+                # google.rpc.Help links (Cloud Code's VALIDATION_REQUIRED names the page to open)
+                for link in detail.get("links") or []:
+                    if isinstance(link, dict) and isinstance(link.get("url"), str) and link["url"] not in message:
+                        message += f" ({link['url']})"
     elif isinstance(data, dict) and isinstance(data.get("error"), str):  # OAuth token endpoint
         reason = data["error"]
         message = data.get("error_description") or reason

@@ -8,6 +8,7 @@ Plain slotted dataclasses: they are built on every request, so they stay cheap.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -114,6 +115,19 @@ class ChatRequest:
     reasoning_effort: str | None = None  # none|minimal|low|medium|high
     user: str | None = None
     web_search: bool = False  # the client offered a hosted web search tool (Responses) / web_search_options (chat)
+
+
+def conversation_key(req: ChatRequest) -> str:
+    """One conversation, recognised across its requests: the client's `user` field, else its system
+    prompt and first user message (what stays the same as a chat grows), hashed. Keeps a conversation
+    on one account (sticky pools) and gives Cloud Code its session id."""
+    if req.user:
+        basis = "user\x00" + req.user
+    else:
+        first = next((m.text() for m in req.messages if m.role == "user"), "")
+        system = next((m.text() for m in req.messages if m.role == "system"), "")
+        basis = f"{system}\x00{first}"
+    return hashlib.blake2b(basis.encode(), digest_size=16).hexdigest()
 
 
 # ---- response ------------------------------------------------------------------------------

@@ -14,14 +14,20 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from ..protocol import canonical as c
+from ..state import StateStore
 from .cloudcode import CloudCodeProvider
+from .codeassist import ProjectDirectory
 from .gemini import GeminiProvider
 from .http import HttpClient
 from .oauth import TokenManager
 from .openai import OpenAIProvider
+from .vertex import VertexProvider
 
 
 class Provider(Protocol):
+    """Also optional: `describe(acc) -> dict`, what the provider learned about an account (shown by
+    GET /gateway/accounts)."""
+
     name: str
 
     async def complete(self, acc: Any, req: c.ChatRequest, model: str) -> c.Completion: ...
@@ -29,11 +35,13 @@ class Provider(Protocol):
     async def stream(self, acc: Any, req: c.ChatRequest, model: str) -> AsyncIterator[list[c.StreamEvent]]: ...
 
 
-def build_providers(http: HttpClient, tokens: TokenManager) -> dict[str, Provider]:
-    """Provider by the `provider:` value of an account."""
+def build_providers(http: HttpClient, tokens: TokenManager, store: StateStore | None = None) -> dict[str, Provider]:
+    """Provider by the `provider:` value of an account. Google's OAuth and setup calls go through
+    `tokens.http` (short timeouts); model calls through `http`."""
     return {
         "gemini": GeminiProvider(http),
-        "cloudcode": CloudCodeProvider(http, tokens),
+        "cloudcode": CloudCodeProvider(http, tokens, ProjectDirectory(tokens.http, tokens, store)),
+        "vertex": VertexProvider(http, tokens),
         "openai": OpenAIProvider(http),
     }
 

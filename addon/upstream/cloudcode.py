@@ -1,49 +1,51 @@
 """Google Cloud Code provider (OAuth accounts): `{base}/v1internal:generateContent` and
-`:streamGenerateContent?alt=sse` with a bearer access token. The request is the Gemini one wrapped
-as {"model", "project", "request"}; each answer comes wrapped as {"response": ...} (the Gemini
-back end unwraps it)."""
+`:streamGenerateContent?alt=sse` with a bearer access token. The request is the Gemini one in
+gemini-cli's envelope (packages/core/src/code_assist/converter.ts): {"model", "project",
+"user_prompt_id", "request": {...GenerateContentRequest, "session_id"}}; each answer comes wrapped
+as {"response": ...} (the Gemini back end unwraps it). An account without `project` has it
+discovered first (codeassist.py)."""
 
 from __future__ import annotations
 
 import json
-import logging
 
 from ..accounts import CloudCodeAccount
 from ..backends import gemini
 from ..protocol import canonical as c
-from ..protocol.errors import StaleCredentials, UpstreamError
+from ..protocol.ids import new_id
+from ..protocol.errors import UpstreamError
+from .codeassist import INDIVIDUALS_ENDED, AccountUnusable, ProjectDirectory
 from .gemini import JSON, GeminiProvider, verb
 from .http import HttpClient, UpstreamResponse
 from .oauth import TokenManager
-
-log = logging.getLogger(__name__)
 
 
 class CloudCodeProvider(GeminiProvider):
     name = "cloudcode"
 
-    def __init__(self, http: HttpClient, tokens: TokenManager) -> None:
+    def __init__(self, http: HttpClient, tokens: TokenManager, projects: ProjectDirectory | None = None) -> None:
         super().__init__(http)
         self.tokens = tokens
+        self.projects = projects or ProjectDirectory(http, tokens)
 
     async def _send(self, acc: CloudCodeAccount, req: c.ChatRequest, model: str,  # type: ignore[override]
                     stream: bool) -> UpstreamResponse:
+        project = await self.projects.project(acc)
         inner = gemini.build_request(req, model, safety=acc.safety_settings)
-        wrapped = {"model": model, "project": acc.project, "request": inner}
+        # gemini-cli keeps one session id per conversation and a fresh prompt id per user turn.
+        inner["session_id"] = c.conversation_key(req)
+        wrapped = {"model": model, "project": project, "user_prompt_id": new_id("", 16), "request": inner}
         body = json.dumps(wrapped, ensure_ascii=False).encode()
         url = f"{acc.base_url}/v1internal:{verb(stream)}"
-        for attempt in (1, 2):
-            token = await self.tokens.token(acc)
-            try:
-                return await self._post(url, {**JSON, "authorization": f"Bearer {token}"}, body)
-            except UpstreamError as err:
-                if err.status != 401:
-                    raise
-                # A token we believed valid was refused (expired early, revoked): forget it (only
-                # if no concurrent refresh replaced it already), refresh once, retry here. A second
-                # refusal rotates without disabling; a refresh refused with invalid_grant disables.
-                self.tokens.invalidate(acc, token)
-                if attempt == 2:
-                    raise StaleCredentials(401, err.message, reason=err.reason) from None
-                log.info("access token of %s was refused; refreshing and retrying", acc.name)
-        raise AssertionError("unreachable")
+        try:
+            return await self.tokens.call_with_token(
+                acc, lambda token: self._post(url, {**JSON, "authorization": f"Bearer {token}"}, body))
+        except UpstreamError as err:
+            # An account with `project:` set skips loadCodeAssist; Google then refuses the generate call
+            # itself with the same words (gemini-cli issues #28229, #29279).
+            if err.status == 403 and "no longer supported for Gemini Code Assist for individuals" in err.message:
+                raise AccountUnusable(403, INDIVIDUALS_ENDED, reason="UNSUPPORTED_CLIENT") from None
+            raise
+
+    def describe(self, acc: CloudCodeAccount) -> dict:
+        return self.projects.describe(acc)

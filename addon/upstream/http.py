@@ -88,6 +88,13 @@ class HttpClient:
             raise _transport_error(exc) from None
         return UpstreamResponse(resp)
 
+    async def get(self, url: str, headers: Mapping[str, str]) -> UpstreamResponse:
+        try:
+            resp = await self._get().get(url, headers=headers)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise _transport_error(exc) from None
+        return UpstreamResponse(resp)
+
     async def post_form(self, url: str, form: dict[str, str]) -> tuple[int, Mapping[str, str], bytes]:
         resp = await self.post(url, urlencode(form).encode(), {"content-type": "application/x-www-form-urlencoded"})
         return resp.status, resp.headers, await resp.read()

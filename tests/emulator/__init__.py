@@ -4,8 +4,14 @@ Emulates, on one aiohttp server:
   * the Gemini API (``/v1beta/models/{model}:generateContent`` / ``:streamGenerateContent`` /
     ``:countTokens``, ``GET /v1beta/models[/{model}]``; API key in ``x-goog-api-key`` or ``?key=``),
   * Google Cloud Code (``/v1internal:generateContent`` / ``:streamGenerateContent`` /
-    ``:loadCodeAssist``; bearer access tokens issued by ``/token``),
-  * Google's OAuth token endpoint (``/token``, refresh_token grant only),
+    ``:loadCodeAssist`` / ``:onboardUser``, ``GET /v1internal/operations/{id}``; bearer access
+    tokens issued by ``/token``; who signed in picks the answer, see cloudcode.py),
+  * Vertex AI (``/v1/projects/{p}/locations/{l}/publishers/google/models/{model}:...`` with a
+    bearer token, express mode ``/v1/publishers/google/models/{model}:...`` with an API key),
+  * Google's OAuth endpoints: consent ``GET /o/oauth2/v2/auth`` (scripted: consents at once for
+    ``login_hint`` and redirects to the loopback ``redirect_uri``), token ``/token`` (refresh_token,
+    authorization_code with PKCE, service-account JWT bearer checked with the registered public
+    key) and ``GET /oauth2/v2/userinfo``,
   * an OpenAI-compatible server (``/openai/v1/chat/completions``, ``/openai/v1/models``),
 and a JSON control API under ``/__control/`` for fault rules and inspection.
 
@@ -29,6 +35,8 @@ Control API:
   ``GET  /__control/stats``  refreshes per refresh token, requests, aborted_streams, rules, tokens_issued
   ``POST /__control/config`` ``{token_ttl, refresh_delay_ms, signature_scope: "turn" | "all"}``
   ``POST /__control/expire_tokens``  expires every issued access token now
+  ``POST /__control/service_accounts``  ``{client_email, public_key (PEM), key_id}``: a service
+                             account Google knows (kept across resets)
 
 A rule applies to the first request it matches (rules are tried in the order added); every
 field is optional and unknown fields are refused with 400:
@@ -64,7 +72,7 @@ CLI:    ``python -m tests.emulator --host 127.0.0.1 --port 0 [--port-file PATH]`
         repository root; prints ``EMULATOR_READY http://127.0.0.1:<port>`` once listening.
 Import: ``make_app(state)`` / ``await start(host, port)`` -> (runner, base_url).
 
-Only stdlib + aiohttp.
+Only stdlib + aiohttp (and ``cryptography``, a mitmproxy dependency, to check JWT signatures).
 """
 
 from __future__ import annotations

@@ -7,19 +7,21 @@ import signal
 
 from aiohttp import web
 
-from .cloudcode import cloudcode_generate, cloudcode_load
+from .cloudcode import cloudcode_generate, cloudcode_load, cloudcode_onboard, cloudcode_operation
 from .control import (
     control_config,
     control_expire,
     control_log,
     control_reset,
     control_rules,
+    control_service_accounts,
     control_stats,
 )
 from .gemini import gemini_generate, gemini_model_get, gemini_models
-from .oauth import oauth_token
+from .oauth import oauth_authorize, oauth_token, oauth_userinfo
 from .openai_compat import openai_chat, openai_models
 from .state import STATE, EmulatorState
+from .vertex import vertex_express_generate, vertex_generate
 
 
 def make_app(state: EmulatorState | None = None) -> web.Application:
@@ -32,7 +34,14 @@ def make_app(state: EmulatorState | None = None) -> web.Application:
     r.add_post("/v1internal:generateContent", cloudcode_generate)
     r.add_post("/v1internal:streamGenerateContent", cloudcode_generate)
     r.add_post("/v1internal:loadCodeAssist", cloudcode_load)
+    r.add_post("/v1internal:onboardUser", cloudcode_onboard)
+    r.add_get("/v1internal/operations/{op}", cloudcode_operation)
+    r.add_post(r"/v1/projects/{project}/locations/{location}/publishers/google/models/{target:[^/]+}",
+               vertex_generate)
+    r.add_post(r"/v1/publishers/google/models/{target:[^/]+}", vertex_express_generate)
+    r.add_get("/o/oauth2/v2/auth", oauth_authorize)
     r.add_post("/token", oauth_token)
+    r.add_get("/oauth2/v2/userinfo", oauth_userinfo)
     r.add_post("/openai/v1/chat/completions", openai_chat)
     r.add_get("/openai/v1/models", openai_models)
     r.add_route("*", "/__control/rules", control_rules)
@@ -41,6 +50,7 @@ def make_app(state: EmulatorState | None = None) -> web.Application:
     r.add_get("/__control/stats", control_stats)
     r.add_post("/__control/config", control_config)
     r.add_post("/__control/expire_tokens", control_expire)
+    r.add_post("/__control/service_accounts", control_service_accounts)
     return app
 
 

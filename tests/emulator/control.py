@@ -91,6 +91,18 @@ async def control_config(request: web.Request) -> web.Response:
     return web.json_response({k: getattr(state, k) for k in sorted(CONFIG_KEYS)})
 
 
+async def control_service_accounts(request: web.Request) -> web.Response:
+    """Register a service account's public key: {"client_email", "public_key" (PEM), "key_id"}; the
+    token endpoint then verifies that account's JWT assertions with it."""
+    body, _ = await read_body(request)
+    if (not isinstance(body, dict) or set(body) - {"client_email", "public_key", "key_id"}
+            or not isinstance(body.get("client_email"), str) or not isinstance(body.get("public_key"), str)):
+        return web.json_response({"error": 'expected {"client_email", "public_key", "key_id"}'}, status=400)
+    request.app[STATE].service_accounts[body["client_email"]] = {"public_key": body["public_key"],
+                                                                 "key_id": body.get("key_id") or ""}
+    return web.json_response({"service_accounts": len(request.app[STATE].service_accounts)})
+
+
 async def control_expire(request: web.Request) -> web.Response:
     """Expire every issued access token now (cheaper than sleeping through a short TTL)."""
     state = request.app[STATE]

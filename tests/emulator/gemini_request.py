@@ -31,6 +31,11 @@ SCHEMA_KEYS = frozenset({"type", "format", "title", "description", "nullable", "
                          "pattern", "example", "anyOf", "propertyOrdering", "default", "items", "minimum",
                          "maximum"})
 SCHEMA_TYPES = frozenset({"STRING", "NUMBER", "INTEGER", "BOOLEAN", "ARRAY", "OBJECT"})
+# Vertex AI's Schema (google.cloud.aiplatform.v1.Schema) has more than the Gemini API's: additionalProperties,
+# ref/defs and type NULL (GoogleCloudAiplatformV1Schema in the aiplatform v1 discovery document, e.g.
+# https://googleapis.dev/dotnet/Google.Apis.Aiplatform.v1/latest/api/Google.Apis.Aiplatform.v1.Data.GoogleCloudAiplatformV1Schema.html).
+VERTEX_SCHEMA_KEYS = SCHEMA_KEYS | {"additionalProperties", "ref", "defs"}
+VERTEX_SCHEMA_TYPES = SCHEMA_TYPES | {"NULL"}
 GEN_KEYS = frozenset({"temperature", "topP", "topK", "maxOutputTokens", "stopSequences", "candidateCount", "seed",
                       "presencePenalty", "frequencyPenalty", "responseMimeType", "responseSchema",
                       "responseJsonSchema", "thinkingConfig", "responseModalities",
@@ -98,7 +103,9 @@ class _Validator:
     """Collects errors like the real API: JSON-shape errors (unknown names, wrong types)
     are reported together and win over semantic errors ("* GenerateContentRequest.x: ...")."""
 
-    def __init__(self) -> None:
+    def __init__(self, vertex: bool = False) -> None:
+        self.schema_keys = VERTEX_SCHEMA_KEYS if vertex else SCHEMA_KEYS
+        self.schema_types = VERTEX_SCHEMA_TYPES if vertex else SCHEMA_TYPES
         self.parse_errors: list[tuple[str, str]] = []
         self.errors: list[str] = []
 
@@ -262,9 +269,9 @@ def _validate_schema(v: _Validator, raw: Any, where: str) -> None:
     s = v.dict_at(raw, where, PROTO + "Schema")
     if s is None:
         return
-    s = v.known(s, SCHEMA_KEYS, where)
+    s = v.known(s, v.schema_keys, where)
     t = s.get("type")
-    if t is not None and (not isinstance(t, str) or t.upper() not in SCHEMA_TYPES):
+    if t is not None and (not isinstance(t, str) or t.upper() not in v.schema_types):
         v.bad_value(f"{where}.type", PROTO + "Type", t)
     props = s.get("properties")
     if props is not None and v.dict_at(props, f"{where}.properties", PROTO + "Schema") is not None:
@@ -455,9 +462,9 @@ def _check_signatures(contents: list[dict[str, Any]], state: EmulatorState) -> N
             raise GeminiInvalid("Unable to submit request because Thought signature is not valid.")
 
 
-def validate_generate_request(body: Any, model: str, state: EmulatorState) -> GenRequest:
+def validate_generate_request(body: Any, model: str, state: EmulatorState, *, vertex: bool = False) -> GenRequest:
     """Validate a GenerateContentRequest like the real API; raise GeminiInvalid on the first problem set."""
-    v = _Validator()
+    v = _Validator(vertex)
     if not isinstance(body, dict):
         raise GeminiInvalid("Invalid JSON payload received. Expected an object.")
     top = v.known(body, TOP_KEYS, "")

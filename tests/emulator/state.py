@@ -23,6 +23,12 @@ class EmulatorState:
     refreshes: Counter[str] = field(default_factory=Counter)
     requests: int = 0
     access_tokens: dict[str, float] = field(default_factory=dict)  # token -> monotonic expiry
+    token_users: dict[str, str] = field(default_factory=dict)  # access token -> the user it was issued to
+    refresh_users: dict[str, str] = field(default_factory=dict)  # refresh token issued here -> its user
+    auth_codes: dict[str, dict[str, Any]] = field(default_factory=dict)  # code -> what /o/oauth2/v2/auth saw
+    service_accounts: dict[str, dict[str, str]] = field(default_factory=dict)  # client_email -> key_id, PEM
+    operations: dict[str, dict[str, Any]] = field(default_factory=dict)  # onboarding operations
+    onboarded: dict[str, str] = field(default_factory=dict)  # user -> Code Assist project after onboarding
     signatures: set[str] = field(default_factory=set)  # thought signatures we issued
     token_ttl: int = 3600
     refresh_delay_ms: int = 0
@@ -39,7 +45,13 @@ class EmulatorState:
         self.requests = 0
         self.aborted_streams = 0
         self.access_tokens.clear()
+        self.token_users.clear()
+        self.refresh_users.clear()
+        self.auth_codes.clear()
+        self.operations.clear()
+        self.onboarded.clear()
         self.signatures.clear()
+        # service_accounts stay: like accounts at Google, they outlive a test's tokens
 
     def take_rule(self, path: str, key: str | None, model: str | None) -> dict[str, Any] | None:
         """First matching rule, consuming one of its ``times``.
@@ -61,10 +73,16 @@ class EmulatorState:
             return rule
         return None
 
-    def issue_token(self) -> str:
+    def issue_token(self, user: str = "") -> str:
         token = "ya29." + secrets.token_urlsafe(32)
         self.access_tokens[token] = time.monotonic() + self.token_ttl
+        self.token_users[token] = user
         return token
+
+    def user_of(self, token: str | None) -> str:
+        """Who an access token belongs to: an e-mail (signed in here), a service account, or the
+        refresh token it came from. Its prefix picks the Code Assist behaviour (cloudcode.py)."""
+        return self.token_users.get(token or "", "")
 
     def token_valid(self, token: str | None) -> bool:
         expiry = self.access_tokens.get(token or "")

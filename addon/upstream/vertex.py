@@ -1,0 +1,49 @@
+"""Vertex AI provider: the Gemini wire format at
+`{base}/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:generateContent`
+(and `:streamGenerateContent?alt=sse`), where base is `https://{location}-aiplatform.googleapis.com`
+or, for location `global`, `https://aiplatform.googleapis.com`
+(https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/inference), with an OAuth
+access token from a service-account key or Application Default Credentials. An express-mode API
+key calls `https://aiplatform.googleapis.com/v1/publishers/google/models/{model}:...` with the key
+in `x-goog-api-key` and no project or location
+(https://cloud.google.com/vertex-ai/generative-ai/docs/start/express-mode/vertex-ai-express-mode-api-reference).
+
+Requests and answers are the Gemini API's (addon/backends/gemini.py) with no envelope. Where
+Vertex's rules differ, the shared translation stays on the common ground: Vertex's Schema also
+accepts `additionalProperties`, `ref`/`defs` and type NULL, which the Gemini API's Schema refuses,
+so the Gemini-API-safe schema is valid on both; Vertex errors are a plain {"error": {...}} object,
+which the shared error parser reads.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+from ..accounts import VertexAccount
+from ..backends import gemini
+from ..protocol import canonical as c
+from .gemini import JSON, GeminiProvider, verb
+from .http import HttpClient, UpstreamResponse
+from .oauth import TokenManager
+
+
+class VertexProvider(GeminiProvider):
+    name = "vertex"
+
+    def __init__(self, http: HttpClient, tokens: TokenManager) -> None:
+        super().__init__(http)
+        self.tokens = tokens
+
+    async def _send(self, acc: VertexAccount, req: c.ChatRequest, model: str,  # type: ignore[override]
+                    stream: bool) -> UpstreamResponse:
+        body = json.dumps(gemini.build_request(req, model, safety=acc.safety_settings), ensure_ascii=False).encode()
+        name = f"publishers/google/models/{quote(model, safe='')}:{verb(stream)}"
+        if acc.api_key:
+            return await self._post(f"{acc.base_url}/v1/{name}", {**JSON, "x-goog-api-key": acc.api_key}, body)
+        url = f"{acc.base_url}/v1/projects/{quote(acc.project or '', safe='')}/locations/{acc.location}/{name}"
+        headers = dict(JSON)
+        if acc.quota_project:  # user credentials: bill the quota project (gcloud sets it in the ADC file)
+            headers["x-goog-user-project"] = acc.quota_project
+        return await self.tokens.call_with_token(
+            acc, lambda token: self._post(url, {**headers, "authorization": f"Bearer {token}"}, body))
