@@ -47,7 +47,9 @@ async def test_gemini_generate_echo(client: httpx.AsyncClient) -> None:
     cand = body["candidates"][0]
     assert cand["content"] == {"parts": [{"text": "Echo(gemini-2.5-flash): hello world"}], "role": "model"}
     assert cand["finishReason"] == "STOP"
-    assert body["usageMetadata"] == {"promptTokenCount": 2, "candidatesTokenCount": 3, "totalTokenCount": 5}
+    # 2.5 Flash thinks by default, and says so in usage (the emulated thinking costs 64 tokens)
+    assert body["usageMetadata"] == {"promptTokenCount": 2, "candidatesTokenCount": 3, "thoughtsTokenCount": 64,
+                                     "totalTokenCount": 69}
     assert body["modelVersion"] == "gemini-2.5-flash"
     # missing and bad keys
     assert (await client.post(GEN, json={"contents": [user("x")]})).status_code == 403

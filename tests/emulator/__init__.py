@@ -2,7 +2,8 @@
 
 Emulates, on one aiohttp server:
   * the Gemini API (``/v1beta/models/{model}:generateContent`` / ``:streamGenerateContent`` /
-    ``:countTokens``, ``GET /v1beta/models[/{model}]``; API key in ``x-goog-api-key`` or ``?key=``),
+    ``:countTokens``, ``GET /v1beta/models[/{model}]`` with the late-2026 model list, paged by
+    ``pageSize``/``pageToken``; API key in ``x-goog-api-key`` or ``?key=``),
   * Google Cloud Code (``/v1internal:generateContent`` / ``:streamGenerateContent`` /
     ``:loadCodeAssist`` / ``:onboardUser``, ``GET /v1internal/operations/{id}``; bearer access
     tokens issued by ``/token``; who signed in picks the answer, see cloudcode.py),
@@ -18,14 +19,20 @@ and a JSON control API under ``/__control/`` for fault rules and inspection.
 The point is to be *strict where the real services are strict* (request validation,
 function-call pairing, Gemini 3 thought signatures, SSE framing) so end-to-end tests
 catch translation bugs, while staying cheap enough to serve benchmarks: no per-request
-work beyond a single walk of the request JSON.
+work beyond a single walk of the request JSON and the google-genai oracle (oracle.py: every
+GenerateContentRequest must also validate against google-genai's pydantic types). What each
+model accepts (thinking budgets and levels, penalties, candidateCount, tools with JSON mode)
+follows addon/backends/gemini_models.py, refused with Google's texts (gemini_request.py).
 
 The emulated model is deterministic: it answers ``Echo(<model>): <last user text>``; a
 ``[[tool:NAME {"json": "args"}]]`` directive in the last user message calls that declared
 tool; tool results come back as ``Tool NAME returned: {...}``; JSON mode (or ``[[json]]``)
 answers ``{"echo": ...}``; with a ``googleSearch`` tool a text answer comes back grounded
 (``groundingMetadata`` citing one source for the whole text). Tokens are counted as
-whitespace-separated words. API keys that start with ``bad`` are rejected with 401, refresh
+whitespace-separated words. Thinking models think first, and those thought tokens count against
+``maxOutputTokens`` as on the real API (2.5 Flash/Pro by default and ``thinkingBudget``: 64,
+capped by the budget; levels minimal 8, low 32, medium 64, high 128): a small limit ends
+``MAX_TOKENS`` with no content. API keys that start with ``bad`` are rejected with 401, refresh
 tokens that start with ``revoked`` with ``invalid_grant``.
 
 Control API:

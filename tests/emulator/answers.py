@@ -47,6 +47,7 @@ class Answer:
     chunks: list[str] | None = None  # exact stream chunking (from a reply rule)
     exact: bool = False  # from a reply rule: limits (max tokens, stop) don't apply
     grounding: dict[str, Any] | None = None  # a Google Search "done" for this answer (see grounding_metadata)
+    thought_tokens: int = 0  # thinking spent before answering; counts against the output limit
 
     def text_chunks(self) -> list[str]:
         return self.chunks if self.chunks is not None else _split_words(self.text)
@@ -90,6 +91,14 @@ def apply_limits(ans: Answer, max_tokens: int | None, stops: list[str]) -> Answe
     """Emulate stop sequences (finish STOP) and output-token limits (finish MAX_TOKENS)."""
     if ans.exact:
         return ans
+    if max_tokens is not None and ans.thought_tokens:
+        # Thought tokens count against maxOutputTokens (python-genai#2062, ha-llmvision#609): a small
+        # limit on a thinking model ends MAX_TOKENS with no content at all.
+        if ans.thought_tokens >= max_tokens:
+            ans.thought_tokens, ans.text, ans.function_calls, ans.thought = max_tokens, "", [], None
+            ans.finish = "MAX_TOKENS"
+            return ans
+        max_tokens -= ans.thought_tokens
     text = ans.text
     cuts = [i for i in (text.find(s) for s in stops if s) if i >= 0]
     if cuts:
@@ -109,5 +118,5 @@ def n_answers(base: Answer, n: int) -> list[Answer]:
         out.append(Answer(text=base.text + suffix, function_calls=base.function_calls, finish=base.finish,
                           thought=base.thought, grounding=base.grounding,
                           chunks=None if base.chunks is None else [*base.chunks, suffix] if suffix else base.chunks,
-                          exact=base.exact))
+                          exact=base.exact, thought_tokens=base.thought_tokens))
     return out

@@ -11,13 +11,22 @@ from .gemini_response import request_words, respond_generate
 from .state import EmulatorState
 from .wire import Call, begin, error_response, read_body
 
+# GET /v1beta/models: the late-2026 line-up (ai.google.dev/gemini-api/docs/deprecations): the 3.x
+# GA models, the previews still listed, the 2.5 models until their retirement, Google's moving
+# aliases, and models that do not generate content (the gateway's startup check must skip those).
+# gemini-3-pro-preview was shut down on 9 March 2026 and is not listed.
 GEMINI_MODELS = (
-    "gemini-2.5-flash",
-    "gemini-2.5-pro",
-    "gemini-2.5-flash-lite",
-    "gemini-3-pro-preview",
-    "gemini-3-flash",
+    "gemini-3.8-flash", "gemini-3.7-flash", "gemini-3.6-flash", "gemini-3.5-flash", "gemini-3.5-flash-lite",
+    "gemini-3.1-flash-lite", "gemini-3.1-flash-image", "gemini-3-pro-image",
+    "gemini-3.1-pro-preview", "gemini-3.1-pro-preview-customtools", "gemini-3-flash-preview",
+    "gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite",
+    "gemini-flash-latest", "gemini-flash-lite-latest", "gemini-pro-latest",
 )
+OTHER_MODELS = {
+    "gemini-3.8-live": ["bidiGenerateContent"],
+    "gemini-embedding-001": ["embedContent", "countTokens"],
+}
+PAGE_SIZE, MAX_PAGE_SIZE = 50, 1000  # ai.google.dev/api/models: default 50, at most 1000
 
 
 def gemini_model_ok(model: str) -> bool:
@@ -25,10 +34,11 @@ def gemini_model_ok(model: str) -> bool:
 
 
 def _gemini_model_info(name: str) -> dict[str, Any]:
-    return {"name": f"models/{name}", "version": "001",
+    methods = OTHER_MODELS.get(name, ["generateContent", "countTokens", "createCachedContent",
+                                      "batchGenerateContent"])
+    return {"name": f"models/{name}", "baseModelId": name, "version": "001",
             "displayName": name.replace("-", " ").title(),
-            "inputTokenLimit": 1048576, "outputTokenLimit": 65536,
-            "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"]}
+            "inputTokenLimit": 1048576, "outputTokenLimit": 65536, "supportedGenerationMethods": methods}
 
 
 def _gemini_key(request: web.Request) -> str | None:
@@ -86,7 +96,17 @@ async def gemini_models(request: web.Request) -> web.StreamResponse:
     _, early = await begin(request, "gemini", body, key, None, auth=_gemini_auth)
     if early is not None:
         return early
-    return web.json_response({"models": [_gemini_model_info(m) for m in GEMINI_MODELS]})
+    try:
+        size = min(int(request.query.get("pageSize") or PAGE_SIZE), MAX_PAGE_SIZE)
+        start = int(request.query.get("pageToken") or 0)
+    except ValueError:
+        return error_response("gemini", 400, "Invalid page token or page size.")
+    names = [*GEMINI_MODELS, *OTHER_MODELS]
+    size = size if size > 0 else PAGE_SIZE
+    page: dict[str, Any] = {"models": [_gemini_model_info(m) for m in names[start:start + size]]}
+    if start + size < len(names):
+        page["nextPageToken"] = str(start + size)
+    return web.json_response(page)
 
 
 async def gemini_model_get(request: web.Request) -> web.StreamResponse:
@@ -95,6 +115,6 @@ async def gemini_model_get(request: web.Request) -> web.StreamResponse:
     _, early = await begin(request, "gemini", None, key, name, auth=_gemini_auth)
     if early is not None:
         return early
-    if name not in GEMINI_MODELS:
+    if name not in GEMINI_MODELS and name not in OTHER_MODELS:
         return error_response("gemini", 404, f"models/{name} is not found for API version v1beta.")
     return web.json_response(_gemini_model_info(name))

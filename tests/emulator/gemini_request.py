@@ -1,6 +1,11 @@
 """Gemini ``GenerateContentRequest`` validation, strict where the real API is strict: unknown
-fields, wrong types, the Schema subset, function-call turn pairing and Gemini 3 thought
-signatures, with the real API's error texts."""
+fields, wrong types, the Schema subset and JSON Schema rules, function names, what each model
+accepts (thinking, penalties, candidates, tools with JSON mode), function-call turn pairing and
+Gemini 3 thought signatures, with the real API's error texts (each rule names its source), and
+finally the google-genai request oracle (tests/emulator/oracle.py).
+
+What each model accepts comes from the gateway's own table (addon/backends/gemini_models.py, with
+its sources): one list of facts, enforced here with Google's wording."""
 
 from __future__ import annotations
 
@@ -10,6 +15,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from addon.backends.gemini_models import rules_for
+from addon.backends.schema import json_pointer
+
+from .oracle import oracle_problem
 from .state import EmulatorState
 from .wire import compact
 
@@ -226,6 +235,9 @@ def _check_function_response(v: _Validator, raw: Any, where: str) -> Any:
         v.fail(f"{where}.name", "Name cannot be empty.")
     if "response" not in d:
         v.fail(f"{where}.response", "response must be specified")
+    elif isinstance(d["response"], list):  # LibreChat#5525, vercel/ai#3589
+        v.parse_errors.append((where, f'Invalid JSON payload received. Unknown name "response" at \'{where}\': '
+                                      "Proto field is not repeating, cannot start list."))
     elif not isinstance(d["response"], dict):
         v.bad_value(f"{where}.response", "type.googleapis.com/google.protobuf.Struct", d["response"])
     if "parts" in d and v.list_at(d["parts"], f"{where}.parts", PROTO + "FunctionResponsePart") is not None:
@@ -264,33 +276,140 @@ def _validate_content(v: _Validator, raw: Any, where: str, system: bool = False)
     return {"role": role, "parts": parts}
 
 
-def _validate_schema(v: _Validator, raw: Any, where: str) -> None:
-    """The OpenAPI-subset ``Schema`` proto: anything outside SCHEMA_KEYS is an unknown field."""
+def _validate_schema(v: _Validator, raw: Any, where: str, sem: str | None = None) -> None:
+    """The OpenAPI-subset ``Schema`` proto (`parameters`, `responseSchema`). Unknown keys are
+    proto parse errors (path `properties[i].value`); the semantic rules below are reported with
+    the property names (`properties[city]`), as Google does. Sources, all quoting live 400s:
+    untyped node OpenAgentsInc/openagents#857, LibreChat#6971; empty OBJECT agno-agi/agno#2112,
+    langchain-google#416; ARRAY without items cline#7926; items on a non-array opencode#49392;
+    properties on a non-object opencode#11888; enum on a non-string and STRING formats: client
+    test comments quoting the API; required without property CLIProxyAPI's sanitizer tests."""
+    sem = sem or where
     s = v.dict_at(raw, where, PROTO + "Schema")
     if s is None:
         return
     s = v.known(s, v.schema_keys, where)
     t = s.get("type")
-    if t is not None and (not isinstance(t, str) or t.upper() not in v.schema_types):
+    kind = t.upper() if isinstance(t, str) else None
+    if t is not None and kind not in v.schema_types:
         v.bad_value(f"{where}.type", PROTO + "Type", t)
+    elif t is None and "anyOf" not in s:
+        v.fail(f"{sem}.type", "must be specified when not using one_of, any_of or all_of fields")
     props = s.get("properties")
     if props is not None and v.dict_at(props, f"{where}.properties", PROTO + "Schema") is not None:
-        for i, sub in enumerate(props.values()):
-            _validate_schema(v, sub, f"{where}.properties[{i}].value")  # proto map path style
+        if kind not in (None, "OBJECT"):
+            v.fail(f"{sem}.properties", "only allowed for OBJECT type")
+        for i, (name, sub) in enumerate(props.items()):
+            _validate_schema(v, sub, f"{where}.properties[{i}].value", f"{sem}.properties[{name}]")
+    if kind == "OBJECT" and not props and not s.get("additionalProperties"):  # Vertex has maps
+        v.fail(f"{sem}.properties", "should be non-empty for OBJECT type")
     if "items" in s:
-        _validate_schema(v, s["items"], f"{where}.items")
+        if kind != "ARRAY":
+            v.fail(f"{sem}.items", "field predicate failed: $type == Type.ARRAY")
+        _validate_schema(v, s["items"], f"{where}.items", f"{sem}.items")
+    elif kind == "ARRAY":
+        v.fail(f"{sem}.items", "missing field.")
     if "anyOf" in s and v.list_at(s["anyOf"], f"{where}.any_of", PROTO + "Schema") is not None:
         for i, sub in enumerate(s["anyOf"]):
-            _validate_schema(v, sub, f"{where}.any_of[{i}]")
+            _validate_schema(v, sub, f"{where}.any_of[{i}]", f"{sem}.any_of[{i}]")
     if "enum" in s and v.list_at(s["enum"], f"{where}.enum", "TYPE_STRING") is not None:
         for i, item in enumerate(s["enum"]):
             if not isinstance(item, str):
                 v.bad_value(f"{where}.enum[{i}]", "TYPE_STRING", item)
+        if kind not in (None, "STRING"):
+            v.fail(f"{sem}.enum", "only allowed for STRING type")
+    fmt = s.get("format")
+    if kind == "STRING" and fmt is not None and fmt not in ("enum", "date-time"):
+        v.fail(f"{sem}.format", "only 'enum' and 'date-time' are supported for STRING type")
     if "required" in s and v.list_at(s["required"], f"{where}.required", "TYPE_STRING") is not None:
         names = props if isinstance(props, dict) else {}
         for i, name in enumerate(s["required"]):
             if name not in names:
-                v.fail(f"{where}.required[{i}]", "property is not defined")
+                v.fail(f"{sem}.required[{i}]", "property is not defined")
+
+
+_SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
+_SUBSCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SUBSCHEMA_ONE = ("items", "additionalProperties", "not", "contains")
+
+
+def _json_schema_refs(node: Any, path: str, optional: bool, out: list[tuple[str, str, bool, dict]]) -> None:
+    """Every `$ref` node: (ref, dotted path, behind a non-required property?, the node)."""
+    if not isinstance(node, dict):
+        return
+    if isinstance(node.get("$ref"), str):
+        out.append((node["$ref"], path, optional, node))
+    required = node.get("required") if isinstance(node.get("required"), list) else []
+    for key in _SUBSCHEMA_MAPS:
+        if isinstance(node.get(key), dict):
+            for name, sub in node[key].items():
+                behind = optional or (key == "properties" and name not in required)
+                _json_schema_refs(sub, f"{path}.{key}.{name}".lstrip("."), behind if key != "$defs" else False, out)
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(node.get(key), list):
+            for i, sub in enumerate(node[key]):
+                _json_schema_refs(sub, f"{path}.{key}.{i}".lstrip("."), optional, out)
+    for key in _SUBSCHEMA_ONE:  # a map's values are optional too
+        _json_schema_refs(node.get(key), f"{path}.{key}".lstrip("."), optional or key == "additionalProperties", out)
+    if isinstance(node.get("items"), list):
+        for i, sub in enumerate(node["items"]):
+            _json_schema_refs(sub, f"{path}.items.{i}".lstrip("."), optional, out)
+
+
+def _validate_json_schema(v: _Validator, raw: Any, where: str, root_object: bool) -> None:
+    """`parametersJsonSchema` / `responseJsonSchema`: JSON Schema, free-form for the proto, with
+    the restrictions Google documents or was seen enforcing:
+      * a `$ref` node carries only `$` keys, description and default (text from opencode#12295);
+      * a `$ref` resolves (text from gemini-cli#13326);
+      * "Cyclic references ... may only be used within non-required properties" (the proto comment
+        of GenerationConfig.response_json_schema; wording of the error not captured anywhere);
+      * `parametersJsonSchema` "must describe an object" (FunctionDeclaration docs; wording not
+        captured)."""
+    if not isinstance(raw, dict):
+        v.fail(where, "must be a JSON object (a JSON Schema).")
+        return
+    if root_object:
+        kind = raw.get("type")
+        kinds = kind if isinstance(kind, list) else [kind]
+        if "object" not in kinds:
+            v.fail(where, "The schema must describe an object whose properties are the parameters of the function.")
+    refs: list[tuple[str, str, bool, dict]] = []
+    _json_schema_refs(raw, "", False, refs)
+    for ref, path, _, node in refs:
+        extra = [k for k in node if k != "$ref" and not k.startswith("$") and k not in ("description", "default")]
+        if extra:
+            v.fail(where, f"$ref '{ref.rsplit('/', 1)[-1]}' was set alongside unsupported fields. If a schema node "
+                          "has $ref set, then only description and default can be set alongside it")
+        if not isinstance(json_pointer(raw, ref), (dict, bool)):
+            v.fail(where, f"reference to undefined schema at {path or '$ref'}")
+    # a reference that leads back to the definition (or root) it sits in must be behind a
+    # non-required property
+    for ref, path, optional, _ in refs:
+        if optional:
+            continue
+        parts = path.split(".")
+        home = f"#/{parts[0]}/{parts[1]}" if len(parts) >= 2 and parts[0] in ("$defs", "definitions") else "#"
+        if ref == home or _reaches(raw, ref, home):
+            v.fail(where, f"Cyclic reference at {path} is only allowed within non-required properties.")
+
+
+def _reaches(doc: dict[str, Any], start: str, goal: str) -> bool:
+    """Does the schema at `start` lead (through `$ref`s) back to `goal`?"""
+    seen: set[str] = set()
+    stack = [start]
+    while stack:
+        ref = stack.pop()
+        if ref in seen:
+            continue
+        seen.add(ref)
+        refs: list[tuple[str, str, bool, dict]] = []
+        target = json_pointer(doc, ref)
+        _json_schema_refs(target if ref != "#" else {k: v for k, v in doc.items() if k != "$defs"}, "", False, refs)
+        for nxt, _, _, _ in refs:
+            if nxt == goal:
+                return True
+            stack.append(nxt)
+    return False
 
 
 def _validate_tools(v: _Validator, raw: Any) -> tuple[set[str], bool]:
@@ -329,12 +448,16 @@ def _validate_declaration(v: _Validator, raw: Any, where: str, declared: set[str
         v.fail(f"{where}.name", f"Duplicate function declaration found: {name}")
     else:
         declared.add(name)
-    if "parameters" in d and "parametersJsonSchema" in d:
+    if "parameters" in d and "parametersJsonSchema" in d:  # "mutually exclusive" (docs); wording not captured
         v.fail(f"{where}.parameters", "parameters and parameters_json_schema cannot both be set.")
     if "parameters" in d:
         _validate_schema(v, d["parameters"], f"{where}.parameters")
+    if "parametersJsonSchema" in d:
+        _validate_json_schema(v, d["parametersJsonSchema"], f"{where}.parameters_json_schema", root_object=True)
     if "response" in d:
         _validate_schema(v, d["response"], f"{where}.response")
+    if "responseJsonSchema" in d:
+        _validate_json_schema(v, d["responseJsonSchema"], f"{where}.response_json_schema", root_object=False)
 
 
 def _validate_tool_config(v: _Validator, raw: Any) -> tuple[str, bool]:
@@ -394,6 +517,12 @@ def _validate_generation_config(v: _Validator, raw: Any) -> tuple[dict[str, Any]
         if "responseJsonSchema" in g:
             v.fail(f"{where}.response_schema", "response_schema and response_json_schema cannot both be set.")
         _validate_schema(v, g["responseSchema"], f"{where}.response_schema")
+    if "responseJsonSchema" in g:
+        # "If set, response_schema must be omitted, but response_mime_type is required." (proto comment)
+        if g.get("responseMimeType") != "application/json":
+            v.fail(f"{where}.response_mime_type", "response_mime_type must be application/json when "
+                                                  "response_json_schema is set.")
+        _validate_json_schema(v, g["responseJsonSchema"], f"{where}.response_json_schema", root_object=False)
     thinking: dict[str, Any] = {}
     if "thinkingConfig" in g and v.dict_at(g["thinkingConfig"], f"{where}.thinking_config",
                                            PROTO + "ThinkingConfig") is not None:
@@ -462,9 +591,49 @@ def _check_signatures(contents: list[dict[str, Any]], state: EmulatorState) -> N
             raise GeminiInvalid("Unable to submit request because Thought signature is not valid.")
 
 
-def validate_generate_request(body: Any, model: str, state: EmulatorState, *, vertex: bool = False) -> GenRequest:
-    """Validate a GenerateContentRequest like the real API; raise GeminiInvalid on the first problem set."""
+_LEARN_MORE = "Learn more: https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/gemini"
+
+
+def _check_model_rules(model: str, config: dict[str, Any], thinking: dict[str, Any], declared: set[str],
+                       fc_mode: str, flavor: str) -> None:
+    """What this model accepts (addon/backends/gemini_models.py has the table and its sources);
+    the texts are Google's, as quoted in the issues named here."""
+    rules = rules_for(model)
+    if not rules.known:
+        return
+    cloud = flavor in ("cloudcode", "vertex")
+    level, budget = thinking.get("thinkingLevel"), thinking.get("thinkingBudget")
+    if level is not None and budget is not None:  # sterlp/eclipse-peon-ai#115
+        raise GeminiInvalid("You can only set only one of thinking budget and thinking level.")
+    if level is not None and str(level).upper() != "THINKING_LEVEL_UNSPECIFIED":
+        if not rules.levels:  # Roo-Code#10700 (Gemini API), gemini-cli#14025 (Cloud Code / Vertex)
+            raise GeminiInvalid(f"Unable to submit request because thinking_level is not supported by this model.. "
+                                f"{_LEARN_MORE}" if cloud else "Thinking level is not supported for this model.")
+        if str(level).lower() not in rules.levels:  # chatwise-releases#1206, vellum-ai#32687
+            raise GeminiInvalid(f"Thinking level {str(level).upper()} is not supported for this model. Please retry "
+                                "with other thinking level.")
+    if isinstance(budget, int) and budget != -1:
+        if budget == 0 and not rules.budget_zero:  # chatluna#519 (Gemini API), gemini-cli-openai#23 (Cloud Code)
+            raise GeminiInvalid("The model does not support setting thinking_budget to 0." if cloud
+                                else "Budget 0 is invalid. This model only works in thinking mode.")
+        if budget != 0 and rules.budget is not None and not rules.budget[0] <= budget <= rules.budget[1]:
+            raise GeminiInvalid(f"The thinking budget ({budget}) is invalid.")  # Roo-Code#4399
+    if not rules.penalties and ("presencePenalty" in config or "frequencyPenalty" in config):
+        raise GeminiInvalid(f"Penalty is not enabled for models/{model}")  # openai-gemini#63, litellm#16907
+    if not rules.multi_candidates and (config.get("candidateCount") or 1) > 1:
+        raise GeminiInvalid("Multiple candidates is not enabled for this model")  # js-genai#1609
+    if (not rules.json_with_tools and declared and fc_mode != "NONE"
+            and config.get("responseMimeType") == "application/json"):  # python-genai#867, symfony/ai#1777
+        raise GeminiInvalid("Function calling with a response mime type: 'application/json' is unsupported")
+
+
+def validate_generate_request(body: Any, model: str, state: EmulatorState, flavor: str = "gemini", *,
+                              vertex: bool = False) -> GenRequest:
+    """Validate a GenerateContentRequest like the real API; raise GeminiInvalid on the first problem set.
+    `flavor` "cloudcode" is the inner request of /v1internal, `vertex` a Vertex AI request (a few
+    texts and the Schema keys differ there)."""
     v = _Validator(vertex)
+    flavor = "vertex" if vertex else flavor
     if not isinstance(body, dict):
         raise GeminiInvalid("Invalid JSON payload received. Expected an object.")
     top = v.known(body, TOP_KEYS, "")
@@ -489,6 +658,7 @@ def validate_generate_request(body: Any, model: str, state: EmulatorState, *, ve
     if top.get("safetySettings") is not None:
         _validate_safety(v, top["safetySettings"])
     v.raise_if_any()
+    _check_model_rules(model, config, thinking, declared, fc_mode, flavor)
     _check_turns(contents)
     gemini3 = model.startswith("gemini-3")
     if gemini3:
@@ -496,6 +666,9 @@ def validate_generate_request(body: Any, model: str, state: EmulatorState, *, ve
     _check_tool_mix(declared, search, server_side, gemini3)
     if not gemini3:
         _check_no_response_parts(contents)
+    problem = oracle_problem(body, flavor)
+    if problem:
+        raise GeminiInvalid(f"Request refused by the google-genai oracle (the test emulator's schema check): {problem}")
     return GenRequest(contents, system_text, declared, fc_mode, config, thinking, search, server_side)
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
+from addon.backends.gemini_models import rules_for
+
 from .answers import Answer, apply_limits, compose_answer, n_answers, words
 from .gemini_request import GenRequest
 from .state import EmulatorState
@@ -27,6 +29,26 @@ def request_words(req: GenRequest) -> int:
     return n
 
 
+# Emulated thinking, in tokens (= words here): enough that a small maxOutputTokens on a thinking
+# model comes back empty, as on the real API.
+DYNAMIC_THOUGHTS = 64
+LEVEL_THOUGHTS = {"minimal": 8, "low": 32, "medium": 64, "high": 128}
+
+
+def thought_tokens(model: str, thinking: dict[str, Any]) -> int:
+    rules = rules_for(model)
+    if not rules.known:
+        return 0
+    level, budget = thinking.get("thinkingLevel"), thinking.get("thinkingBudget")
+    if isinstance(level, str) and level.lower() in LEVEL_THOUGHTS:
+        return LEVEL_THOUGHTS[level.lower()]
+    if isinstance(budget, int):
+        return DYNAMIC_THOUGHTS if budget == -1 else min(budget, DYNAMIC_THOUGHTS)
+    if rules.levels:
+        return LEVEL_THOUGHTS.get(rules.default_level or "high", DYNAMIC_THOUGHTS)
+    return DYNAMIC_THOUGHTS if rules.thinks_by_default else 0
+
+
 def gemini_answer(req: GenRequest, model: str, reply: dict[str, Any] | None) -> list[Answer]:
     last = next((c for c in reversed(req.contents) if c["role"] == "user"), {"parts": []})
     last_text = "".join(p["text"] for p in last["parts"] if isinstance(p.get("text"), str) and not p.get("thought"))
@@ -41,6 +63,8 @@ def gemini_answer(req: GenRequest, model: str, reply: dict[str, Any] | None) -> 
         ans.grounding = None  # no search tool, no search
     elif ans.grounding is None and ans.text and not ans.function_calls:
         ans.grounding = {"queries": [last_text[:60]], "supports": [{"text": ans.text.strip()}]}
+    if not ans.exact:
+        ans.thought_tokens = thought_tokens(model, req.thinking)
     ans = apply_limits(ans, req.config.get("maxOutputTokens"), req.config.get("stopSequences") or [])
     return n_answers(ans, req.config.get("candidateCount") or 1)
 
@@ -133,7 +157,8 @@ def gemini_events(answers: list[Answer], model: str, prompt: int, state: Emulato
         per_cand = [[[p for chunk in chunks for p in chunk]] for chunks in per_cand]
     n_events = max(len(c) for c in per_cand)
     rid = secrets.token_urlsafe(16)[:22]
-    cand_words = thought_words = 0
+    cand_words, thought_words = 0, sum(a.thought_tokens for a in answers)
+    hidden = thought_words > 0  # the thinking is counted already; its summary text is part of it
     events = []
     for k in range(n_events):
         last = k == n_events - 1
@@ -143,7 +168,7 @@ def gemini_events(answers: list[Answer], model: str, prompt: int, state: Emulato
                 continue
             parts = chunks[k] if k < len(chunks) else []
             c, t = _part_words(parts)
-            cand_words, thought_words = cand_words + c, thought_words + t
+            cand_words, thought_words = cand_words + c, thought_words + (0 if hidden else t)
             cand: dict[str, Any] = {"content": _content(parts)}
             if last:
                 cand["finishReason"] = answers[i].finish
