@@ -202,9 +202,12 @@ def test_stream_tool_call_with_sdk_iteration(gateway: Gateway, emulator: Emulato
     assert finish == "tool_calls"
     assert list(calls) == [0] and calls[0]["id"].startswith("call_") and calls[0]["name"] == "get_weather"
     assert json.loads(calls[0]["arguments"]) == {"city": "Paris", "unit": None}
-    # the strict schema (additionalProperties, type list) reached Gemini sanitised: the emulator accepted it
+    # the strict schema reached Gemini as JSON Schema (parametersJsonSchema keeps additionalProperties and
+    # the type list, which the OpenAPI-subset `parameters` would refuse); OpenAI's `strict` flag stays here
     sent = emulator.log()[-1]["body"]["tools"][0]["functionDeclarations"][0]
-    assert "additionalProperties" not in json.dumps(sent)
+    assert "parameters" not in sent and "strict" not in json.dumps(sent)
+    assert sent["parametersJsonSchema"]["additionalProperties"] is False
+    assert sent["parametersJsonSchema"]["properties"]["unit"]["type"] == ["string", "null"]
 
 
 def test_stream_helper_final_completion_and_tool_round_trip(gateway: Gateway) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from addon.accounts import AccountPool, parse_accounts
 from addon.backends import gemini
 from addon.backends import openai as openai_upstream
-from addon.backends.schema import to_gemini_schema
+from addon.backends.schema import response_schema, tool_parameters
 from addon.engine import Engine, Fixed, Incoming, Settings
 from addon.frontends import build_frontends
 from addon.mapping import parse_mappings
@@ -20,7 +20,7 @@ from addon.protocol import canonical as c
 from addon.response_store import MemoryResponseStore
 from tests import emulator as emu
 
-# ---- JSON Schema junk -> to_gemini_schema -> the emulator's Gemini validator -----------------
+# ---- JSON Schema junk -> tool_parameters / response_schema -> the emulator's Gemini validator -----------------
 
 _KEYS = ["type", "properties", "items", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions", "enum", "const",
          "required", "additionalProperties", "format", "nullable", "minimum", "exclusiveMinimum", "description",
@@ -75,15 +75,14 @@ def test_cleaned_schemas_never_crash_and_gemini_accepts_them() -> None:
     for _ in range(3000):
         raw = {**_schema(rnd), "type": "object"}
         raw.setdefault("properties", {"q": _schema(rnd)})
-        cleaned = to_gemini_schema(raw)
-        if cleaned is None:
-            continue
+        params, answer = tool_parameters(raw, "f"), response_schema(raw)
         body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
-                "tools": [{"functionDeclarations": [{"name": "f", "parameters": cleaned}]}],
-                "generationConfig": {"responseMimeType": "application/json", "responseSchema": cleaned}}
-        emu.validate_generate_request(body, "gemini-2.5-flash", emu.EmulatorState())  # raises on a 400
+                "tools": [{"functionDeclarations": [{"name": "f", "parametersJsonSchema": params}]}],
+                "generationConfig": {"responseMimeType": "application/json", "responseJsonSchema": answer}}
+        # raises on a 400 (the JSON Schema rules and the google-genai oracle); 3.x allows tools with JSON mode
+        emu.validate_generate_request(body, "gemini-3.5-flash", emu.EmulatorState())
         sent += 1
-    assert sent > 1000  # most cases must produce a schema, or this test proves little
+    assert sent == 3000
 
 
 # ---- mutated requests through the engine --------------------------------------------------------

@@ -6,7 +6,10 @@ canonical stream events out. Gemini's wire rules that shape this file: roles are
 parts in a `user` turn, as many as the calls of the turn before, paired by position; streamed
 events are complete GenerateContentResponse objects holding only the new parts, with cumulative
 `usageMetadata` (the last one is the total); `finishReason` is STOP even after function calls;
-`candidatesTokenCount` excludes `thoughtsTokenCount`.
+`candidatesTokenCount` excludes `thoughtsTokenCount`. What each model accepts (thinking controls,
+penalties, several candidates, tools with JSON mode) is in gemini_models.py; function names
+Gemini refuses are renamed and mapped back by gemini_names.py; schemas go up as JSON Schema
+(schema.py). `prepare` returns the body and the `Reply` that decoding its answer needs.
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ import logging
 import mimetypes
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import canonical as c
 from ..protocol.errors import UpstreamError, bad_request
 from ..protocol.ids import new_id
 from . import parse_duration, retry_after_header
-from .schema import to_gemini_schema
+from .gemini_models import ModelRules, nearest_level, rules_for
+from .gemini_names import ToolNames
+from .schema import response_schema, tool_parameters
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +60,6 @@ def signature_from_id(call_id: str) -> str | None:
 
 
 # ---- request -------------------------------------------------------------------------------
-
-_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
 
 
 def _media_part(p: c.MediaPart) -> dict[str, Any]:
@@ -110,7 +114,7 @@ def _args(arguments: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def _contents(messages: list[c.Message], model: str = "") -> tuple[list[dict[str, Any]], list[str]]:
+def _contents(messages: list[c.Message], names: ToolNames, model: str = "") -> tuple[list[dict[str, Any]], list[str]]:
     system: list[str] = []
     contents: list[dict[str, Any]] = []
     call_names: dict[str, str] = {}
@@ -136,7 +140,7 @@ def _contents(messages: list[c.Message], model: str = "") -> tuple[list[dict[str
                 system.append(text)
             continue
         if m.role == "tool":
-            name = call_names.get(m.tool_call_id or "", m.name or "function")
+            name = call_names.get(m.tool_call_id or "", names.up(m.name or "function"))
             part, media = _tool_result(m, name, multimodal)
             add("user", [part])
             _order_responses(contents[-1]["parts"], call_order, m.tool_call_id, part)
@@ -154,9 +158,9 @@ def _contents(messages: list[c.Message], model: str = "") -> tuple[list[dict[str
                 # Earlier thinking only means something to Gemini with its signature.
                 parts.append({"text": p.text, "thought": True, "thoughtSignature": p.signature})
         for k, tc in enumerate(m.tool_calls):
-            call_names[tc.id] = tc.name
+            call_names[tc.id] = names.up(tc.name)
             call_order[tc.id] = k
-            part: dict[str, Any] = {"functionCall": {"name": tc.name, "args": _args(tc.arguments)}}
+            part: dict[str, Any] = {"functionCall": {"name": names.up(tc.name), "args": _args(tc.arguments)}}
             sig = signature_from_id(tc.id)
             if sig:
                 part["thoughtSignature"] = sig
@@ -185,7 +189,38 @@ def _strip_order(contents: list[dict[str, Any]]) -> None:
             part.pop("_order", None)
 
 
-def _thinking(req: c.ChatRequest, model: str) -> dict[str, Any] | None:
+# ---- thinking and the output budget ----------------------------------------------------------
+# Gemini counts thought tokens against maxOutputTokens (python-genai#2062 on Gemini 3; a 2.5-flash
+# call with maxOutputTokens 50 ends MAX_TOKENS with no text, ha-llmvision#609), and 2.5 Flash,
+# 2.5 Pro and every 3.x model think by default. The policy:
+#   * the client asked for no reasoning (reasoning_effort "none", or no effort with a visible limit
+#     of at most SMALL_ANSWER tokens, e.g. a 30-token title or legacy completions' default 16):
+#     thinking off where the model allows it (budget 0), else its minimum (2.5 Pro budget 128,
+#     the lowest thinkingLevel);
+#   * otherwise the thinking the client asked for (or the model's default, bounded on 2.5 by an
+#     explicit budget), and maxOutputTokens = the client's limit + that thinking's headroom, so the
+#     answer can still reach the client's limit; visible text beyond the limit is then cut here
+#     (finish_reason "length") from the upstream's own token counts.
+# A thinkingLevel implied by the model mapping (e.g. gemini-3-pro-high) wins over reasoning_effort
+# for the level; reasoning_effort (other than "none") still asks for the thoughts to be shown.
+
+SMALL_ANSWER = 1024
+_BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
+_DEFAULT_BUDGET = 8192  # 2.5's dynamic thinking, bounded when a visible limit needs headroom
+_EFFORT_LEVEL = {"minimal": "minimal", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
+_LEVEL_BUDGET = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
+_LEVEL_HEADROOM = {"minimal": 1024, "low": 4096, "medium": 12288, "high": 24576}  # thought tokens to allow for
+
+
+@dataclass(slots=True)
+class OutputPlan:
+    thinking: dict[str, Any] | None = None
+    max_output_tokens: int | None = None
+    visible_limit: int | None = None  # cut visible text to this (headroom was added for thoughts)
+
+
+def _legacy_thinking(req: c.ChatRequest, model: str) -> dict[str, Any] | None:
+    """A model the table does not know: the effort mapped as for 2.5 (budgets) or 3 (levels)."""
     effort = req.reasoning_effort
     if effort is None:
         return None
@@ -194,19 +229,73 @@ def _thinking(req: c.ChatRequest, model: str) -> dict[str, Any] | None:
             return {"thinkingLevel": "low"}
         return {"thinkingLevel": "low" if effort in ("minimal", "low") else "high", "includeThoughts": True}
     budget = _BUDGETS.get(effort, 8192)
-    pro = "pro" in model
-    if budget == 0:
-        # 2.5 Pro cannot switch thinking off (minimum 128); Flash and Flash-Lite can.
-        return {"thinkingBudget": 128} if pro else {"thinkingBudget": 0}
-    # Flash models accept at most 24576 thinking tokens, Pro 32768.
-    return {"thinkingBudget": min(budget, 32768 if pro else 24576), "includeThoughts": True}
+    return {"thinkingBudget": budget, "includeThoughts": True} if budget else {"thinkingBudget": 0}
 
 
-def build_request(req: c.ChatRequest, model: str, *,
-                  safety: Sequence[Mapping[str, str]] | None = None) -> dict[str, Any]:
-    """The GenerateContentRequest body for `model` (the mapped upstream name); `safety` is the
-    account's (or the gateway's) safetySettings list."""
-    contents, system = _contents(req.messages, model)
+def output_plan(req: c.ChatRequest, model: str, rules: ModelRules | None = None) -> OutputPlan:
+    rules = rules or rules_for(model)
+    effort, level_hint, limit = req.reasoning_effort, req.thinking_level, req.max_tokens
+    if not rules.known:
+        return OutputPlan(_legacy_thinking(req, model), limit)
+    show = effort not in (None, "none")
+    quiet = effort == "none" or (effort is None and level_hint is None and limit is not None
+                                 and limit <= SMALL_ANSWER)
+    thinking: dict[str, Any] | None = None
+    headroom = 0
+    if rules.levels:
+        level = (nearest_level(rules, level_hint) if level_hint else rules.levels[0] if quiet
+                 else nearest_level(rules, _EFFORT_LEVEL[effort]) if effort else None)
+        if level:
+            thinking = {"thinkingLevel": level}
+        if show:
+            thinking = {**(thinking or {}), "includeThoughts": True}
+        headroom = _LEVEL_HEADROOM.get(level or rules.default_level or "high", _LEVEL_HEADROOM["high"])
+    elif rules.budget is not None:
+        low, high = rules.budget
+        budget: int | None = None
+        if level_hint:
+            budget = _LEVEL_BUDGET.get(level_hint, _DEFAULT_BUDGET)
+        elif quiet:
+            budget = 0 if rules.budget_zero else low
+            if effort is None and not rules.thinks_by_default:
+                budget = None  # already off: nothing to say
+        elif effort:
+            budget = _BUDGETS.get(effort, _DEFAULT_BUDGET)
+        elif limit is not None and rules.thinks_by_default:
+            budget = _DEFAULT_BUDGET
+        if budget is not None:
+            budget = 0 if budget == 0 and rules.budget_zero else min(max(budget, low), high)
+            thinking = {"thinkingBudget": budget}
+            if show and budget:
+                thinking["includeThoughts"] = True
+        headroom = budget or 0
+    if limit is None:
+        return OutputPlan(thinking)
+    if not headroom:
+        return OutputPlan(thinking, limit)
+    return OutputPlan(thinking, min(limit + headroom, rules.output_limit), limit)
+
+
+# ---- the request ------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Reply:
+    """What decoding an answer needs from the request that asked for it."""
+
+    names: ToolNames = field(default_factory=lambda: ToolNames(()))
+    visible_limit: int | None = None
+
+
+_JSON_BY_PROMPT = ("Answer with one JSON value only: no prose before or after it, no code fences.")
+
+
+def prepare(req: c.ChatRequest, model: str, *,
+            safety: Sequence[Mapping[str, str]] | None = None) -> tuple[dict[str, Any], Reply]:
+    """The GenerateContentRequest body for `model` (the mapped upstream name), and what decoding
+    its answer needs; `safety` is the account's (or the gateway's) safetySettings list."""
+    rules = rules_for(model)
+    names = ToolNames.of(req)
+    contents, system = _contents(req.messages, names, model)
     _strip_order(contents)
     if not contents:
         if not system:
@@ -214,28 +303,37 @@ def build_request(req: c.ChatRequest, model: str, *,
         # System-only conversations are legal for OpenAI; Gemini needs a user turn.
         contents, system = [{"role": "user", "parts": [{"text": "\n\n".join(system)}]}], []
     body: dict[str, Any] = {"contents": contents}
-    if system:
-        body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
 
     gen: dict[str, Any] = {}
-    for key, value in (("temperature", req.temperature), ("topP", req.top_p), ("maxOutputTokens", req.max_tokens),
-                       ("seed", req.seed), ("presencePenalty", req.presence_penalty),
-                       ("frequencyPenalty", req.frequency_penalty)):
+    penalties = (("presencePenalty", req.presence_penalty), ("frequencyPenalty", req.frequency_penalty))
+    for key, value in (("temperature", req.temperature), ("topP", req.top_p), ("seed", req.seed),
+                       *(penalties if rules.penalties else ())):
         if value is not None:
             gen[key] = value
+    plan = output_plan(req, model, rules)
+    if plan.max_output_tokens is not None:
+        gen["maxOutputTokens"] = plan.max_output_tokens
     if req.stop:
         gen["stopSequences"] = req.stop
     if req.n > 1:
         gen["candidateCount"] = req.n
     rf = req.response_format
     if rf is not None:
-        gen["responseMimeType"] = "application/json"
-        schema = to_gemini_schema(rf.schema, top_level=False) if rf.schema else None
-        if schema:
-            gen["responseSchema"] = schema
-    thinking = _thinking(req, model)
-    if thinking:
-        gen["thinkingConfig"] = thinking
+        schema = response_schema(rf.schema) if rf.schema else None
+        tool_choice_none = req.tool_choice is not None and req.tool_choice.mode == "none"
+        if req.tools and not rules.json_with_tools and not tool_choice_none:
+            # Before Gemini 3, "Function calling with a response mime type: 'application/json' is
+            # unsupported": the JSON instruction goes into the system prompt instead.
+            system.append(_JSON_BY_PROMPT + (f" It must match this JSON Schema: {json.dumps(schema)}"
+                                             if schema else ""))
+        else:
+            gen["responseMimeType"] = "application/json"
+            if schema:
+                gen["responseJsonSchema"] = schema
+    if plan.thinking:
+        gen["thinkingConfig"] = plan.thinking
+    if system:
+        body["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
     if gen:
         body["generationConfig"] = gen
     if safety:
@@ -245,12 +343,12 @@ def build_request(req: c.ChatRequest, model: str, *,
     if req.tools:
         decls = []
         for t in req.tools:
-            decl: dict[str, Any] = {"name": t.name}
+            decl: dict[str, Any] = {"name": names.up(t.name)}
             if t.description:
                 decl["description"] = t.description
-            params = to_gemini_schema(t.parameters) if t.parameters else None
+            params = tool_parameters(t.parameters, t.name) if t.parameters else None
             if params:
-                decl["parameters"] = params
+                decl["parametersJsonSchema"] = params
             decls.append(decl)
         body["tools"] = [{"functionDeclarations": decls}]
         tc = req.tool_choice
@@ -258,7 +356,7 @@ def build_request(req: c.ChatRequest, model: str, *,
             mode = {"auto": "AUTO", "none": "NONE", "required": "ANY"}[tc.mode]
             cfg: dict[str, Any] = {"mode": mode}
             if tc.names:
-                cfg["allowedFunctionNames"] = list(tc.names)
+                cfg["allowedFunctionNames"] = [names.up(n) for n in tc.names]
                 if tc.mode == "auto":  # "allowed_tools" in auto mode: restrict, let the model choose
                     cfg["mode"] = "VALIDATED"
             body["toolConfig"] = {"functionCallingConfig": cfg}
@@ -268,7 +366,13 @@ def build_request(req: c.ChatRequest, model: str, *,
             # Gemini 3 "tool combination": built-in and function tools together need this flag
             # (https://ai.google.dev/gemini-api/docs/tool-combination).
             body.setdefault("toolConfig", {})["includeServerSideToolInvocations"] = True
-    return body
+    return body, Reply(names, plan.visible_limit)
+
+
+def build_request(req: c.ChatRequest, model: str, *,
+                  safety: Sequence[Mapping[str, str]] | None = None) -> dict[str, Any]:
+    """The GenerateContentRequest body for `model` (the mapped upstream name)."""
+    return prepare(req, model, safety=safety)[0]
 
 
 _search_dropped: set[str] = set()  # models already logged about, so a busy client does not flood the log
@@ -383,20 +487,59 @@ def grounding_from(meta: Any, text: str, part_bases: Mapping[int, int] | None = 
     return c.Grounding(queries, sources, citations)
 
 
-def _call_from_part(part: dict[str, Any]) -> c.ToolCall:
+def _call_from_part(part: dict[str, Any], reply: Reply) -> c.ToolCall:
     fc = part["functionCall"]
-    return c.ToolCall(tool_call_id(part.get("thoughtSignature")), fc.get("name", ""),
+    return c.ToolCall(tool_call_id(part.get("thoughtSignature")), reply.names.down(fc.get("name", "")),
                       json.dumps(fc.get("args") or {}, ensure_ascii=False))
 
 
-def completion_from(data: dict[str, Any], n: int = 1) -> c.Completion:
+# ---- the client's visible limit, when thinking headroom was added (see output_plan) ----------
+# Gemini reports candidatesTokenCount (all candidates, thoughts excluded), not a per-character
+# count, so text is cut at the client's limit by the characters-per-token ratio of the answer.
+
+def _cut_text(text: str, chars: int) -> str:
+    if chars >= len(text):
+        return text
+    if chars <= 0:
+        return ""
+    space = text.rfind(" ", 0, chars + 1)
+    return text[:space].rstrip() if space > chars // 2 else text[:chars]
+
+
+def _answer_chars(parts: list[dict[str, Any]]) -> int:
+    """Characters of what candidatesTokenCount counts: visible text and function calls."""
+    n = 0
+    for part in parts:
+        if "functionCall" in part:
+            n += len(json.dumps(part["functionCall"].get("args") or {}))
+        elif not part.get("thought") and isinstance(part.get("text"), str):
+            n += len(part["text"])
+    return n
+
+
+def _enforce_limit(choices: list[c.Choice], meta: dict[str, Any] | None, limit: int) -> None:
+    tokens = (meta or {}).get("candidatesTokenCount") or 0
+    chars = sum(len(ch.text) + sum(len(tc.arguments) for tc in ch.tool_calls) for ch in choices)
+    if not tokens or not chars:
+        return
+    per_token = chars / tokens
+    for ch in choices:
+        if ch.text and not ch.tool_calls and len(ch.text) / per_token > limit + 0.5:
+            ch.text = _cut_text(ch.text, int(limit * per_token))
+            ch.finish_reason = "length"
+            if ch.grounding is not None:  # citations of the text that was cut go with it
+                ch.grounding.citations = [x for x in ch.grounding.citations if x.end <= len(ch.text)]
+
+
+def completion_from(data: dict[str, Any], n: int = 1, reply: Reply | None = None) -> c.Completion:
+    reply = reply or Reply()
     choices: list[c.Choice] = []
     for pos, cand in enumerate(data.get("candidates") or []):
         ch = c.Choice(index=cand.get("index", pos))
         bases: dict[int, int] = {}  # part index -> byte offset of that part in ch.text
         for k, part in enumerate((cand.get("content") or {}).get("parts") or []):
             if "functionCall" in part:
-                ch.tool_calls.append(_call_from_part(part))
+                ch.tool_calls.append(_call_from_part(part, reply))
             elif part.get("thought"):
                 ch.reasoning += part.get("text", "")
                 ch.reasoning_signature = part.get("thoughtSignature") or ch.reasoning_signature
@@ -408,6 +551,8 @@ def completion_from(data: dict[str, Any], n: int = 1) -> c.Completion:
         choices.append(ch)
     if not choices:  # prompt blocked: promptFeedback.blockReason, no candidates
         choices = [c.Choice(index=i, finish_reason="content_filter") for i in range(n)]
+    elif reply.visible_limit is not None:
+        _enforce_limit(choices, data.get("usageMetadata"), reply.visible_limit)
     return c.Completion(choices, usage_from(data.get("usageMetadata")), data.get("modelVersion"))
 
 
@@ -448,10 +593,10 @@ def error_from(status: int, body: bytes, headers: Mapping[str, str]) -> Upstream
     return UpstreamError(status, message, retry_after=delay, reason=reason)
 
 
-def completion_from_body(body: bytes, n: int) -> c.Completion:
+def completion_from_body(body: bytes, n: int, reply: Reply | None = None) -> c.Completion:
     """A whole (possibly Cloud Code-wrapped) generateContent answer."""
     try:
-        return completion_from(unwrap(json.loads(body)), n)
+        return completion_from(unwrap(json.loads(body)), n, reply)
     except (ValueError, KeyError, TypeError, AttributeError):
         raise UpstreamError(502, "Upstream returned a body that is not a GenerateContentResponse.") from None
 
@@ -459,14 +604,17 @@ def completion_from_body(body: bytes, n: int) -> c.Completion:
 class GeminiStreamDecoder:
     """Gemini SSE payloads (each a partial GenerateContentResponse) -> canonical stream events."""
 
-    def __init__(self, n: int = 1) -> None:
+    def __init__(self, n: int = 1, reply: Reply | None = None) -> None:
         self._n = n
+        self._reply = reply or Reply()
         self._calls: dict[int, int] = {}  # candidate -> tool calls emitted so far
         self._finished: set[int] = set()
         self._usage: dict[str, Any] | None = None
         self._blocked = False
         self._texts: dict[int, list[str]] = {}  # candidate -> visible text so far (grounding offsets)
         self._grounding: dict[int, Any] = {}  # candidate -> latest groundingMetadata not yet sent
+        self._chars: dict[int, int] = {}  # candidate -> visible characters so far (with a visible limit)
+        self._chars_total = 0
 
     def feed(self, payload: str) -> list[c.StreamEvent]:
         try:
@@ -484,11 +632,17 @@ class GeminiStreamDecoder:
         candidates = data.get("candidates") or []
         if not candidates and (data.get("promptFeedback") or {}).get("blockReason"):
             self._blocked = True
+        limit = self._reply.visible_limit
+        if limit is not None:
+            self._chars_total += sum(_answer_chars((cand.get("content") or {}).get("parts") or [])
+                                     for cand in candidates)
         for pos, cand in enumerate(candidates):
             idx = cand.get("index", pos)
             for part in (cand.get("content") or {}).get("parts") or []:
+                if idx in self._finished:
+                    break  # cut at the client's limit: nothing more for this choice
                 if "functionCall" in part:
-                    call = _call_from_part(part)
+                    call = _call_from_part(part, self._reply)
                     k = self._calls.get(idx, 0)
                     self._calls[idx] = k + 1
                     # Header first, then the arguments: clients see a real incremental call.
@@ -498,8 +652,15 @@ class GeminiStreamDecoder:
                     if part.get("text") or part.get("thoughtSignature"):
                         events.append(c.ReasoningDelta(idx, part.get("text", ""), part.get("thoughtSignature")))
                 elif part.get("text"):
-                    self._texts.setdefault(idx, []).append(part["text"])
-                    events.append(c.TextDelta(idx, part["text"]))
+                    text, over = part["text"], False
+                    if limit is not None:
+                        text, over = self._within_limit(idx, text, limit)
+                    if text:
+                        self._texts.setdefault(idx, []).append(text)
+                        events.append(c.TextDelta(idx, text))
+                    if over:
+                        self._finished.add(idx)
+                        events.append(c.Finish(idx, "length"))
             if cand.get("groundingMetadata"):
                 # Usually on the last event; sent just before the finish, when all text is known.
                 self._grounding[idx] = cand["groundingMetadata"]
@@ -513,6 +674,19 @@ class GeminiStreamDecoder:
     def _grounding_event(self, idx: int) -> list[c.StreamEvent]:
         grounding = grounding_from(self._grounding.pop(idx), "".join(self._texts.get(idx, [])))
         return [c.GroundingUpdate(idx, grounding)] if grounding else []
+
+    def _within_limit(self, idx: int, text: str, limit: int) -> tuple[str, bool]:
+        """The part of `text` within the client's visible limit, and whether the limit was hit."""
+        tokens = (self._usage or {}).get("candidatesTokenCount") or 0
+        have = self._chars.get(idx, 0)
+        if tokens and self._chars_total:
+            per_token = self._chars_total / tokens
+            if (have + len(text)) / per_token > limit + 0.5:
+                text = _cut_text(text, int(limit * per_token) - have)
+                self._chars[idx] = have + len(text)
+                return text, True
+        self._chars[idx] = have + len(text)
+        return text, False
 
     @property
     def complete(self) -> bool:

@@ -113,6 +113,7 @@ class ChatRequest:
     parallel_tool_calls: bool | None = None
     response_format: ResponseFormat | None = None
     reasoning_effort: str | None = None  # none|minimal|low|medium|high
+    thinking_level: str | None = None  # minimal|low|medium|high, implied by the model mapping's target
     user: str | None = None
     web_search: bool = False  # the client offered a hosted web search tool (Responses) / web_search_options (chat)
 

@@ -8,9 +8,9 @@ discovered first (codeassist.py)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from ..accounts import CloudCodeAccount
-from ..backends import gemini
 from ..protocol import canonical as c
 from ..protocol.ids import new_id
 from ..protocol.errors import UpstreamError
@@ -28,18 +28,18 @@ class CloudCodeProvider(GeminiProvider):
         self.tokens = tokens
         self.projects = projects or ProjectDirectory(http, tokens)
 
-    async def _send(self, acc: CloudCodeAccount, req: c.ChatRequest, model: str,  # type: ignore[override]
-                    stream: bool) -> UpstreamResponse:
+    async def _send(self, acc: CloudCodeAccount, req: c.ChatRequest, body: dict[str, Any],  # type: ignore[override]
+                    model: str, stream: bool) -> UpstreamResponse:
         project = await self.projects.project(acc)
-        inner = gemini.build_request(req, model, safety=acc.safety_settings)
+        inner = dict(body)
         # gemini-cli keeps one session id per conversation and a fresh prompt id per user turn.
         inner["session_id"] = c.conversation_key(req)
         wrapped = {"model": model, "project": project, "user_prompt_id": new_id("", 16), "request": inner}
-        body = json.dumps(wrapped, ensure_ascii=False).encode()
+        data = json.dumps(wrapped, ensure_ascii=False).encode()
         url = f"{acc.base_url}/v1internal:{verb(stream)}"
         try:
             return await self.tokens.call_with_token(
-                acc, lambda token: self._post(url, {**JSON, "authorization": f"Bearer {token}"}, body))
+                acc, lambda token: self._post(url, {**JSON, "authorization": f"Bearer {token}"}, data))
         except UpstreamError as err:
             # An account with `project:` set skips loadCodeAssist; Google then refuses the generate call
             # itself with the same words (gemini-cli issues #28229, #29279).

@@ -1,21 +1,31 @@
 """Gemini API provider (API keys): `{base}/v1beta/models/{model}:generateContent` and
-`:streamGenerateContent?alt=sse`, key in `x-goog-api-key`."""
+`:streamGenerateContent?alt=sse`, key in `x-goog-api-key`; `GET {base}/v1beta/models` lists what
+the key can call (the startup check of mapping targets)."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from ..accounts import GeminiAccount
 from ..backends import gemini
+from ..backends.gemini_models import rules_for
 from ..protocol import canonical as c
+from .fanout import all_or_none, merge_completions, merge_streams, singles
 from .http import HttpClient, UpstreamResponse
 from .streaming import StreamBatches, decode_stream
 
 JSON = {"content-type": "application/json"}
+MODELS_PAGE = 1000  # the largest page GET /v1beta/models serves (ai.google.dev/api/models)
 
 
 def verb(stream: bool) -> str:
     return "streamGenerateContent?alt=sse" if stream else "generateContent"
+
+
+def _fan_out(req: c.ChatRequest, model: str) -> bool:
+    """n > 1 on a model that refuses candidateCount > 1: n parallel calls instead."""
+    return req.n > 1 and not rules_for(model).multi_candidates
 
 
 class GeminiProvider:
@@ -30,16 +40,46 @@ class GeminiProvider:
             raise gemini.error_from(resp.status, await resp.read(), resp.headers)
         return resp
 
-    async def _send(self, acc: GeminiAccount, req: c.ChatRequest, model: str, stream: bool) -> UpstreamResponse:
-        inner = gemini.build_request(req, model, safety=acc.safety_settings)
-        body = json.dumps(inner, ensure_ascii=False).encode()
+    async def _send(self, acc: GeminiAccount, req: c.ChatRequest, body: dict[str, Any], model: str,
+                    stream: bool) -> UpstreamResponse:
+        """One call with the prepared GenerateContentRequest `body` (`req` for what a provider's
+        envelope needs)."""
+        data = json.dumps(body, ensure_ascii=False).encode()
         url = f"{acc.base_url}/v1beta/models/{model}:{verb(stream)}"
-        return await self._post(url, {**JSON, "x-goog-api-key": acc.api_key or ""}, body)
+        return await self._post(url, {**JSON, "x-goog-api-key": acc.api_key or ""}, data)
 
     async def complete(self, acc: GeminiAccount, req: c.ChatRequest, model: str) -> c.Completion:
-        resp = await self._send(acc, req, model, stream=False)
-        return gemini.completion_from_body(await resp.read(), req.n)
+        if _fan_out(req, model):
+            return merge_completions(await all_or_none([self.complete(acc, one, model) for one in singles(req)]))
+        body, reply = gemini.prepare(req, model, safety=acc.safety_settings)
+        resp = await self._send(acc, req, body, model, stream=False)
+        return gemini.completion_from_body(await resp.read(), req.n, reply)
 
     async def stream(self, acc: GeminiAccount, req: c.ChatRequest, model: str) -> StreamBatches:
-        resp = await self._send(acc, req, model, stream=True)
-        return decode_stream(resp, gemini.GeminiStreamDecoder(req.n))
+        calls = singles(req) if _fan_out(req, model) else [req]
+        prepared = [gemini.prepare(one, model, safety=acc.safety_settings) for one in calls]
+        resps = await all_or_none([self._send(acc, one, body, model, stream=True)
+                                   for one, (body, _) in zip(calls, prepared, strict=True)],
+                                  discard=lambda resp: resp.close())
+        streams = [decode_stream(resp, gemini.GeminiStreamDecoder(req.n if len(resps) == 1 else 1, reply))
+                   for resp, (_, reply) in zip(resps, prepared, strict=True)]
+        return streams[0] if len(streams) == 1 else merge_streams(streams)
+
+    async def list_models(self, acc: GeminiAccount, page_size: int = MODELS_PAGE) -> set[str]:
+        """Names (without `models/`) of the models this key may call generateContent on."""
+        names: set[str] = set()
+        token = ""
+        for _ in range(100):  # a bound, in case an upstream keeps handing out page tokens
+            query = f"pageSize={page_size}" + (f"&pageToken={token}" if token else "")
+            resp = await self.http.get(f"{acc.base_url}/v1beta/models?{query}", {"x-goog-api-key": acc.api_key or ""})
+            raw = await resp.read()
+            if resp.status != 200:
+                raise gemini.error_from(resp.status, raw, resp.headers)
+            data = json.loads(raw)
+            for m in data.get("models") or []:
+                if isinstance(m, dict) and "generateContent" in (m.get("supportedGenerationMethods") or []):
+                    names.add(str(m.get("name") or m.get("baseModelId") or "").removeprefix("models/"))
+            token = data.get("nextPageToken") or ""
+            if not token:
+                break
+        return names

@@ -9,19 +9,19 @@ in `x-goog-api-key` and no project or location
 (https://cloud.google.com/vertex-ai/generative-ai/docs/start/express-mode/vertex-ai-express-mode-api-reference).
 
 Requests and answers are the Gemini API's (addon/backends/gemini.py) with no envelope. Where
-Vertex's rules differ, the shared translation stays on the common ground: Vertex's Schema also
-accepts `additionalProperties`, `ref`/`defs` and type NULL, which the Gemini API's Schema refuses,
-so the Gemini-API-safe schema is valid on both; Vertex errors are a plain {"error": {...}} object,
-which the shared error parser reads.
+Vertex's rules differ, the shared translation stays on the common ground: tool and response
+schemas go as `parametersJsonSchema` / `responseJsonSchema`, which both take (Vertex's
+FunctionDeclaration and GenerationConfig have the same fields); Vertex errors are a plain
+{"error": {...}} object, which the shared error parser reads.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 from urllib.parse import quote
 
 from ..accounts import VertexAccount
-from ..backends import gemini
 from ..protocol import canonical as c
 from .gemini import JSON, GeminiProvider, verb
 from .http import HttpClient, UpstreamResponse
@@ -35,9 +35,9 @@ class VertexProvider(GeminiProvider):
         super().__init__(http)
         self.tokens = tokens
 
-    async def _send(self, acc: VertexAccount, req: c.ChatRequest, model: str,  # type: ignore[override]
-                    stream: bool) -> UpstreamResponse:
-        body = json.dumps(gemini.build_request(req, model, safety=acc.safety_settings), ensure_ascii=False).encode()
+    async def _send(self, acc: VertexAccount, req: c.ChatRequest, request: dict[str, Any],  # type: ignore[override]
+                    model: str, stream: bool) -> UpstreamResponse:
+        body = json.dumps(request, ensure_ascii=False).encode()
         name = f"publishers/google/models/{quote(model, safe='')}:{verb(stream)}"
         if acc.api_key:
             return await self._post(f"{acc.base_url}/v1/{name}", {**JSON, "x-goog-api-key": acc.api_key}, body)
