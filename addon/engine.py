@@ -259,7 +259,10 @@ class Engine:
                                code="invalid_json") from None
         creq, ctx = await frontend.parse(body)
         story.client_model = creq.model
-        mapped = self.mappings.resolve(creq.model)
+        target = self.mappings.target(creq.model)
+        mapped = target.model or creq.model
+        if target.thinking_level:
+            creq.thinking_level = target.thinking_level
         story.mapped_model = mapped
 
         async def attempt(acc: Account) -> Any:

@@ -62,6 +62,7 @@ class Gateway:
         self._handoffs: dict[str, Handoff] = {}  # flow id -> hand-off, while the relay serves it
         self._inflight: dict[asyncio.Future, http.HTTPFlow] = {}  # engine calls awaiting an answer
         self._watcher: asyncio.Task | None = None
+        self._model_check: asyncio.Future | None = None
 
     # ---- options ----------------------------------------------------------------------------
     def load(self, loader) -> None:
@@ -79,6 +80,8 @@ class Gateway:
                           "(default: next to the accounts file, or in mitmproxy's confdir).")
         loader.add_option("keepalive_seconds", int, 15, "Send an SSE comment after this much upstream silence.")
         loader.add_option("max_attempts", int, 3, "Upstream attempts per request (bounded by the pool size).")
+        loader.add_option("check_models", bool, True, "At start, ask each Gemini API account's upstream for its "
+                          "model list and warn about mapping targets it does not serve.")
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
@@ -135,10 +138,13 @@ class Gateway:
     async def running(self) -> None:
         port = await self.relay.start()
         log.debug("gateway relay on 127.0.0.1:%d", port)
+        if self._model_check is None and self.wiring is not None and ctx.options.check_models:  # once, background
+            self._model_check = asyncio.ensure_future(self.wiring.check_models())
 
     async def done(self) -> None:
-        if self._watcher is not None:
-            self._watcher.cancel()
+        for task in (self._watcher, self._model_check):
+            if task is not None:
+                task.cancel()
         await self.relay.close()
         if self.wiring is not None:
             await self.wiring.aclose()

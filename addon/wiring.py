@@ -11,6 +11,7 @@ from .accounts import AccountPool, AccountsFile, env_accounts, parse_accounts
 from .engine import Engine, Fixed, Settings, Source
 from .frontends import build_frontends
 from .mapping import ModelMap, parse_mappings
+from .model_check import unserved_targets
 from .reloading import ReloadingFile
 from .response_store import MemoryResponseStore, ResponseStore
 from .state import StateStore
@@ -42,6 +43,11 @@ class Wiring:
                              providers=build_providers(self.http, self.tokens, self.state),
                              frontends=build_frontends(responses or MemoryResponseStore()),
                              live_secrets=self.tokens.active_tokens)
+
+    async def check_models(self) -> None:
+        """Warn about mapping targets the Gemini accounts' upstream does not serve (see model_check)."""
+        await unserved_targets(self.engine.mappings, self.pool.accounts, self.engine.providers["gemini"],
+                               redact=self.engine.redact)
 
     async def aclose(self) -> None:
         self.state.close()

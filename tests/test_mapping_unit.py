@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from addon.mapping import ModelMap, parse_mappings
+from addon.mapping import ModelMap, Target, parse_mappings
 from addon.reloading import ReloadingFile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +124,12 @@ SHIPPED = {
     "o4-mini": "gemini-2.5-flash",
     "gpt-3.5-turbo": "gemini-2.5-flash-lite",
     "gemini-2.5-pro": "gemini-2.5-pro",
-    "gemini-3-pro-preview": "gemini-3-pro-preview",
+    "gemini-3.1-pro-preview": "gemini-3.1-pro-preview",
+    # Antigravity's names, and a model Google shut down (9 March 2026)
+    "gemini-3-flash": "gemini-3.5-flash",
+    "gemini-3-pro-high": "gemini-3.1-pro-preview",
+    "gemini-3-pro-low": "gemini-3.1-pro-preview",
+    "gemini-3-pro-preview": "gemini-3.1-pro-preview",
 }
 
 
@@ -136,6 +141,36 @@ def shipped() -> ModelMap:
 @pytest.mark.parametrize("client, upstream", sorted(SHIPPED.items()))
 def test_shipped_mappings(shipped: ModelMap, client: str, upstream: str) -> None:
     assert shipped.resolve(client) == upstream
+
+
+def test_shipped_targets_carry_the_level_the_name_implies(shipped: ModelMap) -> None:
+    assert shipped.target("gemini-3-pro-high") == Target("gemini-3.1-pro-preview", "high")
+    assert shipped.target("gemini-3-pro-low") == Target("gemini-3.1-pro-preview", "low")
+    assert shipped.target("gemini-3-flash") == Target("gemini-3.5-flash")
+    assert shipped.target("gemini-2.5-flash") == Target("gemini-2.5-flash")  # passed through
+
+
+def test_targets_with_settings() -> None:
+    m = parse_mappings(yaml.safe_load("""
+default: {model: d, thinking_level: low}
+mappings:
+  a: {model: real-a, thinking_level: high}
+  "b-*": {thinking_level: minimal}
+  plain: real-plain
+"""))
+    assert m.target("a") == Target("real-a", "high") and m.resolve("a") == "real-a"
+    assert m.target("b-1") == Target("b-1", "minimal")  # no model: the requested name, with the level
+    assert m.target("zzz") == Target("d", "low") and m.resolve("zzz") == "d"
+    assert m.target("plain") == Target("real-plain")
+    assert m.targets() == ["real-a", "real-plain", "d"]
+    assert m.listed_models() == ["a", "plain", "real-a", "real-plain", "d"]
+
+
+@pytest.mark.parametrize("target", [{"model": "x", "thinking_level": "extreme"}, {"model": "x", "effort": "high"},
+                                    {"model": 3}, ["x"]])
+def test_bad_targets_are_rejected(target: object) -> None:
+    with pytest.raises(ValueError, match="thinking_level"):
+        parse_mappings({"mappings": {"a": target}})
 
 
 def test_shipped_default_and_listing(shipped: ModelMap) -> None:

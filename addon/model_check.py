@@ -1,0 +1,47 @@
+"""At start, once and in the background: are the mapping's targets models the upstream serves?
+
+A mapping target the upstream does not know fails every request mapped to it with a 404 (a name
+from another tool, such as Antigravity's `gemini-3-pro-high`, or a model Google has shut down).
+Each Gemini API account's `GET /v1beta/models` (paged) is compared with the targets the account
+would serve; a warning names the missing ones. It never blocks or fails the start: an upstream
+that cannot be asked is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from .accounts import Account, GeminiAccount
+from .mapping import ModelMap
+from .protocol.errors import UpstreamError
+from .upstream.gemini import GeminiProvider
+
+log = logging.getLogger(__name__)
+
+
+async def unserved_targets(mappings: ModelMap, accounts: Iterable[Account], provider: GeminiProvider,
+                           page_size: int | None = None,
+                           redact: Callable[[str], str] = str) -> dict[str, list[str]]:
+    """Account name -> the mapping targets it would be asked for but does not list."""
+    targets = mappings.targets()
+    found: dict[str, list[str]] = {}
+    for acc in accounts:
+        if not isinstance(acc, GeminiAccount) or acc.disabled:
+            continue
+        wanted = [t for t in targets if acc.serves(t)]
+        if not wanted:
+            continue
+        try:
+            served = await (provider.list_models(acc) if page_size is None else provider.list_models(acc, page_size))
+        except (UpstreamError, ValueError, TypeError, AttributeError) as exc:
+            log.warning("could not list the models of %s to check the mapping targets: %s", acc.name,
+                        redact(getattr(exc, "message", type(exc).__name__)))
+            continue
+        missing = [t for t in wanted if t not in served]
+        if missing:
+            found[acc.name] = missing
+            log.warning("account %s: the upstream does not serve mapping target(s) %s (not in GET /v1beta/models); "
+                        "requests mapped there will fail. Fix the target in the mappings file.",
+                        acc.name, ", ".join(missing))
+    return found
