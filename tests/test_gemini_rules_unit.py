@@ -125,9 +125,9 @@ def test_the_oracle_catches_what_the_emulator_rules_miss() -> None:
     # `thinkingConfig.thinkingTokens` is not a field: the emulator's own list catches it...
     assert 'Unknown name "thinkingTokens"' in refusal(gen({"thinkingConfig": {"thinkingTokens": 5}}), "gemini-2.5-flash")
     # ...and google-genai's types catch a misspelt field the emulator's lists do not look into
-    body = gen({}, tools=[{"functionDeclarations": [{"name": "f", "behavior": "BLOCKING"}],
-                           "googleSearch": {"timeRange": {"start": 1}}}])
+    body = gen({"speechConfig": {"languageCode": "en-US", "speakerVoice": "Kore"}})
     assert "google-genai oracle" in refusal(body, "gemini-2.5-flash")
+    assert "speakerVoice" in refusal(body, "gemini-2.5-flash")
 
 
 def test_thinking_eats_the_output_budget_in_the_emulator() -> None:

@@ -46,7 +46,7 @@ def test_custom_tool_round_trip_over_a_responses_stream(gateway: Gateway, emulat
     [call] = final.output
     assert call.type == "custom_tool_call" and call.name == "apply_patch" and call.input == PATCH
     decl = generate_calls(emulator)[0]["tools"][0]["functionDeclarations"][0]
-    assert decl["name"] == "apply_patch" and list(decl["parameters"]["properties"]) == ["input"]
+    assert decl["name"] == "apply_patch" and list(decl["parametersJsonSchema"]["properties"]) == ["input"]
 
     # the client replays the call (without id, as Codex does) and its output
     second = client.responses.create(model="gpt-4o", tools=[APPLY_PATCH], input=[

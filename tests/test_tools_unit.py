@@ -65,8 +65,8 @@ def test_custom_tool_goes_upstream_as_a_function_with_one_string() -> None:
     body = gemini.build_request(req, spec["upstream_model"])
     accepted(body, spec["upstream_model"])
     decl = next(d for d in body["tools"][0]["functionDeclarations"] if d["name"] == "apply_patch")
-    assert decl["parameters"] == {"type": "OBJECT", "properties": {"input": {
-        "type": "STRING", "description": "The raw input text of the tool."}}, "required": ["input"]}
+    assert decl["parametersJsonSchema"] == {"type": "object", "properties": {"input": {
+        "description": "The raw input text of the tool.", "type": "string"}}, "required": ["input"]}
     assert "FREEFORM" in decl["description"] and "*** Begin Patch" in decl["description"], "the grammar rides along"
     # the replayed custom_tool_call (no id, as Codex sends it) and its output pair up as Gemini wants
     call, result = body["contents"][1]["parts"][0], body["contents"][2]["parts"][0]

@@ -260,7 +260,7 @@ class _Converter:
                                  for name, sub in props.items()}
             required = schema.get("required")
             if isinstance(required, list):
-                kept = [r for r in dict.fromkeys(required) if isinstance(r, str) and r in props]
+                kept = list(dict.fromkeys(r for r in required if isinstance(r, str) and r in props))
                 if kept:
                     out["required"] = kept
             order = schema.get("propertyOrdering")
