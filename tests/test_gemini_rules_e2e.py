@@ -63,8 +63,8 @@ def test_a_pydantic_tool_schema_works_end_to_end(gateway: Gateway, emulator: Emu
     args = {"query": "cats", "filters": {"labels": {"kind": "pet"}}}
     client = gateway.openai()
     for model in ("gpt-4o", "gemini-3.5-flash"):
-        done = client.chat.completions.create(model=model, tools=[tool],  # type: ignore[list-item]
-                                              messages=[{"role": "user", "content": f"[[tool:search {json.dumps(args)}]]"}])
+        ask = [{"role": "user", "content": f"[[tool:search {json.dumps(args)}]]"}]
+        done = client.chat.completions.create(model=model, tools=[tool], messages=ask)  # type: ignore
         [call] = done.choices[0].message.tool_calls or []
         assert json.loads(call.function.arguments) == args
     schema = upstream_calls(emulator)[-1]["body"]["tools"][0]["functionDeclarations"][0]["parametersJsonSchema"]
@@ -100,7 +100,8 @@ def test_an_odd_tool_name_round_trips_in_responses(gateway: Gateway, emulator: E
                                     input='[[tool:my_tool_v2_ {"q": "y"}]]')
     [call] = [i for i in first.output if i.type == "function_call"]
     assert call.name == ODD
-    with client.responses.stream(model="gpt-4o", tools=[tool], input='[[tool:my_tool_v2_ {"q": "z"}]]') as s:  # type: ignore
+    ask = '[[tool:my_tool_v2_ {"q": "z"}]]'
+    with client.responses.stream(model="gpt-4o", tools=[tool], input=ask) as s:  # type: ignore[list-item]
         events = list(s)
         streamed = s.get_final_response()
     assert [i.name for i in streamed.output if i.type == "function_call"] == [ODD]
@@ -188,7 +189,8 @@ def test_json_mode_with_tools_on_25_is_answered(gateway: Gateway, emulator: Emul
         messages=[{"role": "user", "content": "give me json"}])
     assert done.choices[0].message.content
     body = upstream_calls(emulator)[-1]["body"]
-    assert "responseMimeType" not in body.get("generationConfig", {}) and "JSON" in json.dumps(body["systemInstruction"])
+    assert "responseMimeType" not in body.get("generationConfig", {})
+    assert "JSON" in json.dumps(body["systemInstruction"])
 
 
 # ---- the names people bring, and the startup check ---------------------------------------------------

@@ -64,7 +64,8 @@ TOOLS_F = [{"functionDeclarations": [{"name": "f", "parametersJsonSchema": {"typ
      "Budget 0 is invalid. This model only works in thinking mode."),
     ("gemini-2.5-pro", gen({"thinkingConfig": {"thinkingBudget": 64}}), "The thinking budget (64) is invalid."),
     ("gemini-2.5-flash", gen({"thinkingConfig": {"thinkingBudget": 52428}}), "The thinking budget (52428) is invalid."),
-    ("gemini-2.5-flash-lite", gen({"thinkingConfig": {"thinkingBudget": 100}}), "The thinking budget (100) is invalid."),
+    ("gemini-2.5-flash-lite", gen({"thinkingConfig": {"thinkingBudget": 100}}),
+     "The thinking budget (100) is invalid."),
     ("gemini-2.5-flash", gen({"thinkingConfig": {"thinkingLevel": "low"}}),
      "Thinking level is not supported for this model."),
     ("gemini-3.1-pro-preview", gen({"thinkingConfig": {"thinkingLevel": "minimal"}}),
@@ -73,7 +74,8 @@ TOOLS_F = [{"functionDeclarations": [{"name": "f", "parametersJsonSchema": {"typ
     ("gemini-3.8-flash", gen({"thinkingConfig": {"thinkingLevel": "minimal"}}), "Thinking level MINIMAL is not"),
     ("gemini-3-flash-preview", gen({"thinkingConfig": {"thinkingLevel": "low", "thinkingBudget": 1024}}),
      "You can only set only one of thinking budget and thinking level."),
-    ("gemini-3.5-flash-lite", gen({"thinkingConfig": {"thinkingBudget": 0}}), "Budget 0 is invalid."),  # python-genai#2936
+    ("gemini-3.5-flash-lite", gen({"thinkingConfig": {"thinkingBudget": 0}}),
+     "Budget 0 is invalid."),  # python-genai#2936
     # shapes: cline#7339 (names), chatwise#250 (empty parts), one-api#1385 (roles), LibreChat#5525 (response list)
     ("gemini-2.5-flash", {"contents": [{"role": "user", "parts": [{"text": "x"}]}],
                           "tools": [{"functionDeclarations": [{"name": "my tool/v2!"}]}]}, "Invalid function name."),
@@ -123,7 +125,8 @@ def test_tools_with_json_mode_are_fine_on_gemini_3_and_with_mode_none() -> None:
 
 def test_the_oracle_catches_what_the_emulator_rules_miss() -> None:
     # `thinkingConfig.thinkingTokens` is not a field: the emulator's own list catches it...
-    assert 'Unknown name "thinkingTokens"' in refusal(gen({"thinkingConfig": {"thinkingTokens": 5}}), "gemini-2.5-flash")
+    made_up = gen({"thinkingConfig": {"thinkingTokens": 5}})
+    assert 'Unknown name "thinkingTokens"' in refusal(made_up, "gemini-2.5-flash")
     # ...and google-genai's types catch a misspelt field the emulator's lists do not look into
     body = gen({"speechConfig": {"languageCode": "en-US", "speakerVoice": "Kore"}})
     assert "google-genai oracle" in refusal(body, "gemini-2.5-flash")
@@ -267,8 +270,9 @@ def test_legacy_completions_default_gets_visible_text() -> None:
 
 def test_visible_text_is_cut_at_the_clients_limit() -> None:
     reply = gemini.Reply(visible_limit=4)
-    answer = {"candidates": [{"content": {"role": "model", "parts": [{"text": "one two three four five six seven eight"}]},
-                              "finishReason": "STOP"}], "usageMetadata": {"candidatesTokenCount": 8}}
+    text = "one two three four five six seven eight"
+    answer = {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}],
+              "usageMetadata": {"candidatesTokenCount": 8}}
     ch = gemini.completion_from(answer, 1, reply).choices[0]
     assert ch.text == "one two three four" and ch.finish_reason == "length"
     within = {**answer, "usageMetadata": {"candidatesTokenCount": 4}}
@@ -301,7 +305,8 @@ def test_json_mode_with_tools_on_25_moves_to_the_system_prompt() -> None:
     body = gemini.build_request(chat.parse(base), "gemini-2.5-flash")
     accept(body, "gemini-2.5-flash")
     assert "responseMimeType" not in json.dumps(body)
-    assert "JSON" in body["systemInstruction"]["parts"][0]["text"] and '"a"' in body["systemInstruction"]["parts"][0]["text"]
+    instruction = body["systemInstruction"]["parts"][0]["text"]
+    assert "JSON" in instruction and '"a"' in instruction
     on3 = gemini.build_request(chat.parse(base), "gemini-3.5-flash")
     assert on3["generationConfig"]["responseMimeType"] == "application/json" and "systemInstruction" not in on3
     accept(on3, "gemini-3.5-flash")
