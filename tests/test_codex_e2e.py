@@ -128,7 +128,8 @@ def test_codex_applies_a_patch_through_the_gateway(gateways: GatewayFactory, emu
     calls = generate_calls(emulator)
     assert len(calls) == 2
     [decl] = [d for t in calls[0]["tools"] for d in t.get("functionDeclarations", []) if d["name"] == "apply_patch"]
-    assert list(decl["parameters"]["properties"]) == ["input"], "the freeform tool went up as a one-string function"
+    assert list(decl["parametersJsonSchema"]["properties"]) == ["input"], \
+        "the freeform tool went up as a one-string function"
     contents = calls[1]["contents"]
     [call_part] = [p for p in contents[-2]["parts"] if "functionCall" in p]
     assert call_part["functionCall"] == {"name": "apply_patch", "args": {"input": PATCH}}
