@@ -43,6 +43,8 @@ _TYPES = ("string", "number", "integer", "boolean", "array", "object", "null")
 _FORMATS = {"string": {"date-time", "date", "time"}, "integer": {"int32", "int64"},
             "number": {"float", "double"}}
 _MAX_DEPTH = 32  # deeper nodes (or inlined pointer chains) become {} ("any")
+_LEAF_KEYS = frozenset({"type", "title", "description", "default"})
+_SCALARS = frozenset({"string", "number", "integer", "boolean"})
 _MAX_NODES = 20000  # a schema that would grow past this many nodes stops inlining
 
 
@@ -179,6 +181,10 @@ class _Converter:
         self.nodes += 1
         if not isinstance(schema, dict) or depth > _MAX_DEPTH or self.nodes > _MAX_NODES:
             return {}
+        kind = schema.get("type")
+        if schema.keys() <= _LEAF_KEYS and isinstance(kind, str) and kind in _SCALARS and all(
+                isinstance(schema.get(k, ""), str) for k in ("title", "description")):
+            return dict(schema)  # the common leaf ({"type": "string", "description": ...}): nothing to rework
         if isinstance(schema.get("$ref"), str):
             return self._ref(schema, depth)
         if isinstance(schema.get("allOf"), list):
