@@ -34,10 +34,12 @@ def load_accounts(path: str) -> Source[AccountsFile]:
 
 class Wiring:
     def __init__(self, *, settings: Settings, mappings: Source[ModelMap], accounts: Source[AccountsFile],
-                 state_path: str | Path, responses: ResponseStore | None = None) -> None:
+                 state_path: str | Path, responses: ResponseStore | None = None,
+                 headers_timeout: float = 300.0) -> None:
         self.state = StateStore(state_path)
-        self.http = HttpClient()
-        self.tokens = TokenManager(HttpClient(read_timeout=OAUTH_READ_TIMEOUT), self.state)
+        self.http = HttpClient(headers_timeout=headers_timeout)
+        self.tokens = TokenManager(HttpClient(read_timeout=OAUTH_READ_TIMEOUT, headers_timeout=OAUTH_READ_TIMEOUT),
+                                   self.state)
         self.pool = AccountPool(self.state)
         self.engine = Engine(settings=settings, mappings=mappings, accounts=accounts, pool=self.pool,
                              providers=build_providers(self.http, self.tokens, self.state),

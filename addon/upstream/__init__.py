@@ -2,7 +2,8 @@
 
 A provider turns one attempt on one account into an HTTP call: `complete` returns the whole
 canonical Completion; `stream` returns once the upstream has accepted the request (status 200),
-handing back the canonical event batches to come. Both raise UpstreamError; the retry policy
+handing back the canonical event batches to come; `probe` checks the account's credentials alone.
+`complete` and `stream` raise UpstreamError; the retry policy
 (addon/policy.py) decides what an error means for the account. To add a provider, write a module
 with a class implementing `Provider`, give its accounts a model in addon/accounts.py (the
 `provider:` value), and register it in `build_providers`.
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 
 from ..protocol import canonical as c
 from ..state import StateStore
+from ..protocol.errors import UpstreamError
 from .cloudcode import CloudCodeProvider
 from .codeassist import ProjectDirectory
 from .gemini import GeminiProvider
@@ -33,6 +35,11 @@ class Provider(Protocol):
     async def complete(self, acc: Any, req: c.ChatRequest, model: str) -> c.Completion: ...
 
     async def stream(self, acc: Any, req: c.ChatRequest, model: str) -> AsyncIterator[list[c.StreamEvent]]: ...
+
+    async def probe(self, acc: Any) -> UpstreamError | None:
+        """Check the account's credentials with a request holding no client input (the policy
+        believes a credential error only when this is refused too): None = accepted."""
+        ...
 
 
 def build_providers(http: HttpClient, tokens: TokenManager, store: StateStore | None = None) -> dict[str, Provider]:

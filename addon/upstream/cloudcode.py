@@ -28,6 +28,16 @@ class CloudCodeProvider(GeminiProvider):
         self.tokens = tokens
         self.projects = projects or ProjectDirectory(http, tokens)
 
+    async def probe(self, acc: CloudCodeAccount) -> UpstreamError | None:  # type: ignore[override]
+        """A fresh access token (a refused refresh raises CredentialsRejected), then the project."""
+        self.tokens.invalidate(acc)
+        try:
+            await self.tokens.token(acc)
+            await self.projects.project(acc)
+        except UpstreamError as err:
+            return err
+        return None
+
     async def _send(self, acc: CloudCodeAccount, req: c.ChatRequest, body: dict[str, Any],  # type: ignore[override]
                     model: str, stream: bool) -> UpstreamResponse:
         project = await self.projects.project(acc)

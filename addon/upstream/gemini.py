@@ -5,12 +5,14 @@ the key can call (the startup check of mapping targets)."""
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 from typing import Any
 
 from ..accounts import GeminiAccount
-from ..backends import gemini
+from ..backends import decoding, gemini, well_formed
 from ..backends.gemini_models import rules_for
 from ..protocol import canonical as c
+from ..protocol.errors import UpstreamError
 from .fanout import all_or_none, merge_completions, merge_streams, singles
 from .http import HttpClient, UpstreamResponse
 from .streaming import StreamBatches, decode_stream
@@ -45,15 +47,23 @@ class GeminiProvider:
         """One call with the prepared GenerateContentRequest `body` (`req` for what a provider's
         envelope needs)."""
         data = json.dumps(body, ensure_ascii=False).encode()
-        url = f"{acc.base_url}/v1beta/models/{model}:{verb(stream)}"
+        url = f"{acc.base_url}/v1beta/models/{quote(model, safe='')}:{verb(stream)}"
         return await self._post(url, {**JSON, "x-goog-api-key": acc.api_key or ""}, data)
+
+    async def probe(self, acc: GeminiAccount) -> UpstreamError | None:
+        """The key alone, without the client's request: list one model."""
+        resp = await self.http.get(f"{acc.base_url}/v1beta/models?pageSize=1", {"x-goog-api-key": acc.api_key or ""})
+        body = await resp.read()
+        return None if resp.status == 200 else gemini.error_from(resp.status, body, resp.headers)
 
     async def complete(self, acc: GeminiAccount, req: c.ChatRequest, model: str) -> c.Completion:
         if _fan_out(req, model):
             return merge_completions(await all_or_none([self.complete(acc, one, model) for one in singles(req)]))
         body, reply = gemini.prepare(req, model, safety=acc.safety_settings)
         resp = await self._send(acc, req, body, model, stream=False)
-        return gemini.completion_from_body(await resp.read(), req.n, reply)
+        raw = await resp.read()
+        with decoding():
+            return well_formed(gemini.completion_from_body(raw, req.n, reply))
 
     async def stream(self, acc: GeminiAccount, req: c.ChatRequest, model: str) -> StreamBatches:
         calls = singles(req) if _fan_out(req, model) else [req]

@@ -4,6 +4,10 @@ aiohttp directly rather than httpx: profiling the non-streaming path showed http
 building, URL merging and cookie handling costing ~0.6 ms of a ~1.4 ms request (the upstream
 client's transport was where the gateway's own time went). This wrapper keeps the providers
 independent of the library and maps every transport failure to UpstreamError(0).
+
+Nothing an upstream sends is trusted to be small or prompt: redirects are not followed (the
+request carries the account's key), the response headers must arrive within `headers_timeout`,
+and a whole body is read up to MAX_BODY bytes (a larger one is a 502, like any broken answer).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from urllib.parse import urlencode
 import aiohttp
 
 from ..protocol.errors import UpstreamError
+
+MAX_BODY = 64 * 1024 * 1024  # a whole (non-streamed) answer; inline images make some large
 
 
 def _transport_error(exc: BaseException) -> UpstreamError:
@@ -32,13 +38,21 @@ class UpstreamResponse:
         self.status = resp.status
         self.headers: Mapping[str, str] = resp.headers
 
-    async def read(self) -> bytes:
+    async def read(self, limit: int = MAX_BODY) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
         try:
-            return await self._resp.read()
+            async for chunk in self._resp.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    self._resp.close()
+                    raise UpstreamError(502, f"Upstream answer is larger than {limit} bytes.")
+                chunks.append(chunk)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _transport_error(exc) from None
         finally:
             self._resp.release()
+        return b"".join(chunks)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
@@ -68,8 +82,10 @@ class UpstreamResponse:
 
 
 class HttpClient:
-    def __init__(self, *, read_timeout: float = 600.0, connect_timeout: float = 10.0) -> None:
+    def __init__(self, *, read_timeout: float = 600.0, connect_timeout: float = 10.0,
+                 headers_timeout: float = 300.0) -> None:
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
+        self.headers_timeout = headers_timeout
         self._session: aiohttp.ClientSession | None = None
 
     def _get(self) -> aiohttp.ClientSession:
@@ -83,14 +99,16 @@ class HttpClient:
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
         try:
-            resp = await self._get().post(url, data=body, headers=headers)
+            async with asyncio.timeout(self.headers_timeout):
+                resp = await self._get().post(url, data=body, headers=headers, allow_redirects=False)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _transport_error(exc) from None
         return UpstreamResponse(resp)
 
     async def get(self, url: str, headers: Mapping[str, str]) -> UpstreamResponse:
         try:
-            resp = await self._get().get(url, headers=headers)
+            async with asyncio.timeout(self.headers_timeout):
+                resp = await self._get().get(url, headers=headers, allow_redirects=False)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             raise _transport_error(exc) from None
         return UpstreamResponse(resp)

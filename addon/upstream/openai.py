@@ -7,8 +7,10 @@ import json
 from typing import Any
 
 from ..accounts import OpenAIAccount
+from ..backends import decoding, well_formed
 from ..backends import openai as tr
 from ..protocol import canonical as c
+from ..protocol.errors import UpstreamError
 from .http import HttpClient, UpstreamResponse
 from .streaming import StreamBatches, decode_stream
 
@@ -19,10 +21,18 @@ class OpenAIProvider:
     def __init__(self, http: HttpClient) -> None:
         self.http = http
 
+    @staticmethod
+    def _auth(acc: OpenAIAccount) -> dict[str, str]:
+        return {"authorization": f"Bearer {acc.api_key}"} if acc.api_key else {}
+
+    async def probe(self, acc: OpenAIAccount) -> UpstreamError | None:
+        """The key alone, without the client's request: list the models."""
+        resp = await self.http.get(f"{acc.base_url}/models", self._auth(acc))
+        body = await resp.read()
+        return None if resp.status == 200 else tr.error_from(resp.status, body, resp.headers)
+
     async def _send(self, acc: OpenAIAccount, body: dict[str, Any]) -> UpstreamResponse:
-        headers = {"content-type": "application/json"}
-        if acc.api_key:
-            headers["authorization"] = f"Bearer {acc.api_key}"
+        headers = {"content-type": "application/json", **self._auth(acc)}
         resp = await self.http.post(f"{acc.base_url}/chat/completions",
                                     json.dumps(body, ensure_ascii=False).encode(), headers)
         if resp.status != 200:
@@ -36,7 +46,9 @@ class OpenAIProvider:
 
     async def complete(self, acc: OpenAIAccount, req: c.ChatRequest, model: str) -> c.Completion:
         resp = await self._send(acc, self._body(acc, req, model, stream=False))
-        return tr.completion_from_body(await resp.read())
+        body = await resp.read()
+        with decoding():
+            return well_formed(tr.completion_from_body(body))
 
     async def stream(self, acc: OpenAIAccount, req: c.ChatRequest, model: str) -> StreamBatches:
         resp = await self._send(acc, self._body(acc, req, model, stream=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from ..backends import StreamDecoder
+from ..backends import StreamDecoder, decoding, well_formed_events
 from ..protocol import canonical as c
 from ..protocol.errors import UpstreamError
 from .http import UpstreamResponse
@@ -37,7 +37,8 @@ async def event_batches(chunks: AsyncIterator[bytes], decoder: StreamDecoder) ->
         failure: UpstreamError | None = None
         for payload in payloads:
             try:
-                batch += decoder.feed(payload)
+                with decoding():
+                    batch += well_formed_events(decoder.feed(payload))
             except UpstreamError as err:
                 failure = err
                 break
@@ -45,7 +46,9 @@ async def event_batches(chunks: AsyncIterator[bytes], decoder: StreamDecoder) ->
             yield batch
         if failure is not None:
             raise failure
-    yield decoder.finish()
+    with decoding():
+        tail = well_formed_events(decoder.finish())
+    yield tail
 
 
 async def decode_stream(resp: UpstreamResponse, decoder: StreamDecoder) -> StreamBatches:

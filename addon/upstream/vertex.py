@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from ..accounts import VertexAccount
 from ..protocol import canonical as c
+from ..protocol.errors import UpstreamError
 from .gemini import JSON, GeminiProvider, verb
 from .http import HttpClient, UpstreamResponse
 from .oauth import TokenManager
@@ -34,6 +35,18 @@ class VertexProvider(GeminiProvider):
     def __init__(self, http: HttpClient, tokens: TokenManager) -> None:
         super().__init__(http)
         self.tokens = tokens
+
+    async def probe(self, acc: VertexAccount) -> UpstreamError | None:  # type: ignore[override]
+        """OAuth: a fresh access token. An express-mode key has no client-free call known to check
+        it, so the policy cannot confirm its errors: such an account cools down, never disables."""
+        if acc.api_key:
+            return UpstreamError(0, "an express-mode key cannot be probed")
+        self.tokens.invalidate(acc)
+        try:
+            await self.tokens.token(acc)
+        except UpstreamError as err:
+            return err
+        return None
 
     async def _send(self, acc: VertexAccount, req: c.ChatRequest, request: dict[str, Any],  # type: ignore[override]
                     model: str, stream: bool) -> UpstreamResponse:
