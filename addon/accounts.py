@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -281,6 +282,10 @@ def env_accounts() -> AccountsFile:
 # ---- pool ----------------------------------------------------------------------------------
 
 MAX_BACKOFF = 300.0
+MAX_COOLDOWN = 3600.0  # whatever an upstream asked for (it may say inf, or years)
+MAX_USAGE_MODELS = 64  # usage counters per account; later models are counted under OTHER_MODELS
+OTHER_MODELS = "(other models)"
+MAX_CURSORS = 1024  # round-robin positions kept per model name
 
 
 @dataclass(slots=True)
@@ -311,7 +316,8 @@ class AccountState:
                           ("last_status", int), ("last_error", str), ("why", str), ("requests", int),
                           ("credential", str)):
             value = data.get(key)
-            if isinstance(value, kind) and not isinstance(value, bool):
+            if (isinstance(value, kind) and not isinstance(value, bool)
+                    and not (isinstance(value, float) and not math.isfinite(value))):
                 setattr(st, key, value)
         usage = data.get("usage")
         if isinstance(usage, dict):
@@ -340,7 +346,8 @@ class AccountPool:
         if store is not None:
             saved = store.load().get("accounts")
             for name, data in (saved.items() if isinstance(saved, dict) else ()):
-                self._states[name] = AccountState.from_json(data)
+                st = self._states[name] = AccountState.from_json(data)
+                st.cooldown_until = min(st.cooldown_until, self._clock() + MAX_COOLDOWN)
             store.add_source(self._collect)
 
     def _collect(self, doc: dict[str, Any]) -> None:
@@ -397,10 +404,15 @@ class AccountPool:
             raise NoAccount(f"No enabled account serves the model '{model}'.")
         ready = [a for a in serving if a.name not in exclude and self.state(a).cooldown_until <= now]
         if not ready:
-            waits = [self.state(a).cooldown_until - now for a in serving if a.name not in exclude]
-            waits = [w for w in waits if w > 0]
-            raise NoAccount("Every account for this model is rate-limited or cooling down.",
-                            retry_after=min(waits) if waits else None, status=429)
+            resting = [a for a in serving if a.name not in exclude and self.state(a).cooldown_until > now]
+            waits = [self.state(a).cooldown_until - now for a in resting]
+            if any(self.state(a).last_status == 429 for a in resting):
+                raise NoAccount("Every account for this model is rate-limited or cooling down.",
+                                retry_after=min(waits) if waits else None, status=429)
+            # Resting after server errors or timeouts: saying "rate-limited" would be a wrong signal.
+            last = ", ".join(sorted({str(self.state(a).last_status or "no answer") for a in resting}))
+            raise NoAccount(f"Every account for this model is resting after upstream errors ({last}).",
+                            retry_after=min(waits) if waits else None, status=503)
         if self._sticky and sticky_key:
             h = int.from_bytes(hashlib.blake2b(sticky_key.encode(), digest_size=8).digest(), "big")
             preferred = serving[h % len(serving)]  # stable while the set of accounts is stable
@@ -408,6 +420,8 @@ class AccountPool:
                 return preferred
         # weighted round-robin: an account of weight w appears w times in the cycle
         cycle = [a for a in ready for _ in range(a.weight)]
+        if model not in self._cursors and len(self._cursors) >= MAX_CURSORS:
+            self._cursors.clear()  # model names may be the client's: keep this small
         cursor = self._cursors[model] = (self._cursors.get(model, -1) + 1) % (1 << 30)
         return cycle[cursor % len(cycle)]
 
@@ -428,6 +442,8 @@ class AccountPool:
         self._dirty()
 
     def _count(self, st: AccountState, model: str, usage: c.Usage | None, request: bool = True) -> None:
+        if model not in st.usage and len(st.usage) >= MAX_USAGE_MODELS:
+            model = OTHER_MODELS  # a pass-through mapping lets clients choose the names: bounded
         counters = st.usage.setdefault(model, {"requests": 0, "input_tokens": 0, "output_tokens": 0})
         if request:
             counters["requests"] += 1
@@ -442,7 +458,10 @@ class AccountPool:
         st.failures += 1
         st.last_status = status
         st.last_error, st.why = error, why
-        delay = retry_after if retry_after is not None else min(MAX_BACKOFF, 2.0 ** (st.failures - 1))
+        if retry_after is None or not math.isfinite(retry_after):
+            delay = min(MAX_BACKOFF, 2.0 ** min(st.failures - 1, 30))
+        else:
+            delay = min(max(0.0, retry_after), MAX_COOLDOWN)
         st.cooldown_until = self._clock() + delay
         self._dirty()
         return delay

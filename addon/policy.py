@@ -5,18 +5,33 @@ the number of accounts that serve the model:
   * rate limits and overloads (429, 500, 502, 503, 504, 529), connection failures and timeouts
     -> the account cools down (for what the upstream asked, else an increasing backoff) and the
     next account is tried;
-  * the account's own credentials refused (401/403, OAuth invalid_grant, Gemini API_KEY_INVALID)
-    -> the account is disabled with the reason, next account;
+  * the account's own credentials refused (401/403, Gemini API_KEY_INVALID) -> confirmed by a
+    probe first (below); refused again -> the account is disabled with the reason, next account;
+  * an OAuth refresh refused (CredentialsRejected: invalid_grant...) -> disabled at once: that
+    request carries nothing from the client;
   * an access token refused twice (StaleCredentials) -> next account, without cooling or disabling;
+  * anything else that is not a 4xx (a redirect, a malformed answer = 502) -> cool down, rotate;
   * any other 4xx is the request's own fault -> returned to the client at once.
-When no attempt succeeded the client gets one OpenAI-shaped error that says why.
+When no attempt succeeded the client gets one OpenAI-shaped error that says why: 429 only when
+the upstreams said so, 503 with the real reason when accounts rest after server errors.
+
+Why the probe: a 401/403 answer to a client's request does not prove the account's credentials
+bad. The request may have asked for something the account may not touch (Gemini answers 403 for
+a file URI of another project), and a model name built to escape its URL path once made every
+account disable itself. So a credential error is only believed after a probe that carries no
+client input (the provider's `probe`: list models, load the Cloud Code project) is refused too.
+A probe that passes clears the account (the upstream refused *this request*: next account, and a
+400 to the client if none accepts it); one that cannot tell cools the account instead. A passing
+probe is remembered for PROBE_TTL seconds, so hostile requests cannot make every request probe.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -39,6 +54,11 @@ ROTATE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
 # Reasons that blame the account's credentials whatever the status (the Gemini API answers a
 # wrong or expired key with 400 INVALID_ARGUMENT + ErrorInfo API_KEY_INVALID).
 CREDENTIAL_REASONS = frozenset({"invalid_grant", "API_KEY_INVALID"})
+PROBE_TTL = 60.0  # seconds a passed credential probe is trusted
+
+# Checks an account's credentials with a request that carries no client input: None if they were
+# accepted, else the error (judged like any other: DISABLE = refused, anything else = cannot tell).
+Probe = Callable[[Account], Awaitable[UpstreamError | None]]
 
 
 class Verdict(enum.Enum):
@@ -54,8 +74,8 @@ def judge(err: UpstreamError) -> Verdict:
         return Verdict.ROTATE
     if isinstance(err, CredentialsRejected) or err.status in (401, 403) or err.reason in CREDENTIAL_REASONS:
         return Verdict.DISABLE
-    if err.status == 0 or err.status in ROTATE_STATUSES:
-        return Verdict.COOL_DOWN
+    if err.status == 0 or err.status in ROTATE_STATUSES or not 400 <= err.status < 500:
+        return Verdict.COOL_DOWN  # includes redirects (never followed) and malformed answers (502)
     return Verdict.FAIL
 
 
@@ -88,10 +108,15 @@ def retry_after_seconds(delay: float | None) -> str | None:
 
 class RetryPolicy:
     def __init__(self, pool: AccountPool, *, max_attempts: int = MAX_ATTEMPTS,
-                 redact: Callable[[str], str] = lambda text: text) -> None:
+                 redact: Callable[[str], str] = lambda text: text, probe: Probe | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.pool = pool
         self.max_attempts = max_attempts
         self.redact = redact  # upstream messages may echo a key or token back
+        self.probe = probe
+        self._clock = clock
+        self._probing: dict[str, asyncio.Future[bool | None]] = {}  # one probe at a time per account
+        self._vouched: dict[str, float] = {}  # account -> when its credentials last passed a probe
 
     async def run(self, model: str, call: Callable[[Account], Awaitable[T]], *, sticky_key: str | None = None,
                   attempts: list[Attempt] | None = None) -> tuple[Account, T]:
@@ -116,6 +141,17 @@ class RetryPolicy:
                 attempts.append(Attempt(acc.name, err.status))
                 last = err
                 verdict = judge(err)
+                # Refused refreshes/setup calls and Google's account-state reasons are about the account itself.
+                if (verdict is Verdict.DISABLE and not isinstance(err, CredentialsRejected)
+                        and err.reason not in _WHY_BY_REASON):
+                    confirmed = await self._credentials_refused(acc)
+                    if confirmed is None:
+                        verdict = Verdict.COOL_DOWN
+                    elif not confirmed:
+                        err.request_refused = True  # type: ignore[attr-defined]
+                        log.info("account %s: upstream %s for this request, but its credentials passed a probe",
+                                 acc.name, err.status)
+                        continue
                 if verdict is Verdict.DISABLE:
                     # long enough for a verification link (Cloud Code's VALIDATION_REQUIRED)
                     reason = self.redact(f"{err.status}: {err.message}")[:400]
@@ -134,6 +170,35 @@ class RetryPolicy:
         assert last is not None
         raise self._exhausted(last, model)
 
+    async def _credentials_refused(self, acc: Account) -> bool | None:
+        """True if a client-free probe confirms the account's credentials are refused."""
+        if self.probe is None:
+            return None
+        vouched = self._vouched.get(acc.name)
+        if vouched is not None and self._clock() - vouched < PROBE_TTL:
+            return False
+        pending = self._probing.get(acc.name)
+        if pending is None:
+            pending = self._probing[acc.name] = asyncio.ensure_future(self._run_probe(acc))
+            pending.add_done_callback(lambda _: self._probing.pop(acc.name, None))
+        ok = await asyncio.shield(pending)
+        return None if ok is None else not ok
+
+    async def _run_probe(self, acc: Account) -> bool | None:
+        """True = credentials accepted, False = refused, None = cannot tell."""
+        assert self.probe is not None
+        try:
+            err = await self.probe(acc)
+        except UpstreamError as exc:  # e.g. the upstream could not be reached
+            err = exc
+        except Exception:  # a probe must never turn into the client's error
+            log.exception("credential probe of %s failed", acc.name)
+            return None
+        if err is None:
+            self._vouched[acc.name] = self._clock()
+            return True
+        return False if judge(err) is Verdict.DISABLE else None
+
     # ---- what the client is told -------------------------------------------------------------
     @staticmethod
     def _no_account(exc: NoAccount) -> GatewayError:
@@ -141,6 +206,10 @@ class RetryPolicy:
             ra = retry_after_seconds(exc.retry_after)
             return GatewayError(429, f"{exc} Retry after {ra or 'a few'} seconds.", code="rate_limit_exceeded",
                                 headers={"retry-after": ra} if ra else {})
+        if exc.retry_after is not None:  # resting after server errors, not rate-limited
+            ra = retry_after_seconds(exc.retry_after)
+            return GatewayError(503, f"{exc} Retry after {ra} seconds.", code="upstream_unavailable",
+                                headers={"retry-after": ra})
         # A configuration problem: the SDKs' automatic retries of a 5xx cannot help (x-should-retry).
         return GatewayError(503, str(exc), code="no_account_available", headers={"x-should-retry": "false"})
 
@@ -156,6 +225,10 @@ class RetryPolicy:
             return GatewayError(429, self.redact(f"All accounts for '{model}' are rate-limited "
                                                  f"(last upstream message: {last.message})"),
                                 code="rate_limit_exceeded", headers={"retry-after": ra} if ra else {})
+        if getattr(last, "request_refused", False):
+            # The accounts' credentials work (probed): the upstream refused what this request asks.
+            return GatewayError(400, self.redact(f"The upstream refused this request ({last.status}: "
+                                                 f"{last.message})"), code="upstream_refused_request")
         if last.status == 0:
             return GatewayError(502, f"Could not reach the upstream for '{model}': {last.message}",
                                 code="upstream_unreachable")

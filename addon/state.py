@@ -30,6 +30,7 @@ class StateStore:
         self._scheduled: asyncio.TimerHandle | None = None
         self._writing: asyncio.Future | None = None
         self._collect: list[Callable[[dict[str, Any]], None]] = []
+        self._last_error: str | None = None  # a failing disk is reported once, not every second
 
     def load(self) -> dict[str, Any]:
         try:
@@ -77,22 +78,35 @@ class StateStore:
         doc: dict[str, Any] = {"version": 1}
         for collect in self._collect:
             collect(doc)
-        return json.dumps(doc, indent=1, sort_keys=True).encode()
+        # allow_nan=False: Infinity/NaN are not JSON; a value like that is a bug to hear about, not to persist
+        return json.dumps(doc, indent=1, sort_keys=True, allow_nan=False).encode()
 
     def _flush_in_background(self) -> None:
         self._scheduled = None
         if not self._dirty:
             return
-        data = self._document()
+        try:
+            data = self._document()
+        except ValueError as exc:
+            self._report(exc)
+            return
         self._writing = asyncio.get_running_loop().run_in_executor(None, self._write, data)
         self._writing.add_done_callback(self._written)
 
     def _written(self, fut: asyncio.Future) -> None:
         self._writing = None
         if not fut.cancelled() and fut.exception() is not None:
-            log.warning("could not save gateway state to %s: %s", self.path, fut.exception())
+            self._report(fut.exception())
+        else:
+            self._last_error = None
         if self._dirty:  # changed meanwhile (or the write failed): once more, a second later
             self.mark_dirty()
+
+    def _report(self, exc: BaseException | None) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        if text != self._last_error:
+            log.warning("could not save gateway state to %s: %s", self.path, text)
+            self._last_error = text
 
     def _write(self, data: bytes) -> None:
         try:

@@ -482,8 +482,15 @@ class Policy:
                  max_attempts: int = 3) -> None:
         self.pool = make_pool(*accounts, clock=clock)
         self.redact = Redactor([getattr(a, "api_key", None) for a in self.pool.accounts])
-        self.policy = RetryPolicy(self.pool, max_attempts=max_attempts, redact=self.redact)
+        # the credential probe (a request without client input) is refused as well, unless a test says otherwise
+        self.probe_answer: UpstreamError | None = UpstreamError(401, "API key not valid")
+        self.probes: list[str] = []
+        self.policy = RetryPolicy(self.pool, max_attempts=max_attempts, redact=self.redact, probe=self._probe)
         self.provider = Script(script)
+
+    async def _probe(self, acc: Any) -> UpstreamError | None:
+        self.probes.append(acc.name)
+        return self.probe_answer
 
     async def run(self, attempts: list[Attempt] | None = None) -> tuple[Any, Any]:
         return await self.policy.run(FLASH, self.provider, attempts=attempts)
