@@ -22,7 +22,8 @@ from .frontends import Frontend, encode_stream
 from .mapping import ModelMap
 from .policy import MAX_ATTEMPTS, RetryPolicy
 from .protocol import canonical as c
-from .protocol.errors import GatewayError
+from .protocol import limits
+from .protocol.errors import GatewayError, UpstreamError
 from .redact import Redactor
 from .story import Story
 from .upstream import Provider
@@ -60,6 +61,8 @@ class Incoming:
     body: bytes = b""
     peer: str | None = None
     query: str = ""  # the raw query string, without "?"
+    host: str | None = None  # the Host header when the client called the listener itself (reverse mode)
+    admitted: bool = False  # admit() already passed on these headers (the adapter does it before the body)
 
 
 @dataclass(slots=True)
@@ -77,6 +80,9 @@ class Settings:
     api_key: str = ""
     allow_lan_access: bool = False
     max_attempts: int = MAX_ATTEMPTS
+    max_body_size: int = limits.MAX_BODY_BYTES
+    # Host names (and Origin hosts) accepted besides IP literals, localhost and the listen host; "*": any
+    allowed_hosts: frozenset[str] = frozenset()
 
 
 def _json(status: int, obj: Any, headers: dict[str, str] | None = None) -> Outcome:
@@ -110,7 +116,8 @@ class Engine:
                 self.routes.append((method, re.compile(pattern), fn))
         self.started = int(time.time())
         self.redact = Redactor([])
-        self.policy = RetryPolicy(pool, max_attempts=settings.max_attempts, redact=lambda text: self.redact(text))
+        self.policy = RetryPolicy(pool, max_attempts=settings.max_attempts, redact=lambda text: self.redact(text),
+                                  probe=self._probe)
         self._accounts_seen: AccountsFile | None = None
         self.sync_accounts()
 
@@ -142,6 +149,9 @@ class Engine:
                         "or --set accounts=accounts.yaml (see accounts.example.yaml)")
         return True
 
+    async def _probe(self, acc: Account) -> UpstreamError | None:
+        return await self.providers[acc.provider].probe(acc)
+
     @property
     def mappings(self) -> ModelMap:
         return self.mapping_source.current()
@@ -151,30 +161,63 @@ class Engine:
         story = Story(route=f"{req.method} {req.path}")
         try:
             self.sync_accounts()
+            if not req.admitted:
+                self.admit(req)
             out = await self._route(req, story)
         except GatewayError as err:
             out = _error(err)
         except Exception:  # a bug must still answer in OpenAI's shape, without a traceback
             log.exception("internal error on %s %s", req.method, req.path)
             out = _error(GatewayError(500, "The gateway hit an internal error; see its log.", code="internal_error"))
+        return self._told(out, story)
+
+    def refusal(self, req: Incoming) -> Outcome | None:
+        """The answer to a request refused on its headers alone (see `admit`), or None if it may go on."""
+        try:
+            self.admit(req)
+        except GatewayError as err:
+            return self._told(_error(err), Story(route=f"{req.method} {req.path}"))
+        return None
+
+    @staticmethod
+    def _told(out: Outcome, story: Story) -> Outcome:
+        # Both may carry client text (a "~" mapping keeps the client's model name): never raw in a header.
         if story.mapped_model:
-            out.headers["x-mapped-model"] = story.mapped_model
+            out.headers["x-mapped-model"] = limits.header_value(story.mapped_model)
         if story.account:
-            out.headers["x-account-email"] = story.account
+            out.headers["x-account-email"] = limits.header_value(story.account)
         story.status = out.status
         out.story = story
         return out
 
-    async def _route(self, req: Incoming, story: Story) -> Outcome:
-        if not self.settings.allow_lan_access and not auth.is_loopback(req.peer):
+    def admit(self, req: Incoming) -> None:
+        """Every check that needs only the request line and headers, so that the adapter can run
+        them before mitmproxy's body is read or decoded: peer, Host/Origin, key, type, size."""
+        settings = self.settings
+        if not settings.allow_lan_access and not auth.is_loopback(req.peer):
             raise GatewayError(403, "LAN access is disabled on this gateway; connect from this machine or "
                                     "start it with allow_lan_access=true.", code="lan_access_disabled")
+        # A web page can reach a loopback gateway too: through DNS rebinding (a name of the
+        # attacker's that resolves to 127.0.0.1: refused by the Host check) or with a "simple"
+        # cross-origin POST that needs no CORS preflight (refused by the Origin and content-type
+        # checks). The gateway serves no pages and answers no preflight (OPTIONS gets a 405).
+        auth.check_browser_headers(req.host, req.headers.get("origin"), settings.allowed_hosts)
+        path = req.path.rstrip("/") or "/"
+        auth.check(settings.auth_mode, settings.api_key, path in ("/healthz", "/health"), req.headers)
+        if req.method == "POST":
+            ctype = req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if ctype != "application/json":
+                raise GatewayError(415, "Send the request body as JSON with 'Content-Type: application/json'.",
+                                   code="unsupported_media_type")
+            length = req.headers.get("content-length")
+            if length is None and req.headers.get("transfer-encoding"):
+                raise GatewayError(411, "Send the request body with a Content-Length header.", code="length_required")
+            if length is not None and (not length.strip().isdigit() or int(length) > settings.max_body_size):
+                raise limits.too_large(settings.max_body_size)
+
+    async def _route(self, req: Incoming, story: Story) -> Outcome:
         path = req.path.rstrip("/") or "/"
         is_health = path in ("/healthz", "/health")
-        # No CORS: a web page must not be able to spend this machine's accounts through a
-        # loopback gateway with auth off. Browsers preflight JSON POSTs; those get a 405 here.
-        auth.check(self.settings.auth_mode, self.settings.api_key, is_health, req.headers)
-
         if is_health:
             self._allow(req, "GET")
             return _json(200, {"status": "ok", "version": __version__})
@@ -246,18 +289,19 @@ class Engine:
         return {"id": name, "object": "model", "created": self.started, "owned_by": "gateway"}
 
     def _retrieve_model(self, name: str) -> Outcome:
+        limits.check_model_name(name)
         if name in self._model_ids() or self.mappings.matches(name):
             return _json(200, self._model_obj(name), {"x-mapped-model": self.mappings.resolve(name)})
         raise GatewayError(404, f"The model '{name}' does not exist.", param="model", code="model_not_found")
 
     # ---- completions ----------------------------------------------------------------------
     async def _complete(self, frontend: Frontend, req: Incoming, story: Story) -> Outcome:
-        try:
-            body = json.loads(req.body) if req.body else None
-        except ValueError as exc:
-            raise GatewayError(400, f"The request body is not valid JSON ({exc.msg} at position {exc.pos}).",
-                               code="invalid_json") from None
+        if len(req.body) > self.settings.max_body_size:
+            raise limits.too_large(self.settings.max_body_size)
+        body = limits.parse_json(req.body) if req.body else None
+        limits.check_counts(body)
         creq, ctx = await frontend.parse(body)
+        limits.check_model_name(creq.model)
         story.client_model = creq.model
         target = self.mappings.target(creq.model)
         mapped = target.model or creq.model

@@ -28,9 +28,11 @@ if str(_ROOT) not in sys.path:
 from mitmproxy import command, ctx, exceptions, http  # noqa: E402
 from mitmproxy.connection import ConnectionState  # noqa: E402
 from mitmproxy.proxy.mode_specs import ReverseMode  # noqa: E402
+from mitmproxy.utils import human  # noqa: E402
 
 from addon import auth  # noqa: E402
-from addon.engine import Incoming, Settings  # noqa: E402
+from addon.engine import Incoming, Outcome, Settings  # noqa: E402
+from addon.protocol import limits  # noqa: E402
 from addon.protocol.errors import GatewayError  # noqa: E402
 from addon.relay import Relay  # noqa: E402
 from addon.story import Story  # noqa: E402
@@ -82,19 +84,39 @@ class Gateway:
         loader.add_option("max_attempts", int, 3, "Upstream attempts per request (bounded by the pool size).")
         loader.add_option("check_models", bool, True, "At start, ask each Gemini API account's upstream for its "
                           "model list and warn about mapping targets it does not serve.")
+        loader.add_option("max_body_size", str, "32m", "Largest request body the gateway accepts (after "
+                          "decompression), e.g. 32m; larger ones get 413.")
+        loader.add_option("allowed_hosts", Sequence[str], [], "Host names (and web page origins) accepted besides "
+                          "IP addresses, localhost and the listen host; '*' accepts any (no DNS rebinding protection).")
+        loader.add_option("upstream_headers_timeout", int, 300, "Seconds to wait for an upstream's response headers "
+                          "before trying the next account (a non-streamed answer's headers come when it is complete).")
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
         if "auth_mode" in updated and opts.auth_mode not in auth.AUTH_MODES:
             raise exceptions.OptionsError(f"auth_mode must be one of {', '.join(auth.AUTH_MODES)}")
-        if opts.keepalive_seconds < 1 or opts.max_attempts < 1:
-            raise exceptions.OptionsError("keepalive_seconds and max_attempts must be at least 1")
+        if opts.keepalive_seconds < 1 or opts.max_attempts < 1 or opts.upstream_headers_timeout < 1:
+            raise exceptions.OptionsError("keepalive_seconds, max_attempts and upstream_headers_timeout must be "
+                                          "at least 1")
+        try:
+            max_body = human.parse_size(opts.max_body_size)
+        except ValueError as exc:
+            raise exceptions.OptionsError(f"max_body_size: {exc}") from None
+        if not max_body or max_body < 1024:
+            raise exceptions.OptionsError("max_body_size must be at least 1k")
         api_key = opts.api_key or os.environ.get("GATEWAY_API_KEY", "")
-        mode = auth.effective_mode(opts.auth_mode, opts.allow_lan_access)
+        mode = auth.effective_mode(opts.auth_mode, opts.allow_lan_access, bool(api_key))
         if mode != "off" and not api_key:
             raise exceptions.OptionsError(f"auth mode '{mode}' needs a key: --set api_key=... or $GATEWAY_API_KEY")
+        allowed = {h.strip().lower() for v in opts.allowed_hosts for h in v.split(",") if h.strip()}
+        if opts.listen_host:
+            allowed.add(opts.listen_host.lower())
         settings = Settings(auth_mode=mode, api_key=api_key, allow_lan_access=opts.allow_lan_access,
-                            max_attempts=opts.max_attempts)
+                            max_attempts=opts.max_attempts, max_body_size=max_body, allowed_hosts=frozenset(allowed))
+        if hasattr(opts, "keep_host_header") and not opts.keep_host_header:
+            # In reverse mode mitmproxy replaces the client's Host header with the (never contacted)
+            # placeholder target before any hook runs; the DNS-rebinding check needs the original.
+            ctx.options.keep_host_header = True
         # "a,b" in one value is accepted too (the option used to be a comma-separated string)
         self._hosts = frozenset(h.strip().lower() for v in opts.gateway_hosts for h in v.split(",") if h.strip())
         self.relay.keepalive = float(opts.keepalive_seconds)
@@ -106,9 +128,11 @@ class Gateway:
         state_path = opts.state_file or (str(Path(opts.accounts).with_suffix(".state.json")) if opts.accounts
                                          else os.path.join(os.path.expanduser(opts.confdir), "gateway-state.json"))
         if self.wiring is None:
-            self.wiring = Wiring(settings=settings, mappings=mappings, accounts=accounts, state_path=state_path)
+            self.wiring = Wiring(settings=settings, mappings=mappings, accounts=accounts, state_path=state_path,
+                                 headers_timeout=float(opts.upstream_headers_timeout))
         else:
             self.wiring.engine.configure(settings, mappings, accounts)
+            self.wiring.http.headers_timeout = float(opts.upstream_headers_timeout)
             if Path(state_path) != self.wiring.state.path:
                 self.wiring.state.path = Path(state_path)
                 self.wiring.state.mark_dirty()
@@ -155,24 +179,77 @@ class Gateway:
             return True
         return flow.request.pretty_host.lower() in self._hosts
 
-    async def request(self, flow: http.HTTPFlow) -> None:
-        if flow.response or flow.error or not flow.live or not self._ours(flow):
+    def client_connected(self, client) -> None:
+        # Outside reverse mode mitmproxy forwards to any host, the relay's loopback port included:
+        # a peer from the LAN must not get that. (Reverse-mode peers get the gateway's JSON 403.)
+        if (self.wiring is not None and not self.wiring.engine.settings.allow_lan_access
+                and not isinstance(client.proxy_mode, ReverseMode) and client.peername
+                and not auth.is_loopback(client.peername[0])):
+            log.info("refused connection from %s: LAN access is disabled", client.peername[0])
+            client.error = "LAN access is disabled"
+
+    def _incoming(self, flow: http.HTTPFlow, body: bytes = b"", admitted: bool = False) -> Incoming:
+        req = flow.request
+        reverse = isinstance(flow.client_conn.proxy_mode, ReverseMode)
+        path, _, query = req.path.partition("?")
+        return Incoming(req.method, path, req.headers, body,
+                        flow.client_conn.peername[0] if flow.client_conn.peername else None, query,
+                        host=req.host_header if reverse else None, admitted=admitted)
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        """Peer, Host/Origin, key, content type and size are checked here, before mitmproxy reads
+        (or anyone decodes) the body; the client's key leaves the recorded flow at once."""
+        if flow.response or flow.error or not flow.live or not self._ours(flow) or flow.id in self._handoffs:
             return
         try:
-            body = flow.request.content or b""
-        except ValueError:  # undecodable content-encoding
-            err = GatewayError(400, "The request body's content-encoding could not be decoded.", code="invalid_body")
+            refusal = self.wiring.engine.refusal(self._incoming(flow))
+        finally:
+            _hide_credentials(flow.request)
+        if refusal is None:
+            flow.metadata["gateway_admitted"] = True
+        else:
+            self._refuse(flow, refusal)
+
+    def _refuse(self, flow: http.HTTPFlow, out: Outcome) -> None:
+        _tell(flow, out.story)
+        if "content-length" not in flow.request.headers and "transfer-encoding" not in flow.request.headers:
+            flow.response = http.Response.make(out.status, out.body, out.headers)
+            return
+        # A response set now is only sent once mitmproxy has buffered the whole body, however
+        # large it claims to be. Instead, answer from the relay and drop the body as it streams in.
+        path = self.relay.register(out.status, out.headers, _once(out.body))
+        self._handoffs[flow.id] = Handoff(flow.request, out.story, path)
+        flow.request = http.Request.make("GET", f"http://127.0.0.1:{self.relay.port}{path}")
+        flow.request.stream = _discard
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live or not self._ours(flow) or flow.id in self._handoffs:
+            return
+        try:
+            await self._serve(flow)
+        finally:  # whatever happened (client gone, undecodable body, a bug), the key leaves the flow
+            _hide_credentials(flow.request)
+
+    async def _serve(self, flow: http.HTTPFlow) -> None:
+        admitted = bool(flow.metadata.get("gateway_admitted"))
+        if not admitted:  # requestheaders did not run (e.g. a flow replayed from a file)
+            refusal = self.wiring.engine.refusal(self._incoming(flow))
+            if refusal is not None:
+                _tell(flow, refusal.story)
+                flow.response = http.Response.make(refusal.status, refusal.body, refusal.headers)
+                return
+        try:
+            body = limits.decode_body(flow.request.raw_content or b"",
+                                      flow.request.headers.get("content-encoding", ""),
+                                      self.wiring.engine.settings.max_body_size)
+        except GatewayError as err:
             flow.response = http.Response.make(err.status, err.body(), {"content-type": "application/json"})
             return
-        path, _, query = flow.request.path.partition("?")
-        incoming = Incoming(flow.request.method, path, flow.request.headers, body,
-                            flow.client_conn.peername[0] if flow.client_conn.peername else None, query)
-        outcome = await self._answer(flow, incoming)
+        outcome = await self._answer(flow, self._incoming(flow, body, admitted=True))
         if outcome is None:
             flow.comment = "client disconnected before the answer; upstream request cancelled"
             return
         _tell(flow, outcome.story)
-        _hide_credentials(flow.request)
         _show_client_address(flow)
         if outcome.stream is None:
             flow.response = http.Response.make(outcome.status, outcome.body, outcome.headers)
@@ -256,6 +333,15 @@ def _tell(flow: http.HTTPFlow, story: Story) -> None:
     mark = story.mark()
     if mark or flow.marked in (":x:", ":warning:"):
         flow.marked = mark
+
+
+async def _once(body: bytes):
+    yield body
+
+
+def _discard(_chunk: bytes) -> list[bytes]:
+    """flow.request.stream callable: the body of a refused request goes nowhere."""
+    return []
 
 
 def _show_client_address(flow: http.HTTPFlow) -> None:

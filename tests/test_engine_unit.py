@@ -30,7 +30,8 @@ def make_engine(**settings: Any) -> Engine:
 async def call(engine: Engine, method: str, path: str, *, peer: str = "127.0.0.1",
                headers: dict[str, str] | None = None, body: Any = None) -> tuple[int, dict[str, str], Any]:
     raw = json.dumps(body).encode() if body is not None else b""
-    out = await engine.handle(Incoming(method, path, headers or {}, raw, peer))
+    headers = {"content-type": "application/json", **(headers or {})} if method == "POST" else headers or {}
+    out = await engine.handle(Incoming(method, path, headers, raw, peer))
     return out.status, out.headers, json.loads(out.body) if out.body else None
 
 

@@ -164,6 +164,9 @@ class _TranslatingProvider:
         return batches()
 
 
+JSON = {"content-type": "application/json"}
+
+
 async def test_mutated_requests_are_4xx_or_answered_never_5xx() -> None:
     accounts = parse_accounts({"accounts": [{"provider": "gemini", "email": "a", "api_key": "k"}]})
     engine = Engine(settings=Settings(), mappings=Fixed(parse_mappings({"default": "gemini-2.5-flash"})),
@@ -174,7 +177,7 @@ async def test_mutated_requests_are_4xx_or_answered_never_5xx() -> None:
     for _ in range(3000):
         path = rnd.choice(list(_VALID))
         body = _mutate(_VALID[path], rnd)
-        out = await engine.handle(Incoming("POST", path, {}, json.dumps(body).encode(), "127.0.0.1"))
+        out = await engine.handle(Incoming("POST", path, JSON, json.dumps(body).encode(), "127.0.0.1"))
         if out.stream is not None:
             data = b"".join([chunk async for chunk in out.stream])
             assert b"internal_error" not in data, (path, body)
