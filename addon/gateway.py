@@ -216,11 +216,16 @@ class Gateway:
             flow.response = http.Response.make(out.status, out.body, out.headers)
             return
         # A response set now is only sent once mitmproxy has buffered the whole body, however
-        # large it claims to be. Instead, answer from the relay and drop the body as it streams in.
+        # large it claims to be. Instead, stream the body to the relay, which drops it and answers.
         path = self.relay.register(out.status, out.headers, _once(out.body))
         self._handoffs[flow.id] = Handoff(flow.request, out.story, path)
-        flow.request = http.Request.make("GET", f"http://127.0.0.1:{self.relay.port}{path}")
-        flow.request.stream = _discard
+        relay_request = http.Request.make("POST", f"http://127.0.0.1:{self.relay.port}{path}")
+        del relay_request.headers["content-length"]  # make() says 0; the client's framing applies
+        for name in ("content-length", "transfer-encoding"):
+            if name in flow.request.headers:
+                relay_request.headers[name] = flow.request.headers[name]
+        relay_request.stream = True
+        flow.request = relay_request
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live or not self._ours(flow) or flow.id in self._handoffs:
@@ -337,11 +342,6 @@ def _tell(flow: http.HTTPFlow, story: Story) -> None:
 
 async def _once(body: bytes):
     yield body
-
-
-def _discard(_chunk: bytes) -> list[bytes]:
-    """flow.request.stream callable: the body of a refused request goes nowhere."""
-    return []
 
 
 def _show_client_address(flow: http.HTTPFlow) -> None:

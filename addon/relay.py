@@ -96,6 +96,9 @@ class Relay:
                 path = parts[1] if len(parts) == 3 else ""
                 token = path.removeprefix(PATH_PREFIX) if path.startswith(PATH_PREFIX) else ""
                 entry = self._entries.pop(token, None)
+                # A refused request's body streams through here to be dropped (see the adapter):
+                # read to its end first, so the answer follows a complete request.
+                await _drain_body(reader, head)
                 if entry is None:
                     writer.write(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
                     await writer.drain()
@@ -166,6 +169,33 @@ class Relay:
                 await watcher
             await _aclose(entry.stream)
         return None if peer_closed else leftover
+
+
+async def _drain_body(reader: asyncio.StreamReader, head: bytes) -> None:
+    """Read and drop a request body announced by Content-Length or chunked Transfer-Encoding."""
+    fields = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep:
+            fields[name.strip().lower()] = value.strip().lower()
+    if b"chunked" in fields.get(b"transfer-encoding", b""):
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers, then the empty line
+                    pass
+                return
+            await _skip(reader, size + 2)
+    length = fields.get(b"content-length", b"0")
+    await _skip(reader, int(length) if length.isdigit() else 0)
+
+
+async def _skip(reader: asyncio.StreamReader, n: int) -> None:
+    while n > 0:
+        data = await reader.read(min(n, 1 << 16))
+        if not data:
+            raise ConnectionError("request body cut short")
+        n -= len(data)
 
 
 async def _aclose(stream: AsyncIterator[bytes]) -> None:

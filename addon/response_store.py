@@ -23,6 +23,20 @@ class StoredResponse:
     response: dict[str, Any]  # the Response object, as GET /v1/responses/{id} returns it
     conversation: list[c.Message]  # every turn up to and including this response's output
     stored_at: float
+    size: int = 0  # approximate bytes, for the store's byte budget
+
+
+def approx_size(conversation: list[c.Message]) -> int:
+    """What a conversation costs to keep, roughly: its text, media data and tool calls."""
+    total = 0
+    for m in conversation:
+        total += 64
+        for p in m.content:
+            total += len(getattr(p, "text", "") or "") + len(getattr(p, "data", "") or "") + len(
+                getattr(p, "url", "") or "") + len(getattr(p, "signature", "") or "")
+        for t in m.tool_calls:
+            total += len(t.id) + len(t.name) + len(t.arguments)
+    return total
 
 
 class ResponseStore(Protocol):
@@ -34,40 +48,55 @@ class ResponseStore(Protocol):
 class MemoryResponseStore:
     """Responses kept in this process.
 
-    Limits: at most `max_items` responses (default 1000; the least recently used goes first) and
-    each for at most `ttl` seconds after it was stored (default 1 hour); `store: false` responses
-    are never kept (the front end does not call `put`). Empty after a restart and not shared
+    Limits: at most `max_items` responses and `max_bytes` of their conversations (default 1000
+    and 256 MB; the least recently used go first) and each for at most `ttl` seconds after it was
+    stored (default 1 hour); `store: false` responses are never kept (the front end does not call
+    `put`). Each entry is charged for its whole conversation, shared history included: an upper
+    bound of the memory held, so that chains of huge inputs cannot grow past the budget. Empty after a restart and not shared
     between gateway instances, so a client chaining `previous_response_id` must keep talking to
     the same instance (or send the full input, as Codex CLI does).
     Each entry holds the whole canonical conversation; entries of one thread share their message
     objects, so a long chain costs a list of references per entry, not a copy of the history.
     """
 
-    def __init__(self, max_items: int = 1000, ttl: float = 3600.0,
+    def __init__(self, max_items: int = 1000, ttl: float = 3600.0, max_bytes: int = 256 * 1024 * 1024,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.max_items = max_items
+        self.max_bytes = max_bytes
         self.ttl = ttl
         self._clock = clock
         self._items: OrderedDict[str, StoredResponse] = OrderedDict()
+        self.bytes = 0
 
     async def put(self, response: dict[str, Any], conversation: list[c.Message]) -> None:
-        self._items[response["id"]] = StoredResponse(response, conversation, self._clock())
-        self._items.move_to_end(response["id"])
-        while len(self._items) > self.max_items:
-            self._items.popitem(last=False)
+        size = approx_size(conversation)
+        self._drop(response["id"])
+        if size > self.max_bytes:
+            return  # larger than the whole budget: not kept (a later previous_response_id gets a 404)
+        self._items[response["id"]] = StoredResponse(response, conversation, self._clock(), size)
+        self.bytes += size
+        while len(self._items) > self.max_items or self.bytes > self.max_bytes:
+            _, oldest = self._items.popitem(last=False)
+            self.bytes -= oldest.size
+
+    def _drop(self, response_id: str) -> bool:
+        entry = self._items.pop(response_id, None)
+        if entry is not None:
+            self.bytes -= entry.size
+        return entry is not None
 
     async def get(self, response_id: str) -> StoredResponse | None:
         entry = self._items.get(response_id)
         if entry is None:
             return None
         if self._clock() - entry.stored_at > self.ttl:
-            del self._items[response_id]
+            self._drop(response_id)
             return None
         self._items.move_to_end(response_id)
         return entry
 
     async def delete(self, response_id: str) -> bool:
-        return self._items.pop(response_id, None) is not None
+        return self._drop(response_id)
 
     def __len__(self) -> int:
         return len(self._items)

@@ -1,0 +1,340 @@
+"""Hardening, without sockets: each class of attack from the hardening issue as a property over a
+family of inputs (hypothesis) or a unit check of the bound that defeats it. The same classes go
+through a real mitmdump in tests/test_hardening_e2e.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import string
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from addon.accounts import MAX_COOLDOWN, MAX_USAGE_MODELS, OTHER_MODELS, AccountPool, AccountState, parse_accounts
+from addon.backends import MAX_UPSTREAM_DELAY, gemini, parse_duration, retry_after_header, well_formed
+from addon.backends.schema import MAX_SCHEMA_NODES, SchemaBudget, to_gemini_schema
+from addon.engine import Engine, Fixed, Incoming, Settings
+from addon.frontends import build_frontends
+from addon.mapping import parse_mappings
+from addon.policy import RetryPolicy
+from addon.protocol import canonical as c
+from addon.protocol import limits
+from addon.protocol.errors import GatewayError, UpstreamError
+from addon.redact import Redactor
+from addon.response_store import MemoryResponseStore
+from addon.state import StateStore
+from addon.upstream.sse import SSEParser
+from tests.test_fuzz_unit import _TranslatingProvider
+
+JSON = {"content-type": "application/json"}
+FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+class _StrictWire(_TranslatingProvider):
+    """Translates like the fuzz suite's stand-in and also encodes the upstream body as the
+    providers do, but strictly: no NaN/Infinity, nothing that is not UTF-8 goes upstream."""
+
+    async def complete(self, acc: Any, req: c.ChatRequest, model: str) -> c.Completion:
+        json.dumps(gemini.build_request(req, model), allow_nan=False, ensure_ascii=False).encode()
+        return await super().complete(acc, req, model)
+
+
+def make_engine(**kw: Any) -> Engine:
+    accounts = parse_accounts({"accounts": [{"provider": "gemini", "email": "a", "api_key": "k" * 12}]})
+    return Engine(settings=Settings(**kw), mappings=Fixed(parse_mappings({"default": "gemini-2.5-flash"})),
+                  accounts=Fixed(accounts), pool=AccountPool(), providers={"gemini": _StrictWire()},
+                  frontends=build_frontends(MemoryResponseStore()))
+
+
+# ---- 1. unbounded work -----------------------------------------------------------------------
+
+_names = st.sampled_from(["A", "B", "C", "D"])
+
+
+@st.composite
+def recursive_schemas(draw: st.DrawFn) -> dict[str, Any]:
+    """$defs whose members refer to each other (and themselves) from several places: the family
+    of schemas that used to expand exponentially."""
+    def node(depth: int) -> Any:
+        kind = draw(st.sampled_from(["ref", "object", "array", "anyOf", "leaf"] if depth < 3 else ["ref", "leaf"]))
+        if kind == "ref":
+            return {"$ref": f"#/$defs/{draw(_names)}"}
+        if kind == "object":
+            keys = draw(st.lists(st.text(string.ascii_lowercase, min_size=1, max_size=3), min_size=1, max_size=4,
+                                 unique=True))
+            return {"type": "object", "properties": {k: node(depth + 1) for k in keys}}
+        if kind == "array":
+            return {"type": "array", "items": node(depth + 1)}
+        if kind == "anyOf":
+            return {"anyOf": [node(depth + 1) for _ in range(draw(st.integers(2, 3)))]}
+        return {"type": draw(st.sampled_from(["string", "integer", "boolean"]))}
+    defs = {name: node(0) for name in "ABCD"}
+    return {"type": "object", "properties": {"root": {"$ref": "#/$defs/A"}, "other": node(1)}, "$defs": defs}
+
+
+def _count(node: Any) -> int:
+    if isinstance(node, dict):
+        return 1 + sum(_count(v) for v in node.values())
+    if isinstance(node, list):
+        return sum(_count(v) for v in node)
+    return 0
+
+
+@FAST
+@given(recursive_schemas())
+def test_schema_conversion_work_is_bounded_by_the_budget(schema: dict[str, Any]) -> None:
+    budget = SchemaBudget()
+    try:
+        out = to_gemini_schema(schema, budget=budget, param="tools")
+    except GatewayError as err:  # too much: the client's 400, naming what
+        assert err.status == 400 and err.code == "schema_too_complex" and err.param == "tools"
+        assert budget.left < 0
+        return
+    assert MAX_SCHEMA_NODES - budget.left <= MAX_SCHEMA_NODES
+    assert out is None or _count(out) <= 4 * MAX_SCHEMA_NODES  # output is bounded by the work
+
+
+def test_the_360_byte_schema_bomb_is_a_400_after_bounded_work() -> None:
+    bomb = {"type": "object", "properties": {"a": {"$ref": "#/$defs/A"}}, "$defs": {"A": {
+        "type": "object", "properties": {k: {"$ref": "#/$defs/A"} for k in "xyzw"}}}}
+    assert len(json.dumps(bomb)) < 360
+    budget = SchemaBudget()
+    with pytest.raises(GatewayError) as info:
+        to_gemini_schema(bomb, budget=budget)
+    assert info.value.status == 400 and budget.left == -1  # stopped at the first node over budget
+
+
+@FAST
+@given(st.integers(min_value=limits.MAX_JSON_DEPTH + 1, max_value=20_000), st.sampled_from(["[", '{"a":']))
+def test_deep_json_is_a_400(depth: int, opener: str) -> None:
+    closer = "]" if opener == "[" else "}"
+    with pytest.raises(GatewayError) as info:
+        limits.parse_json((opener * depth + "1" + closer * depth).encode())
+    assert info.value.status == 400
+
+
+def test_huge_integers_and_too_many_containers_are_400s() -> None:
+    for raw in (b'{"seed": ' + b"9" * 1_000_000 + b"}", b"[" + b"[]," * (limits.MAX_JSON_CONTAINERS + 1) + b"[]]"):
+        with pytest.raises(GatewayError) as info:
+            limits.parse_json(raw)
+        assert info.value.status == 400
+    with pytest.raises(GatewayError) as info:
+        limits.check_counts({"messages": [{}] * (limits.MAX_ITEMS + 1)})
+    assert info.value.status == 400 and info.value.param == "messages"
+
+
+@FAST
+@given(st.lists(st.integers(1, 5000), min_size=1, max_size=40), st.sampled_from([b"\n", b"\r\n"]))
+def test_sse_parsing_is_split_independent_and_bounded(cuts: list[int], eol: bytes) -> None:
+    events = b"".join(b"data: " + (b"%d" % i) * (i * 37 % 900) + eol + eol for i in range(30))
+    whole = SSEParser().feed(events)
+    parser, got, pos = SSEParser(), [], 0
+    for cut in cuts:
+        got += parser.feed(events[pos:pos + cut])
+        pos += cut
+    got += parser.feed(events[pos:]) + parser.flush()
+    assert [e.data for e in got] == [e.data for e in whole]
+
+    small = SSEParser(max_event=4096)
+    with pytest.raises(UpstreamError) as info:
+        for cut in cuts * 10:
+            small.feed(b"x" * cut)  # one endless line, in pieces
+        small.feed(b"x" * 4097)
+    assert info.value.status == 502
+
+
+def test_an_endless_sse_line_costs_linear_time() -> None:
+    """200 MB in 64 KB pieces used to be re-concatenated at every piece (quadratic)."""
+    parser = SSEParser()
+    piece = b"x" * 65536
+    with pytest.raises(UpstreamError):
+        for _ in range(3200):
+            parser.feed(piece)
+    assert parser._pending <= parser._max + len(piece)  # noqa: SLF001 - the bound itself
+
+
+# ---- 2. client text reaching URLs and headers ---------------------------------------------------
+
+@FAST
+@given(st.text(min_size=1, max_size=200))
+def test_model_names_are_valid_path_segments_or_a_400(name: str) -> None:
+    try:
+        limits.check_model_name(name)
+    except GatewayError as err:
+        assert err.status == 400 and err.param == "model"
+        return
+    segment = quote(name, safe="")
+    assert "/" not in segment and "?" not in segment and "#" not in segment and ".." not in name
+    assert name.isascii() and name.isprintable() and len(name) <= limits.MAX_MODEL_NAME
+
+
+@FAST
+@given(st.text())
+def test_header_values_never_break_the_header_block(text: str) -> None:
+    value = limits.header_value(text)
+    assert value.isascii() and value.isprintable() and "\r" not in value and "\n" not in value
+    value.encode("latin-1")
+
+
+class _Refusing:
+    """An upstream that refuses the client's request with a credential-looking error."""
+
+    def __init__(self, probe_error: UpstreamError | None) -> None:
+        self.probe_error = probe_error
+        self.probes = 0
+
+    async def attempt(self, acc: Any) -> Any:
+        raise UpstreamError(403, "The caller does not have permission")
+
+    async def probe(self, acc: Any) -> UpstreamError | None:
+        self.probes += 1
+        return self.probe_error
+
+
+async def test_a_credential_error_whose_probe_passes_never_disables_the_account() -> None:
+    pool = AccountPool()
+    pool.update(parse_accounts({"accounts": [{"provider": "gemini", "email": e, "api_key": "k" * 12}
+                                             for e in ("a", "b")]}))
+    upstream = _Refusing(probe_error=None)
+    policy = RetryPolicy(pool, probe=upstream.probe)
+    for _ in range(5):
+        with pytest.raises(GatewayError) as info:
+            await policy.run("gemini-2.5-flash", upstream.attempt)
+        assert info.value.status == 400 and info.value.code == "upstream_refused_request"
+    assert all(pool.state(a).disabled_reason is None for a in pool.accounts)
+    assert upstream.probes == 2  # one per account, then trusted for a while
+
+    refused = _Refusing(probe_error=UpstreamError(400, "API key not valid", reason="API_KEY_INVALID"))
+    policy = RetryPolicy(pool, probe=refused.probe)
+    with pytest.raises(GatewayError):
+        await policy.run("gemini-2.5-flash", refused.attempt)
+    assert all(pool.state(a).disabled_reason for a in pool.accounts)  # confirmed: disabled
+
+    pool2 = AccountPool()
+    pool2.update(parse_accounts({"accounts": [{"provider": "gemini", "email": "a", "api_key": "k" * 12}]}))
+    unknown = _Refusing(probe_error=UpstreamError(0, "connection failed"))
+    with pytest.raises(GatewayError):
+        await RetryPolicy(pool2, probe=unknown.probe).run("gemini-2.5-flash", unknown.attempt)
+    assert pool2.state(pool2.accounts[0]).disabled_reason is None  # cannot tell: cooled, not disabled
+
+
+# ---- 5. untrusted upstream values ------------------------------------------------------------------
+
+@FAST
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10**30, 10**30).map(float)))
+def test_upstream_waits_are_finite_and_capped(seconds: float) -> None:
+    for value in (retry_after_header({"retry-after": repr(seconds)}), retry_after_header({"retry-after-ms": str(seconds)}),
+                  parse_duration(f"{abs(seconds):f}s") if math.isfinite(seconds) else None):
+        assert value is None or (math.isfinite(value) and 0 <= value <= MAX_UPSTREAM_DELAY)
+
+
+def test_cooldowns_never_persist_infinity(tmp_path) -> None:
+    store = StateStore(tmp_path / "state.json")
+    pool = AccountPool(store)
+    pool.update(parse_accounts({"accounts": [{"provider": "gemini", "email": "a", "api_key": "k" * 12}]}))
+    acc = pool.accounts[0]
+    assert pool.cool_down(acc, 429, math.inf) <= MAX_BACKOFF_OR_CAP
+    assert pool.cool_down(acc, 429, 31 * 365 * 86400.0) == MAX_COOLDOWN
+    for _ in range(2000):  # consecutive failures: 2 ** n must not overflow
+        pool.cool_down(acc, 503, None)
+    store.flush()
+    text = (tmp_path / "state.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    assert AccountState.from_json({"cooldown_until": math.inf}).cooldown_until == 0.0
+
+
+MAX_BACKOFF_OR_CAP = 300.0
+
+
+def test_malformed_upstream_completions_are_502s() -> None:
+    bad = [c.Completion([c.Choice(index="0")]), c.Completion([c.Choice(text=5)]),  # type: ignore[arg-type]
+           c.Completion([c.Choice()], c.Usage(input_tokens=-1)), c.Completion([c.Choice(index=10**9)])]
+    for comp in bad:
+        with pytest.raises(UpstreamError) as info:
+            well_formed(comp)
+        assert info.value.status == 502
+
+
+def test_encoded_forms_of_secrets_are_redacted() -> None:
+    secret = "AIza+Sy/secret=key"
+    red = Redactor([secret])
+    for form in (secret, quote(secret, safe=""), quote(secret).replace("/", "%2F"), json.dumps(secret)[1:-1]):
+        assert "[redacted]" in red(f"key={form} was refused") and form not in red(f"key={form}")
+
+
+# ---- 7. unbounded state ------------------------------------------------------------------------
+
+def test_usage_counters_per_account_are_bounded() -> None:
+    pool = AccountPool()
+    pool.update(parse_accounts({"accounts": [{"provider": "gemini", "email": "a", "api_key": "k" * 12}]}))
+    acc = pool.accounts[0]
+    for i in range(1000):
+        pool.succeeded(acc, f"gemini-client-chosen-{i}")
+    usage = pool.state(acc).usage
+    assert len(usage) == MAX_USAGE_MODELS + 1 and usage[OTHER_MODELS]["requests"] == 1000 - MAX_USAGE_MODELS
+
+
+async def test_the_response_store_keeps_a_byte_budget() -> None:
+    store = MemoryResponseStore(max_bytes=20_000_000)
+    for i in range(60):  # 60 x 5 MB inputs
+        await store.put({"id": f"resp_{i}"}, [c.Message("user", [c.TextPart("x" * 5_000_000)])])
+    assert store.bytes <= 20_000_000 and len(store) == 3
+    assert await store.get("resp_59") is not None and await store.get("resp_0") is None
+    await store.put({"id": "huge"}, [c.Message("user", [c.TextPart("x" * 30_000_000)])])
+    assert await store.get("huge") is None and store.bytes <= 20_000_000
+
+
+# ---- 8. wrong signals: every bad input is a 4xx ---------------------------------------------------
+
+_json_leaf = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text())
+_json = st.recursive(_json_leaf, lambda kids: st.one_of(st.lists(kids, max_size=4),
+                                                        st.dictionaries(st.text(max_size=8), kids, max_size=4)),
+                     max_leaves=30)
+
+
+def _hostile_bodies() -> st.SearchStrategy[bytes]:
+    """Raw bodies a client might send by mistake or malice: not UTF-8, NaN/Infinity, lone
+    surrogate escapes, wrong JSON types inside tool schemas and messages, random JSON."""
+    chat = st.fixed_dictionaries({"model": st.sampled_from(["gpt-4o", "gemini-2.5-flash"]),
+                                  "messages": st.just([{"role": "user", "content": "hi"}])})
+    schema = _json.map(lambda s: {"type": "object", "properties": {"a": s}, "required": s, "allOf": [s]})
+    with_tools = st.tuples(chat, schema).map(lambda t: {**t[0], "tools": [
+        {"type": "function", "function": {"name": "f", "parameters": t[1]}}]})
+    structured = st.one_of(chat, with_tools, _json).map(lambda v: json.dumps(v).encode())
+    return st.one_of(
+        structured,
+        st.binary(max_size=64),
+        structured.map(lambda b: b.replace(b'"hi"', b'"\\ud800"')),
+        structured.map(lambda b: b.replace(b'"hi"', b'"\xff\xfe"')),
+        with_tools.map(lambda v: json.dumps(v).encode().replace(b'"object"', b'"object", "minimum": NaN', 1)),
+        with_tools.map(lambda v: json.dumps(v).encode().replace(b'"object"', b'"object", "maximum": Infinity', 1)),
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_hostile_bodies(), st.sampled_from(["/v1/chat/completions", "/v1/responses", "/v1/completions"]))
+def test_bad_input_is_a_4xx_never_a_5xx(body: bytes, path: str) -> None:
+    engine = make_engine()
+
+    async def go():
+        out = await engine.handle(Incoming("POST", path, JSON, body, "127.0.0.1"))
+        return out
+
+    out = asyncio.run(go())
+    assert out.status in (200, 400), (out.status, body[:200], out.body[:300])
+    if out.status == 400:
+        assert set(json.loads(out.body)["error"]) == {"message", "type", "param", "code"}
+
+
+@FAST
+@given(st.binary(min_size=1, max_size=40))
+def test_undecodable_key_headers_are_401s(raw: bytes) -> None:
+    engine = make_engine(auth_mode="strict", api_key="the-right-key")
+    headers = {"authorization": "Bearer " + raw.decode("utf-8", "surrogateescape")}
+    out = asyncio.run(engine.handle(Incoming("GET", "/v1/models", headers, b"", "127.0.0.1")))
+    assert out.status == 401
