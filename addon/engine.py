@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 from . import __version__, auth
 from .accounts import Account, AccountPool, AccountsFile
 from .codex_catalog import codex_catalog
+from .backends.schema import check_schemas
 from .frontends import Frontend, encode_stream
 from .mapping import ModelMap
 from .policy import MAX_ATTEMPTS, RetryPolicy
@@ -205,15 +206,15 @@ class Engine:
         path = req.path.rstrip("/") or "/"
         auth.check(settings.auth_mode, settings.api_key, path in ("/healthz", "/health"), req.headers)
         if req.method == "POST":
-            ctype = req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-            if ctype != "application/json":
-                raise GatewayError(415, "Send the request body as JSON with 'Content-Type: application/json'.",
-                                   code="unsupported_media_type")
             length = req.headers.get("content-length")
             if length is None and req.headers.get("transfer-encoding"):
                 raise GatewayError(411, "Send the request body with a Content-Length header.", code="length_required")
             if length is not None and (not length.strip().isdigit() or int(length) > settings.max_body_size):
                 raise limits.too_large(settings.max_body_size)
+            ctype = req.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if length not in (None, "0") and ctype != "application/json":
+                raise GatewayError(415, "Send the request body as JSON with 'Content-Type: application/json'.",
+                                   code="unsupported_media_type")
 
     async def _route(self, req: Incoming, story: Story) -> Outcome:
         path = req.path.rstrip("/") or "/"
@@ -316,6 +317,9 @@ class Engine:
                 return await provider.stream(acc, creq, mapped)
             return await provider.complete(acc, creq, mapped)
 
+        if any(acc.provider != "openai" for acc in self.pool.candidates(mapped)):  # Gemini wire: schemas walked
+            rf = creq.response_format
+            check_schemas([t.parameters for t in creq.tools], rf.schema if rf is not None else None)
         sticky = c.conversation_key(creq) if self.pool.sticky else None
         acc, result = await self.policy.run(mapped, attempt, sticky_key=sticky, attempts=story.attempts)
         if creq.stream:
