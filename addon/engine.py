@@ -317,9 +317,8 @@ class Engine:
                 return await provider.stream(acc, creq, mapped)
             return await provider.complete(acc, creq, mapped)
 
-        if any(acc.provider != "openai" for acc in self.pool.candidates(mapped)):  # Gemini wire: schemas walked
-            rf = creq.response_format
-            check_schemas([t.parameters for t in creq.tools], rf.schema if rf is not None else None)
+        rf = creq.response_format
+        check_schemas([t.parameters for t in creq.tools], rf.schema if rf is not None else None)
         sticky = c.conversation_key(creq) if self.pool.sticky else None
         acc, result = await self.policy.run(mapped, attempt, sticky_key=sticky, attempts=story.attempts)
         if creq.stream:
