@@ -21,6 +21,7 @@ from .codex_catalog import codex_catalog
 from .backends.schema import check_schemas
 from .frontends import Frontend, encode_stream
 from .mapping import ModelMap
+from .metrics import Metrics
 from .policy import MAX_ATTEMPTS, RetryPolicy
 from .protocol import canonical as c
 from .protocol import limits
@@ -84,6 +85,7 @@ class Settings:
     max_body_size: int = limits.MAX_BODY_BYTES
     # Host names (and Origin hosts) accepted besides IP literals, localhost and the listen host; "*": any
     allowed_hosts: frozenset[str] = frozenset()
+    log_format: str = "logfmt"  # one line per request: logfmt | json | off (see Story.log_line)
 
 
 def _json(status: int, obj: Any, headers: dict[str, str] | None = None) -> Outcome:
@@ -95,6 +97,8 @@ def _error(err: GatewayError, extra: dict[str, str] | None = None) -> Outcome:
 
 
 _MODEL_PATH = re.compile(r"^/v1/models/(.+)$")
+# Monitoring traffic is counted, but its log lines go to debug so probes do not drown the log.
+_QUIET_ROUTES = frozenset({"/healthz", "/metrics"})
 
 
 class Engine:
@@ -109,17 +113,19 @@ class Engine:
         self._live_secrets = live_secrets  # e.g. the OAuth access tokens held right now
         # path -> front end; the same surface is reachable without /v1 for clients that drop it
         self.frontends: dict[str, Frontend] = {}
-        # Extra routes a front end owns (e.g. GET /v1/responses/{id}).
-        self.routes: list[tuple[str, re.Pattern[str], Any]] = []
+        # Extra routes a front end owns (e.g. GET /v1/responses/{id}), with their label for logs.
+        self.routes: list[tuple[str, re.Pattern[str], Any, str]] = []
         for frontend in frontends:
             self.frontends[frontend.path] = self.frontends[frontend.path.removeprefix("/v1")] = frontend
             for method, pattern, fn in frontend.routes():
-                self.routes.append((method, re.compile(pattern), fn))
+                self.routes.append((method, re.compile(pattern), fn, frontend.path + "/{id}"))
         self.started = int(time.time())
         self.redact = Redactor([])
         self.policy = RetryPolicy(pool, max_attempts=settings.max_attempts, redact=lambda text: self.redact(text),
                                   probe=self._probe)
         self._accounts_seen: AccountsFile | None = None
+        self._known: tuple[Any, Any, frozenset[str]] | None = None  # (mappings, accounts, names) cache
+        self.metrics = Metrics(pool, known_model=lambda name: name in self._known_models())
         self.sync_accounts()
 
     def configure(self, settings: Settings, mappings: Source[ModelMap] | None = None,
@@ -158,38 +164,67 @@ class Engine:
         return self.mapping_source.current()
 
     # ---- entry point --------------------------------------------------------------------
-    async def handle(self, req: Incoming) -> Outcome:
-        story = Story(route=f"{req.method} {req.path}")
+    async def handle(self, req: Incoming, story: Story | None = None) -> Outcome:
+        """One request. `story` (the caller's, so it survives a cancelled call) is filled in as
+        the request goes; call `finish(story)` once the answer has gone out."""
+        story = self._story(req, story)
         try:
             self.sync_accounts()
             if not req.admitted:
                 self.admit(req)
             out = await self._route(req, story)
         except GatewayError as err:
+            story.error_code = err.code
             out = _error(err)
         except Exception:  # a bug must still answer in OpenAI's shape, without a traceback
             log.exception("internal error on %s %s", req.method, req.path)
+            story.error_code = "internal_error"
             out = _error(GatewayError(500, "The gateway hit an internal error; see its log.", code="internal_error"))
         return self._told(out, story)
 
     def refusal(self, req: Incoming) -> Outcome | None:
-        """The answer to a request refused on its headers alone (see `admit`), or None if it may go on."""
+        """The answer to a request refused on its headers alone (see `admit`), or None if it may go on.
+        Its story, like every other, is to be `finish`ed once the answer has gone out."""
         try:
             self.admit(req)
         except GatewayError as err:
-            return self._told(_error(err), Story(route=f"{req.method} {req.path}"))
+            return self.refused(req, err)
         return None
 
-    @staticmethod
-    def _told(out: Outcome, story: Story) -> Outcome:
+    def refused(self, req: Incoming, err: GatewayError) -> Outcome:
+        """`err` as the answer to `req`, with its story."""
+        story = self._story(req)
+        story.error_code = err.code
+        return self._told(_error(err), story)
+
+    def _story(self, req: Incoming, story: Story | None = None) -> Story:
+        story = story if story is not None else Story()
+        story.method, story.path = req.method, req.path
+        story.route = self._route_name(req.path.rstrip("/") or "/")
+        return story
+
+    def _told(self, out: Outcome, story: Story) -> Outcome:
         # Both may carry client text (a "~" mapping keeps the client's model name): never raw in a header.
         if story.mapped_model:
             out.headers["x-mapped-model"] = limits.header_value(story.mapped_model)
         if story.account:
             out.headers["x-account-email"] = limits.header_value(story.account)
         story.status = out.status
+        if out.stream is None:
+            story.first_byte = story.ended = time.monotonic()
+        else:
+            self.metrics.stream_opened()
         out.story = story
         return out
+
+    def finish(self, story: Story) -> None:
+        """The request is over (a stream: it ended, or its client left): count it and log its line."""
+        if story.ended is None:
+            story.ended = time.monotonic()
+        self.metrics.observe(story)
+        if self.settings.log_format != "off":
+            level = logging.DEBUG if story.route in _QUIET_ROUTES and story.outcome() == "ok" else logging.INFO
+            log.log(level, "%s", story.log_line(self.settings.log_format))
 
     def admit(self, req: Incoming) -> None:
         """Every check that needs only the request line and headers, so that the adapter can run
@@ -222,6 +257,9 @@ class Engine:
         if is_health:
             self._allow(req, "GET")
             return _json(200, {"status": "ok", "version": __version__})
+        if path == "/metrics":  # behind the same auth as the API
+            self._allow(req, "GET")
+            return Outcome(200, {"content-type": self.metrics.content_type}, self.metrics.render())
         if path in ("/v1/models", "/models"):
             self._allow(req, "GET")
             return _json(200, self._models(req.query))
@@ -237,7 +275,7 @@ class Engine:
             self._allow(req, "POST")
             return await self._complete(frontend, req, story)
         allowed = []
-        for method, pattern, fn in self.routes:
+        for method, pattern, fn, _ in self.routes:
             m = pattern.fullmatch(path)
             if m is None:
                 continue
@@ -250,6 +288,22 @@ class Engine:
                                     f"{' or '.join(allowed)}.", code="method_not_allowed")
         raise GatewayError(404, f"Unknown request URL: {req.method} {req.path}. The base URL of an OpenAI client "
                                 "must end in /v1 (e.g. http://127.0.0.1:8045/v1).", code="unknown_url")
+
+    def _route_name(self, path: str) -> str:
+        """The route template a path belongs to: a bounded label for logs and metrics."""
+        if path in ("/healthz", "/health"):
+            return "/healthz"
+        if path in ("/metrics", "/gateway/accounts", "/v1/models", "/models"):
+            return "/v1/models" if path == "/models" else path
+        if _MODEL_PATH.match(path):
+            return "/v1/models/{id}"
+        frontend = self.frontends.get(path)
+        if frontend is not None:
+            return frontend.path
+        for _, pattern, _, label in self.routes:
+            if pattern.fullmatch(path):
+                return label
+        return "unknown"
 
     @staticmethod
     def _allow(req: Incoming, method: str) -> None:
@@ -289,11 +343,30 @@ class Engine:
     def _model_obj(self, name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": self.started, "owned_by": "gateway"}
 
+    def _known_models(self) -> frozenset[str]:
+        """The listed names (mapping file and accounts), cached until either file changes."""
+        mappings, accounts = self.mappings, self._accounts_seen
+        if self._known is None or self._known[0] is not mappings or self._known[1] is not accounts:
+            self._known = (mappings, accounts, frozenset(self._model_ids()))
+        return self._known[2]
+
+    def _model_exists(self, name: str) -> bool:
+        """The one answer to "does this model exist", shared by /v1/models/{id} and the completion
+        routes: a name is served if a mapping rule covers it (with a `default`, every name is), it
+        is listed, or an account with a `models` list serves it."""
+        return (bool(self.mappings.default) or self.mappings.matches(name) or name in self._known_models()
+                or any(acc.models is not None and acc.serves(name) for acc in self.pool.accounts))
+
+    @staticmethod
+    def _no_such_model(name: str) -> GatewayError:
+        return GatewayError(404, f"The model '{name}' does not exist: no mapping rule covers it and the mapping file "
+                                 "has no default.", param="model", code="model_not_found")
+
     def _retrieve_model(self, name: str) -> Outcome:
         limits.check_model_name(name)
-        if name in self._model_ids() or self.mappings.matches(name):
-            return _json(200, self._model_obj(name), {"x-mapped-model": self.mappings.resolve(name)})
-        raise GatewayError(404, f"The model '{name}' does not exist.", param="model", code="model_not_found")
+        if not self._model_exists(name):
+            raise self._no_such_model(name)
+        return _json(200, self._model_obj(name), {"x-mapped-model": self.mappings.resolve(name)})
 
     # ---- completions ----------------------------------------------------------------------
     async def _complete(self, frontend: Frontend, req: Incoming, story: Story) -> Outcome:
@@ -303,7 +376,9 @@ class Engine:
         limits.check_counts(body)
         creq, ctx = await frontend.parse(body)
         limits.check_model_name(creq.model)
-        story.client_model = creq.model
+        story.client_model, story.stream = creq.model, creq.stream
+        if not self._model_exists(creq.model):
+            raise self._no_such_model(creq.model)
         target = self.mappings.target(creq.model)
         mapped = target.model or creq.model
         if target.thinking_level:
@@ -322,13 +397,27 @@ class Engine:
         sticky = c.conversation_key(creq) if self.pool.sticky else None
         acc, result = await self.policy.run(mapped, attempt, sticky_key=sticky, attempts=story.attempts)
         if creq.stream:
-            stream = encode_stream(result, frontend.encoder(creq, ctx),
-                                   on_usage=lambda usage: self.pool.record_usage(acc, mapped, usage),
+            def on_usage(usage: c.Usage) -> None:
+                self.pool.record_usage(acc, mapped, usage)
+                story.tokens_in, story.tokens_out = usage.input_tokens, usage.output_tokens
+
+            stream = encode_stream(result, frontend.encoder(creq, ctx), on_usage=on_usage,
                                    on_failure=lambda why: setattr(story, "stream_error", why),
                                    settle=lambda: frontend.settle(ctx), redact=self.redact)
-            return Outcome(200, dict(SSE_HEADERS), stream=stream)
+            return Outcome(200, dict(SSE_HEADERS), stream=_timed(stream, story))
         self.pool.record_usage(acc, mapped, result.usage)
+        story.tokens_in, story.tokens_out = result.usage.input_tokens, result.usage.output_tokens
         rendered = frontend.render(result, creq, ctx)
         await frontend.settle(ctx)
         return _json(200, rendered)
 
+async def _timed(stream: AsyncIterator[bytes], story: Story) -> AsyncIterator[bytes]:
+    """Notes in the story when the first answer byte was ready and when the stream ended."""
+    try:
+        async for chunk in stream:
+            if chunk and story.first_byte is None:
+                story.first_byte = time.monotonic()
+            yield chunk
+    finally:
+        story.ended = time.monotonic()
+        await stream.aclose()

@@ -14,8 +14,10 @@ the flow when it ends, so mitmweb shows what the client asked.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,7 +29,7 @@ if str(_ROOT) not in sys.path:
 
 from mitmproxy import command, ctx, exceptions, http  # noqa: E402
 from mitmproxy.connection import ConnectionState  # noqa: E402
-from mitmproxy.proxy.mode_specs import ReverseMode  # noqa: E402
+from mitmproxy.proxy.mode_specs import LocalMode, ProxyMode, ReverseMode  # noqa: E402
 from mitmproxy.utils import human  # noqa: E402
 
 from addon import auth  # noqa: E402
@@ -35,25 +37,50 @@ from addon.engine import Incoming, Outcome, Settings  # noqa: E402
 from addon.protocol import limits  # noqa: E402
 from addon.protocol.errors import GatewayError  # noqa: E402
 from addon.relay import Relay  # noqa: E402
-from addon.story import Story  # noqa: E402
+from addon.story import LOG_FORMATS, MARKS, Story  # noqa: E402
 from addon.wiring import Wiring, load_accounts, load_mappings  # noqa: E402
 
 log = logging.getLogger("gateway")
 DEFAULT_MAPPINGS = str(_ROOT / "mappings.yaml")
 WATCH_INTERVAL = 0.5  # seconds between looks at the clients of in-flight calls
 _CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
+# mitmweb's flow list: its default columns plus the comment, where each flow's story is told.
+WEB_COLUMNS_DEFAULT = ["tls", "icon", "path", "method", "status", "size", "time"]
+WEB_COLUMNS = ["icon", "path", "method", "status", "size", "time", "comment"]
 
 
 class Handoff:
-    """A streamed flow while it is pointed at the relay: what to put back when it ends.
-    (A plain class: mitmproxy loads this file outside sys.modules, which @dataclass needs.)"""
+    """One of our flows until it ends: its story, and for a stream pointed at the relay what to
+    put back. (A plain class: mitmproxy loads this file outside sys.modules, which @dataclass needs.)"""
 
     __slots__ = ("request", "story", "relay_path")
 
-    def __init__(self, request: http.Request, story: Story, relay_path: str) -> None:
-        self.request = request  # the client's own request
+    def __init__(self, story: Story, request: http.Request | None = None, relay_path: str | None = None) -> None:
         self.story = story
+        self.request = request  # the client's own request, while the flow points at the relay
         self.relay_path = relay_path
+
+
+class RelayNoise(logging.Filter):
+    """Drops mitmproxy's connection chatter about the loopback relay hop ("server connect
+    127.0.0.1:<relay port>", "Streaming response from 127.0.0.1."): it reads like a second server,
+    or a fault, and the gateway's own line per request says what happened."""
+
+    def __init__(self, relay: Relay) -> None:
+        super().__init__()
+        self.relay = relay
+        self.announcing: set[tuple] = set()  # clients whose relay stream mitmproxy is about to announce
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg if isinstance(record.msg, str) else ""
+        if msg.startswith(("server connect ", "server disconnect ")):
+            return not (self.relay.port and msg.endswith(f" 127.0.0.1:{self.relay.port}"))
+        if msg.startswith("Streaming response from "):
+            client = getattr(record, "client", None)
+            if client is not None and tuple(client) in self.announcing:
+                self.announcing.discard(tuple(client))
+                return False
+        return True
 
 
 class Gateway:
@@ -61,7 +88,8 @@ class Gateway:
         self.wiring: Wiring | None = None
         self.relay = Relay()
         self._hosts: frozenset[str] = frozenset()
-        self._handoffs: dict[str, Handoff] = {}  # flow id -> hand-off, while the relay serves it
+        self._handoffs: dict[str, Handoff] = {}  # flow id -> our flow's story (and relay hand-off), until it ends
+        self._noise = RelayNoise(self.relay)
         self._inflight: dict[asyncio.Future, http.HTTPFlow] = {}  # engine calls awaiting an answer
         self._watcher: asyncio.Task | None = None
         self._model_check: asyncio.Future | None = None
@@ -90,6 +118,8 @@ class Gateway:
                           "IP addresses, localhost and the listen host; '*' accepts any (no DNS rebinding protection).")
         loader.add_option("upstream_headers_timeout", int, 300, "Seconds to wait for an upstream's response headers "
                           "before trying the next account (a non-streamed answer's headers come when it is complete).")
+        loader.add_option("log_format", str, "logfmt", "One log line per request when it ends (route, models, "
+                          "account, attempts, status, latency, tokens): logfmt | json | off.", choices=LOG_FORMATS)
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
@@ -112,7 +142,8 @@ class Gateway:
         if opts.listen_host:
             allowed.add(opts.listen_host.lower())
         settings = Settings(auth_mode=mode, api_key=api_key, allow_lan_access=opts.allow_lan_access,
-                            max_attempts=opts.max_attempts, max_body_size=max_body, allowed_hosts=frozenset(allowed))
+                            max_attempts=opts.max_attempts, max_body_size=max_body, allowed_hosts=frozenset(allowed),
+                            log_format=opts.log_format)
         if hasattr(opts, "keep_host_header") and not opts.keep_host_header:
             # In reverse mode mitmproxy replaces the client's Host header with the (never contacted)
             # placeholder target before any hook runs; the DNS-rebinding check needs the original.
@@ -154,18 +185,33 @@ class Gateway:
 
     def _check_listen_host(self) -> None:
         host = ctx.options.listen_host
+        try:
+            modes = [ProxyMode.parse(m) for m in ctx.options.mode]
+        except ValueError:
+            modes = []  # mitmproxy itself reports a bad mode
+        if all(isinstance(m, LocalMode) for m in modes):
+            return  # local mode intercepts processes on this machine; it listens on no interface
         if not ctx.options.allow_lan_access and host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("listening on %s without allow_lan_access: requests from other machines get 403; "
                         "use --listen-host 127.0.0.1 to not accept them at all", host or "all interfaces")
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def running(self) -> None:
+        # First, before any await: by the time the proxy answers, SIGUSR1 must not kill mitmproxy.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not on Windows / a thread
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.accounts_command)
+        logging.getLogger("mitmproxy.proxy.server").addFilter(self._noise)
+        if "web_columns" in ctx.options and list(ctx.options.web_columns) == WEB_COLUMNS_DEFAULT:
+            ctx.options.update(web_columns=WEB_COLUMNS)  # mitmweb: show each flow's story in the list
         port = await self.relay.start()
         log.debug("gateway relay on 127.0.0.1:%d", port)
         if self._model_check is None and self.wiring is not None and ctx.options.check_models:  # once, background
             self._model_check = asyncio.ensure_future(self.wiring.check_models())
 
     async def done(self) -> None:
+        logging.getLogger("mitmproxy.proxy.server").removeFilter(self._noise)
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
         for task in (self._watcher, self._model_check):
             if task is not None:
                 task.cancel()
@@ -210,15 +256,21 @@ class Gateway:
         else:
             self._refuse(flow, refusal)
 
-    def _refuse(self, flow: http.HTTPFlow, out: Outcome) -> None:
+    def _answer_now(self, flow: http.HTTPFlow, out: Outcome) -> None:
+        """A whole answer, sent as the hook returns; its story is finished when the flow ends."""
         _tell(flow, out.story)
+        flow.response = http.Response.make(out.status, out.body, out.headers)
+        self._handoffs[flow.id] = Handoff(out.story)
+
+    def _refuse(self, flow: http.HTTPFlow, out: Outcome) -> None:
         if "content-length" not in flow.request.headers and "transfer-encoding" not in flow.request.headers:
-            flow.response = http.Response.make(out.status, out.body, out.headers)
+            self._answer_now(flow, out)
             return
+        _tell(flow, out.story)
         # A response set now is only sent once mitmproxy has buffered the whole body, however
         # large it claims to be. Instead, stream the body to the relay, which drops it and answers.
         path = self.relay.register(out.status, out.headers, _once(out.body))
-        self._handoffs[flow.id] = Handoff(flow.request, out.story, path)
+        self._handoffs[flow.id] = Handoff(out.story, flow.request, path)
         relay_request = http.Request.make("POST", f"http://127.0.0.1:{self.relay.port}{path}")
         del relay_request.headers["content-length"]  # make() says 0; the client's framing applies
         for name in ("content-length", "transfer-encoding"):
@@ -240,34 +292,36 @@ class Gateway:
         if not admitted:  # requestheaders did not run (e.g. a flow replayed from a file)
             refusal = self.wiring.engine.refusal(self._incoming(flow))
             if refusal is not None:
-                _tell(flow, refusal.story)
-                flow.response = http.Response.make(refusal.status, refusal.body, refusal.headers)
+                self._answer_now(flow, refusal)
                 return
         try:
             body = limits.decode_body(flow.request.raw_content or b"",
                                       flow.request.headers.get("content-encoding", ""),
                                       self.wiring.engine.settings.max_body_size)
         except GatewayError as err:
-            flow.response = http.Response.make(err.status, err.body(), {"content-type": "application/json"})
+            self._answer_now(flow, self.wiring.engine.refused(self._incoming(flow), err))
             return
-        outcome = await self._answer(flow, self._incoming(flow, body, admitted=True))
-        if outcome is None:
-            flow.comment = "client disconnected before the answer; upstream request cancelled"
-            return
-        _tell(flow, outcome.story)
+        story = Story()
+        outcome = await self._answer(flow, self._incoming(flow, body, admitted=True), story)
         _show_client_address(flow)
-        if outcome.stream is None:
-            flow.response = http.Response.make(outcome.status, outcome.body, outcome.headers)
+        if outcome is None:
+            story.client_gone = True
+            _tell(flow, story)
+            self.wiring.engine.finish(story)
             return
+        if outcome.stream is None:
+            self._answer_now(flow, outcome)
+            return
+        _tell(flow, story)
         # Stream: let mitmproxy read it from the relay so it goes out chunk by chunk.
         path = self.relay.register(outcome.status, outcome.headers, outcome.stream)
-        self._handoffs[flow.id] = Handoff(flow.request, outcome.story, path)
+        self._handoffs[flow.id] = Handoff(story, flow.request, path)
         flow.request = http.Request.make("GET", f"http://127.0.0.1:{self.relay.port}{path}")
 
-    async def _answer(self, flow: http.HTTPFlow, incoming: Incoming):
+    async def _answer(self, flow: http.HTTPFlow, incoming: Incoming, story: Story):
         """The engine's answer, or None if the client left first (the upstream call is then
         cancelled: no quota is spent for nobody)."""
-        work = asyncio.ensure_future(self.wiring.engine.handle(incoming))
+        work = asyncio.ensure_future(self.wiring.engine.handle(incoming, story))
         self._inflight[work] = flow
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.ensure_future(self._watch_clients())
@@ -292,25 +346,35 @@ class Gateway:
                     work.cancel()
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
-        if flow.id in self._handoffs:
+        handoff = self._handoffs.get(flow.id)
+        if handoff is not None and handoff.relay_path is not None:
             flow.response.stream = True
+            if flow.client_conn.peername:
+                self._noise.announcing.add(tuple(flow.client_conn.peername))
 
     def response(self, flow: http.HTTPFlow) -> None:
-        self._restore(flow)
+        self._end(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
-        handoff = self._restore(flow)
-        if handoff is not None:
+        handoff = self._end(flow, failed=True)
+        if handoff is not None and handoff.relay_path is not None:
             # The client may have left before mitmproxy reached the relay: close that upstream
             # stream now rather than when its unclaimed registration expires (no-op if claimed).
             self.relay.discard(handoff.relay_path)
 
-    def _restore(self, flow: http.HTTPFlow) -> Handoff | None:
-        """Show the client's own request in mitmweb, not the relay hop; refresh the story."""
+    def _end(self, flow: http.HTTPFlow, failed: bool = False) -> Handoff | None:
+        """The flow is over: show the client's own request in mitmweb (not the relay hop), tell
+        the final story (a stream may have failed after it started), log and count it."""
         handoff = self._handoffs.pop(flow.id, None)
-        if handoff is not None:
+        if handoff is None:
+            return None
+        if handoff.request is not None:
             flow.request = handoff.request
-            _tell(flow, handoff.story)  # a stream may have failed after it started
+        if failed and not handoff.story.stream_error:
+            handoff.story.client_gone = True  # the connection broke before the answer was complete
+        _tell(flow, handoff.story)
+        if self.wiring is not None:
+            self.wiring.engine.finish(handoff.story)
         return handoff
 
     # ---- commands -------------------------------------------------------------------------
@@ -334,9 +398,9 @@ class Gateway:
 
 
 def _tell(flow: http.HTTPFlow, story: Story) -> None:
-    flow.comment = story.line()
+    flow.comment = story.comment()
     mark = story.mark()
-    if mark or flow.marked in (":x:", ":warning:"):
+    if mark or flow.marked in MARKS.values():  # leave a marker the user set alone
         flow.marked = mark
 
 

@@ -33,7 +33,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .accounts import Account, AccountPool, NoAccount
@@ -99,6 +99,8 @@ def why(err: UpstreamError) -> str:
 class Attempt:
     account: str
     status: int  # the upstream's HTTP status; 0 = no answer (connection failure, timeout)
+    # until the upstream answered (a stream: until it accepted the request)
+    seconds: float = field(default=0.0, compare=False)
 
 
 def retry_after_seconds(delay: float | None) -> str | None:
@@ -135,10 +137,11 @@ class RetryPolicy:
                     break
                 raise self._no_account(exc) from None
             tried.add(acc.name)
+            began = time.monotonic()
             try:
                 result = await call(acc)
             except UpstreamError as err:
-                attempts.append(Attempt(acc.name, err.status))
+                attempts.append(Attempt(acc.name, err.status, time.monotonic() - began))
                 last = err
                 verdict = judge(err)
                 # Refused refreshes/setup calls and Google's account-state reasons are about the account itself.
@@ -164,7 +167,7 @@ class RetryPolicy:
                 elif verdict is Verdict.FAIL:
                     raise self._upstream_error(err, acc.provider) from None
                 continue
-            attempts.append(Attempt(acc.name, 200))
+            attempts.append(Attempt(acc.name, 200, time.monotonic() - began))
             self.pool.succeeded(acc, model)
             return acc, result
         assert last is not None

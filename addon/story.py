@@ -1,40 +1,139 @@
-"""What happened to one request, told in one line (mitmweb's comment column, the log)."""
+"""What happened to one request: the operator's view of it.
+
+One Story per request, filled in by the engine as the request goes (route, models, attempts,
+tokens, times) and told three ways when the flow ends: mitmweb's comment column and marker
+(`comment()`, `mark()`), one structured log line (`log_line()`), and the /metrics counters
+(addon/metrics.py). Nothing in it is a secret: account labels are names from the accounts file,
+stream errors are redacted before they get here, and client-chosen text is length-capped.
+"""
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass, field
 
 from .policy import Attempt
 
+LOG_FORMATS = ("logfmt", "json", "off")
+MAX_TEXT = 100  # client-chosen strings (model names) are cut to this in logs and comments
+
+# Outcomes, one per request, and the mitmweb marker of each ("" = unmarked).
+MARKS = {
+    "ok": "",
+    "rotated": ":arrows_counterclockwise:",  # 🔄 answered, after moving away from failing accounts
+    "upstream_failed": ":x:",  # ❌ the upstream(s) refused or failed it
+    "stream_cut": ":scissors:",  # ✂ the stream started, then the upstream failed mid-way
+    "refused": ":no_entry:",  # ⛔ the gateway said no itself (auth, bad request, pool cooling)
+    "client_gone": ":electric_plug:",  # 🔌 the client left before the answer was over
+    "internal_error": ":boom:",  # 💥 a gateway bug
+}
+
 
 @dataclass(slots=True)
 class Story:
-    route: str = ""
+    method: str = ""
+    path: str = ""
+    route: str = "unknown"  # the route template that matched (bounded: a metrics label)
     client_model: str | None = None
     mapped_model: str | None = None
     account: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
     status: int | None = None
+    error_code: str | None = None  # the OpenAI error code the client got, if any
+    stream: bool = False
     stream_error: str | None = None
+    client_gone: bool = False
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    started: float = field(default_factory=time.monotonic)
+    first_byte: float | None = None  # monotonic time the first answer byte was ready
+    ended: float | None = None
+
+    # ---- what happened ---------------------------------------------------------------------
+    def outcome(self) -> str:
+        if self.client_gone:
+            return "client_gone"
+        if self.stream_error:
+            return "stream_cut"
+        if (self.status or 0) >= 400:
+            if self.error_code == "internal_error":
+                return "internal_error"
+            # an upstream was asked: its refusal; none was: the gateway's own (a 429 of a pool
+            # that is all cooling is the gateway's, not an upstream failure)
+            return "upstream_failed" if self.attempts else "refused"
+        return "rotated" if len(self.attempts) > 1 else "ok"
 
     def mark(self) -> str:
-        """mitmweb mark: failures and rotations stand out in the flow list ("" = none)."""
-        if self.stream_error or (self.status or 0) >= 500 or self.status == 429:
-            return ":x:"
-        if len(self.attempts) > 1:
-            return ":warning:"  # answered, but only after rotating away from failing accounts
-        return ""
+        """mitmweb marker: failures, rotations and refusals stand out in the flow list."""
+        return MARKS[self.outcome()]
 
-    def line(self) -> str:
-        if self.client_model is None:
-            return f"{self.route} → {self.status}"
-        parts = [f"{self.client_model} → {self.mapped_model or '?'}"]
-        if self.account:
+    @property
+    def latency(self) -> float | None:
+        return None if self.ended is None else self.ended - self.started
+
+    @property
+    def ttfb(self) -> float | None:
+        return None if self.first_byte is None else self.first_byte - self.started
+
+    # ---- how it is told --------------------------------------------------------------------
+    def comment(self) -> str:
+        """mitmweb's comment column, readable at a glance: `gpt-4o → gemini-2.5-flash · alice ·
+        12+34 tok`, plus the attempts when there was more than one and what went wrong."""
+        parts = []
+        if self.client_model is not None:
+            parts.append(f"{_cut(self.client_model)} → {self.mapped_model or '?'}")
+        if self.account and self.outcome() != "refused":
             parts.append(self.account)
-        parts.append(f"status {self.status}")
-        if self.attempts:
-            tries = ", ".join(f"{a.account}:{a.status or 'conn'}" for a in self.attempts)
-            parts.append(f"{len(self.attempts)} attempt{'s' if len(self.attempts) > 1 else ''} [{tries}]")
-        if self.stream_error:
-            parts.append(f"stream failed: {self.stream_error}")
+        if len(self.attempts) > 1 or (self.attempts and self.attempts[-1].status != 200):
+            parts.append(" → ".join(f"{a.account}:{a.status or 'conn'}" for a in self.attempts))
+        if self.tokens_in is not None or self.tokens_out is not None:
+            parts.append(f"{self.tokens_in or 0}+{self.tokens_out or 0} tok")
+        outcome = self.outcome()
+        if outcome == "stream_cut":
+            parts.append(f"stream cut: {self.stream_error}")
+        elif outcome == "client_gone":
+            parts.append("client left; upstream cancelled")
+        elif outcome in ("refused", "upstream_failed", "internal_error"):
+            parts.append(f"{'refused' if outcome == 'refused' else 'failed'}: {self.status} {self.error_code or ''}"
+                         .rstrip())
         return " · ".join(parts)
+
+    def fields(self) -> dict[str, object]:
+        """The log line's fields, in a stable order; absent ones are left out."""
+        out: dict[str, object] = {
+            "method": self.method, "route": self.route, "status": self.status, "outcome": self.outcome(),
+            "client_model": _cut(self.client_model) if self.client_model is not None else None,
+            "mapped_model": self.mapped_model, "account": self.account,
+            "attempts": ",".join(f"{a.account}:{a.status or 'conn'}" for a in self.attempts) or None,
+            "stream": self.stream if self.client_model is not None else None,
+            "latency_ms": _ms(self.latency), "ttfb_ms": _ms(self.ttfb),
+            "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
+            "error": self.error_code, "stream_error": self.stream_error,
+        }
+        if self.route == "unknown":
+            out["path"] = _cut(self.path)
+        return {k: v for k, v in out.items() if v is not None}
+
+    def log_line(self, fmt: str = "logfmt") -> str:
+        fields = self.fields()
+        if fmt == "json":
+            return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
+        return " ".join(f"{k}={_logfmt(v)}" for k, v in fields.items())
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + "…"
+
+
+def _ms(seconds: float | None) -> int | None:
+    return None if seconds is None else round(seconds * 1000)
+
+
+def _logfmt(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    if text and not any(ch in text for ch in ' "=\\') and text.isprintable():
+        return text
+    return json.dumps(text)  # quoted, with quotes, backslashes and control characters escaped

@@ -100,9 +100,35 @@ def test_model_retrieve_and_unknown(gateway: Gateway) -> None:
     assert raw.headers["x-mapped-model"] == "gemini-2.5-flash"
     assert raw.parse().id == "gpt-4o"
     assert client.models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"
-    with pytest.raises(openai.NotFoundError) as info:
-        client.models.retrieve("llama-3-70b-nonexistent")
-    assert info.value.code == "model_not_found" and "llama-3-70b-nonexistent" in info.value.message
+    # The shipped mappings.yaml has a default, so the chat route serves any name: the models route
+    # agrees that it exists, and says what it maps to.
+    raw = client.models.with_raw_response.retrieve("llama-3-70b-nonexistent")
+    assert raw.headers["x-mapped-model"] == "gemini-2.5-flash" and raw.parse().id == "llama-3-70b-nonexistent"
+
+
+def test_models_list_the_names_clients_type_and_each_one_is_served(gateway: Gateway, emulator: Emulator) -> None:
+    client = gateway.openai()
+    ids = [m.id for m in client.models.list().data]
+    assert {"gpt-4o", "gpt-4.1", "gpt-5", "gpt-5-codex", "o3", "o4-mini"} <= set(ids)
+    for name in ids:  # the models route and the chat route agree on every listed name
+        raw = client.models.with_raw_response.retrieve(name)
+        chat = client.chat.completions.with_raw_response.create(model=name, messages=user("x"))
+        assert chat.headers["x-mapped-model"] == raw.headers["x-mapped-model"], name
+
+
+def test_without_a_default_an_unmapped_name_is_refused_by_both_routes(gateways: GatewayFactory,
+                                                                      emulator: Emulator) -> None:
+    gw = gateways.start(gemini_accounts(emulator.url, "alice"),
+                        mappings_yaml="mappings:\n  my-model: gemini-2.5-pro\n  \"gemini-*\": ~\n")
+    client = gw.openai()
+    for call in (lambda: client.models.retrieve("gpt-4o"),
+                 lambda: client.chat.completions.create(model="gpt-4o", messages=user("x"))):
+        with pytest.raises(openai.NotFoundError) as info:
+            call()
+        assert info.value.code == "model_not_found" and "gpt-4o" in info.value.message
+    assert not emulator.log()  # refused before any upstream call
+    assert client.models.retrieve("gemini-2.5-flash").id == "gemini-2.5-flash"  # a wildcard covers it
+    assert client.chat.completions.create(model="my-model", messages=user("x")).choices
 
 
 def test_non_stream_completion(gateway: Gateway, emulator: Emulator) -> None:
@@ -580,12 +606,10 @@ def test_flow_comment_and_restored_url(gateways: GatewayFactory, emulator: Emula
     flows = [f for f in _read_flows(flows_file) if f.request.path != "/healthz"]
     assert len(flows) == 4, [(f.request.method, f.request.pretty_url, f.comment) for f in flows]
     plain, streamed, cut, missing = flows
-    assert plain.comment == ("gpt-4o → gemini-2.5-flash · alice@example.com · status 200 · "
-                             "1 attempt [alice@example.com:200]")
+    assert plain.comment == "gpt-4o → gemini-2.5-flash · alice@example.com · 2+3 tok"
     assert plain.request.path == "/v1/chat/completions" and plain.response.status_code == 200
 
-    assert streamed.comment == ("gpt-4o-mini → gemini-2.5-flash-lite · alice@example.com · status 200 · "
-                                "1 attempt [alice@example.com:200]")
+    assert streamed.comment == "gpt-4o-mini → gemini-2.5-flash-lite · alice@example.com · 2+3 tok"
     # the client's request, not the loopback relay hop
     assert streamed.request.method == "POST" and streamed.request.path == "/v1/chat/completions"
     assert "__gateway_relay__" not in streamed.request.pretty_url
@@ -595,10 +619,10 @@ def test_flow_comment_and_restored_url(gateways: GatewayFactory, emulator: Emula
     assert streamed.response.status_code == 200
     assert streamed.response.headers["x-mapped-model"] == "gemini-2.5-flash-lite"
 
-    assert cut.request.path == "/v1/chat/completions" and "stream failed" in cut.comment
-    assert missing.comment.startswith("GET /v1/nope") and "404" in missing.comment
-    # mitmweb marks: a failed stream stands out; a plain success or a client's 404 does not
-    assert (plain.marked, streamed.marked, cut.marked, missing.marked) == ("", "", ":x:", "")
+    assert cut.request.path == "/v1/chat/completions" and "stream cut: " in cut.comment
+    assert missing.comment == "refused: 404 unknown_url"
+    # mitmweb marks: a cut stream and a refusal stand out, each with its own mark; a success does not
+    assert (plain.marked, streamed.marked, cut.marked, missing.marked) == ("", "", ":scissors:", ":no_entry:")
 
 
 # ---- mapping hot reload ------------------------------------------------------------------------

@@ -20,8 +20,8 @@ from addon.redact import Redactor
 from addon.response_store import MemoryResponseStore
 
 
-def make_engine(**settings: Any) -> Engine:
-    mappings = parse_mappings({"default": "gemini-2.5-flash", "mappings": {"gpt-4o": "gemini-2.5-pro"}})
+def make_engine(*, default: str | None = "gemini-2.5-flash", **settings: Any) -> Engine:
+    mappings = parse_mappings({"default": default, "mappings": {"gpt-4o": "gemini-2.5-pro"}})
     # no providers: no request here reaches an upstream
     return Engine(settings=Settings(**settings), mappings=Fixed(mappings), accounts=Fixed(AccountsFile()),
                   pool=AccountPool(), providers={}, frontends=build_frontends(MemoryResponseStore()))
@@ -89,7 +89,22 @@ async def test_unknown_paths_are_openai_shaped_404s() -> None:
 async def test_models_resolve_through_the_mapping() -> None:
     status, headers, body = await call(make_engine(), "GET", "/v1/models/gpt-4o")
     assert status == 200 and body["id"] == "gpt-4o" and headers["x-mapped-model"] == "gemini-2.5-pro"
-    assert (await call(make_engine(), "GET", "/v1/models/no-such-model"))[0] == 404
+    # with a default every name is served by the chat route, so every name exists here too
+    status, headers, body = await call(make_engine(), "GET", "/v1/models/no-such-model")
+    assert status == 200 and body["id"] == "no-such-model" and headers["x-mapped-model"] == "gemini-2.5-flash"
+
+
+async def test_without_a_default_models_and_chat_agree_that_an_unmapped_name_does_not_exist() -> None:
+    engine = make_engine(default=None)
+    status, _, body = await call(engine, "GET", "/v1/models/no-such-model")
+    assert status == 404 and body["error"]["code"] == "model_not_found"
+    status, _, body = await call(engine, "POST", "/v1/chat/completions",
+                                 body={"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]})
+    assert status == 404 and body["error"]["code"] == "model_not_found" and body["error"]["param"] == "model"
+    assert (await call(engine, "GET", "/v1/models/gpt-4o"))[0] == 200
+    listed = {m["id"] for m in (await call(engine, "GET", "/v1/models"))[2]["data"]}
+    for name in listed:  # everything listed can be retrieved
+        assert (await call(engine, "GET", f"/v1/models/{name}"))[0] == 200, name
 
 
 async def test_no_account_is_a_503_that_says_what_to_do() -> None:
