@@ -410,9 +410,12 @@ async def _once(body: bytes):
 
 def _show_client_address(flow: http.HTTPFlow) -> None:
     """In reverse mode the request carries the placeholder target (127.0.0.1:9), which the gateway
-    never contacts; show the address the client actually called (e.g. 127.0.0.1:8045) instead."""
-    if isinstance(flow.client_conn.proxy_mode, ReverseMode) and flow.client_conn.sockname:
-        flow.request.host, flow.request.port = flow.client_conn.sockname[0], flow.client_conn.sockname[1]
+    never contacts; show the address the client actually called (e.g. 127.0.0.1:8045, or
+    https://api.openai.com when a hosts-file entry sends that name to a TLS listener) instead."""
+    conn = flow.client_conn
+    if isinstance(conn.proxy_mode, ReverseMode) and conn.sockname:
+        flow.request.scheme = "https" if conn.tls_established else "http"
+        flow.request.host, flow.request.port = conn.sni or conn.sockname[0], conn.sockname[1]
 
 
 def _hide_credentials(request: http.Request) -> None:

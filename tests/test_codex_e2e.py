@@ -11,14 +11,16 @@ listed there, offers its freeform `apply_patch` tool (a `custom` tool, answered 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import shutil
 import subprocess
-import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests import readme
 from tests.conftest import ROOT, Emulator, Gateway, GatewayFactory, gemini_accounts
 
 pytestmark = [pytest.mark.codex, pytest.mark.e2e]
@@ -35,37 +37,35 @@ def codex_binary() -> str:
 
 
 def codex_home(path: Path, gateway: Gateway, model: str) -> Path:
-    """A private CODEX_HOME whose only provider is the gateway (nothing reaches api.openai.com);
-    model metadata comes from the gateway's catalog, as the README recommends."""
+    """A private CODEX_HOME with the README's config.toml as written, but for the gateway's port,
+    the model under test, no update check and no retries (nothing reaches api.openai.com); model
+    metadata comes from the gateway's catalog, as the README's config says."""
     path.mkdir()
-    (path / "config.toml").write_text(textwrap.dedent(f"""\
-        model = "{model}"
-        model_provider = "gateway"
-        check_for_update_on_startup = false
-
-        [model_providers.gateway]
-        name = "OpenAI-compatible gateway"
-        base_url = "{gateway.v1}"
-        wire_api = "responses"
-        env_key = "GATEWAY_TEST_API_KEY"
-        request_max_retries = 0
-        stream_max_retries = 0
-        model_catalog_url = "{gateway.v1}/models"
-        """))
+    config = readme.blocks()["codex-config"].text
+    assert "http://127.0.0.1:8045/v1" in config and "model_catalog_url" in config
+    config = re.sub(r'(?m)^model = "[^"]*"', f'model = "{model}"', config.replace("http://127.0.0.1:8045/v1", gateway.v1))
+    (path / "config.toml").write_text("check_for_update_on_startup = false\n" + config
+                                      + "request_max_retries = 0\nstream_max_retries = 0\n")
     return path
+
+
+def readme_command(prompt: str) -> list[str]:
+    """The README's `codex exec` line with the test's prompt and no colours."""
+    [cmd] = readme.commands(readme.blocks()["codex"])
+    args = shlex.split(cmd.text)
+    assert args[:2] == ["codex", "exec"] and "--sandbox" in args
+    return [codex_binary(), "exec", "--color", "never", *args[2:-1], prompt]
 
 
 def run_codex(gateway: Gateway, tmp_path: Path, model: str, prompt: str) -> tuple[Path, subprocess.CompletedProcess]:
     work = tmp_path / "work"
     work.mkdir()
-    env = {**os.environ, "CODEX_HOME": str(codex_home(tmp_path / "codex_home", gateway, model)),
-           "GATEWAY_TEST_API_KEY": "sk-test", "NO_COLOR": "1"}
+    subprocess.run(["git", "init", "-q", str(work)], check=True)  # the README runs Codex in a repository
+    env = {**os.environ, "CODEX_HOME": str(codex_home(tmp_path / "codex_home", gateway, model)), "NO_COLOR": "1"}
     env.pop("OPENAI_API_KEY", None)
-    proc = subprocess.run(
-        [codex_binary(), "exec", "--skip-git-repo-check", "--color", "never",
-         # 0.169 has no --full-auto: its workspace-write sandbox (exec never asks for approval) is it
-         "--sandbox", "workspace-write", prompt],
-        cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
+    env.pop("GATEWAY_API_KEY", None)  # auth is off: the README's config has no env_key and needs none
+    proc = subprocess.run(readme_command(prompt),  # 0.169 has no --full-auto: workspace-write is it
+                          cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
     print("codex exec stdout:\n" + proc.stdout)
     print("codex exec stderr:\n" + proc.stderr)
     return work, proc

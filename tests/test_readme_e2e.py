@@ -1,0 +1,321 @@
+"""Every README recipe runs as written (tests/readme.py extracts them; a shell, Python or config
+block without a recipe marker fails `test_every_recipe_is_run`).
+
+How each kind is run, and the only liberties taken with the text:
+  * server lines (`scripts/run ...`, the regular-mode mitmdump): started as written with the README's
+    ports (8045, 8080) swapped for free ones (PORT= for scripts/run), mitmweb on a free port without
+    a browser; each must answer /healthz, then SIGTERM must stop it and everything it started, with
+    no temporary file left behind. `accounts=accounts.yaml` is the README's accounts example,
+    written with the credential files it names into a temporary home folder.
+  * client lines (curl, the Python SDK): run with bash against a running `scripts/run --emulator`;
+    each must exit 0 and print what its `#` comment promises. `$HOME` is a temporary folder, so
+    `~/.mitmproxy` is the test gateway's confdir.
+  * the hosts-file recipe: needs root; run in a private mount and network namespace (unshare), so
+    the README's `sudo tee -a /etc/hosts` edits a copy, with `sudo` as a pass-through since the
+    test is root already. Node 20 (the `openai` npm package, v5), Python and curl at their default
+    base URL must all reach the gateway.
+  * Codex: tests/test_codex_e2e.py runs the README's config and command (scripts/test-codex).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from addon.accounts import parse_accounts
+from addon.mapping import parse_mappings
+from addon.story import Story
+from tests import readme
+from tests.conftest import ROOT, Emulator, free_port
+from tests.google_creds import service_account_file
+from tests.test_operator_e2e import parse_logfmt
+
+pytestmark = pytest.mark.e2e
+
+RECIPES = readme.blocks()
+CLIENT_BLOCKS = ("try-it", "python", "regular-clients")
+ACCOUNT_ENV = {"ALICE_KEY": "AIza-readme-alice", "BOB_SECRET": "readme-secret"}
+
+
+def accounts_home(home: Path) -> None:
+    """The files the README's accounts example names (~/keys/..., ~/accounts/...), as Google's
+    tools write them, so the example loads as written."""
+    text = RECIPES["accounts-file"].text
+    for kind, name in re.findall(r"(credentials_file|oauth_creds): ~/(\S+)", text):
+        path = home / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if kind == "credentials_file":
+            service_account_file(path, "https://oauth2.googleapis.com/token")
+        else:
+            path.write_text('{"access_token": "ya29.x", "refresh_token": "1//readme-refresh", "token_type": "Bearer"}')
+
+
+def clean_env(home: Path, tmp: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEMINI_", "GATEWAY_", "OPENAI_", "PORT"))}
+    env.update(HOME=str(home), TMPDIR=str(tmp), **extra)
+    return env
+
+
+def wait_up(url: str, proc: subprocess.Popen, log: Path, proxy: str | None = None, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"exited early ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            httpx.get(url, timeout=1, proxy=proxy, verify=False)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise AssertionError(f"{url} did not come up:\n{log.read_text()[-3000:]}")
+
+
+def is_up(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=1)
+        return True
+    except httpx.HTTPError:
+        return False
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> int:
+    proc.send_signal(sig)
+    try:
+        return proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise AssertionError("did not stop within 20 s of the signal") from None
+
+
+def start(line: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+    # its own process group: the test can clean up even if the script leaves children behind
+    return subprocess.Popen(["bash", "-c", line], cwd=ROOT, env=env, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def run_client(cmd: readme.Command, env: dict[str, str], subs: dict[str, str]) -> None:
+    text = cmd.text
+    for old, new in subs.items():
+        text = text.replace(old, new)
+    proc = subprocess.run(["bash", "-c", text], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{text}\nexited {proc.returncode}:\n{out[-3000:]}"
+    gone = readme.missing(cmd.expect, out)
+    assert gone is None, f"{text}\npromised {gone!r} but printed:\n{out[-3000:]}"
+
+
+def test_every_recipe_is_run() -> None:
+    ran_here = {"servers", "try-it", "python", "accounts-file", "safety-settings", "mapping-example",
+                "regular-server", "regular-clients", "hosts-file", "log-line"}
+    ran_by_codex_test = {"codex-config", "codex"}
+    assert set(RECIPES) == ran_here | ran_by_codex_test
+
+
+# ---- servers -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("line", readme.commands(RECIPES["servers"]), ids=lambda c: c.text.split("#")[0].strip())
+def test_server_line_starts_answers_and_stops_cleanly_on_sigterm(line: readme.Command, tmp_path: Path) -> None:
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir(), tmp.mkdir()
+    port = free_port()
+    text = line.text.split("  #")[0].strip()
+    env = clean_env(home, tmp, PORT=str(port), **ACCOUNT_ENV)
+    if "accounts=accounts.yaml" in text:
+        accounts_home(home)
+        (tmp_path / "accounts.yaml").write_text(RECIPES["accounts-file"].text)
+        text = text.replace("accounts=accounts.yaml", f"accounts={tmp_path / 'accounts.yaml'}")
+    web_port = free_port()
+    if "--web" in text:
+        text += f" --set web_port={web_port} --set web_open_browser=false"
+    log = tmp_path / "run.log"
+    proc = start(text, env, log)
+    try:
+        wait_up(f"http://127.0.0.1:{port}/healthz", proc, log)
+        emulator = re.search(r"upstream emulator at (http://\S+)", log.read_text())
+        if "--emulator" in text:
+            assert emulator and is_up(emulator.group(1) + "/__control/log")
+        if "--web" in text:
+            check_mitmweb_columns(log, web_port)
+        stop(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not is_up(f"http://127.0.0.1:{port}/healthz"), "the gateway still answers after SIGTERM"
+    if emulator:
+        assert not is_up(emulator.group(1) + "/__control/log"), "the emulator still answers after SIGTERM"
+    assert not any(tmp.iterdir()), f"left behind: {list(tmp.iterdir())}"
+    leftover = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert not leftover, f"processes left in the script's session: {leftover}"
+
+
+def check_mitmweb_columns(log: Path, web_port: int) -> None:
+    """mitmweb shows the gateway's comment column and keeps streamed bodies, as `--web` promises."""
+    deadline = time.monotonic() + 20
+    while not (m := re.search(r"Web server listening at (http://\S+)", log.read_text())):
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+    token = re.search(r"token=(\w+)", m.group(1))
+    opts = httpx.get(f"http://127.0.0.1:{web_port}/options.json", timeout=5,
+                     params={"token": token.group(1)} if token else None).json()
+    assert "comment" in opts["web_columns"]["value"]
+    assert opts["store_streamed_bodies"]["value"] is True
+
+
+def test_scripts_run_forwards_ctrl_c_and_help_lists_the_gateway_options(tmp_path: Path) -> None:
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir(), tmp.mkdir()
+    env = clean_env(home, tmp)
+    helped = subprocess.run(["scripts/run", "--help"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0
+    for flag in ("--web", "--emulator", "PORT", "accounts", "auth_mode", "log_format", "max_attempts"):
+        assert flag in helped.stdout, flag
+
+    port = free_port()
+    log = tmp_path / "run.log"
+    proc = start("scripts/run --emulator", {**env, "PORT": str(port)}, log)
+    try:
+        wait_up(f"http://127.0.0.1:{port}/healthz", proc, log)
+        emulator = re.search(r"upstream emulator at (http://\S+)", log.read_text()).group(1)
+        proc.send_signal(signal.SIGUSR1)  # logs the pool, keeps running
+        deadline = time.monotonic() + 10
+        while "env:GEMINI_API_KEY [gemini] ready" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert is_up(f"http://127.0.0.1:{port}/healthz")
+        stop(proc, signal.SIGINT)  # what Ctrl-C sends
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not is_up(f"http://127.0.0.1:{port}/healthz") and not is_up(emulator + "/__control/log")
+    assert not any(tmp.iterdir())
+
+
+# ---- clients against `scripts/run --emulator` --------------------------------------------------
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory) -> Iterator[tuple[int, dict[str, str]]]:
+    base = tmp_path_factory.mktemp("readme")
+    home, tmp = base / "home", base / "tmp"
+    home.mkdir(), tmp.mkdir()
+    port = free_port()
+    env = clean_env(home, tmp)
+    log = base / "run.log"
+    proc = start("scripts/run --emulator", {**env, "PORT": str(port)}, log)
+    try:
+        wait_up(f"http://127.0.0.1:{port}/healthz", proc, log)
+        yield port, env
+    finally:
+        if proc.poll() is None:
+            stop(proc)
+
+
+@pytest.mark.parametrize("block", ["try-it", "python"])
+def test_client_recipes_print_what_they_promise(running: tuple[int, dict[str, str]], block: str) -> None:
+    port, env = running
+    for cmd in readme.commands(RECIPES[block], inline_expect=True):
+        run_client(cmd, env, {"127.0.0.1:8045": f"127.0.0.1:{port}"})
+
+
+def test_regular_mode_recipe_with_proxy_settings(emulator: Emulator, tmp_path: Path) -> None:
+    [server] = readme.commands(RECIPES["regular-server"])
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir(), tmp.mkdir()
+    port = free_port()
+    env = clean_env(home, tmp, GEMINI_API_KEY="readme-key", GEMINI_BASE_URL=emulator.url)
+    log = tmp_path / "mitmdump.log"
+    proc = start(server.text.replace("-p 8080", f"-p {port}"), env, log)
+    try:
+        wait_up("http://api.openai.com/healthz", proc, log, proxy=f"http://127.0.0.1:{port}")
+        for cmd in readme.commands(RECIPES["regular-clients"], inline_expect=True):
+            run_client(cmd, env, {"127.0.0.1:8080": f"127.0.0.1:{port}"})
+    finally:
+        stop(proc)
+    assert "route=/v1/chat/completions" in log.read_text()
+
+
+def test_accounts_examples_and_log_line_sample_match_the_code(tmp_path: Path) -> None:
+    accounts_home(tmp_path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(tmp_path))
+        for k, v in ACCOUNT_ENV.items():
+            mp.setenv(k, v)
+        parsed = parse_accounts(yaml.safe_load(RECIPES["accounts-file"].text))
+        safety = parse_accounts({**yaml.safe_load(RECIPES["safety-settings"].text), "accounts": []})
+    assert [a.name for a in parsed.accounts] == ["alice@example.com", "vertex-prod", "bob@corp.example",
+                                                 "local-vllm"]
+    assert safety.safety_settings
+    mapping = parse_mappings(yaml.safe_load(RECIPES["mapping-example"].text))
+    assert mapping.target("gemini-3-pro-high").thinking_level == "high"
+    sample = parse_logfmt(RECIPES["log-line"].text.strip())
+    full = Story(client_model="m", tokens_in=1, tokens_out=1, error_code="e", stream_error="x", ended=1.0,
+                 first_byte=1.0, account="a", mapped_model="m", status=200)
+    assert set(sample) <= set(full.fields()) | {"attempts"}, set(sample) - set(full.fields())
+
+
+# ---- hard-coded api.openai.com: the hosts-file recipe ------------------------------------------
+
+NODE_APP = """\
+import OpenAI from "openai";
+const client = new OpenAI();  // the default base URL: https://api.openai.com/v1
+const r = await client.chat.completions.create({model: "gpt-4o", messages: [{role: "user", content: "Hi from Node"}]});
+console.log(r.choices[0].message.content);
+const s = await client.chat.completions.create({model: "gpt-4o", stream: true, messages: [{role: "user", content: "streamed"}]});
+for await (const c of s) process.stdout.write(c.choices[0]?.delta?.content ?? "");
+console.log();
+"""
+
+
+def node_openai() -> Path:
+    """A folder with the `openai` npm package (v5: the last to support Node 20), cached in .venv."""
+    folder = ROOT / ".venv" / "node-openai"
+    if not (folder / "node_modules" / "openai").exists():
+        subprocess.run(["npm", "install", "--prefix", str(folder), "--no-audit", "--no-fund", "openai@5"],
+                       check=True, capture_output=True, timeout=300)
+    return folder
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
+@pytest.mark.skipif(not (shutil.which("node") and shutil.which("npm")), reason="needs node and npm")
+def test_hosts_file_recipe_serves_clients_with_a_hard_coded_url(tmp_path: Path) -> None:
+    app = node_openai()
+    (app / "app.mjs").write_text(NODE_APP)
+    add_host, server = readme.commands(RECIPES["hosts-file"])
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir(), tmp.mkdir()
+    ca = home / ".mitmproxy" / "mitmproxy-ca-cert.pem"
+    script = textwrap.dedent(f"""\
+        set -euo pipefail
+        ip link set lo up
+        cp /etc/hosts {tmp_path}/hosts && mount --bind {tmp_path}/hosts /etc/hosts
+        sudo() {{ env "$@"; }}  # root already
+        {add_host.text}
+        {server.text} > {tmp_path}/server.log 2>&1 &
+        server=$!
+        for _ in $(seq 300); do curl -s -o /dev/null http://127.0.0.1:443/healthz && break; sleep 0.2; done
+        (cd {app} && OPENAI_API_KEY=anything NODE_EXTRA_CA_CERTS={ca} node app.mjs)
+        SSL_CERT_FILE={ca} {sys.executable} -c 'import openai; print(openai.OpenAI(api_key="x").models.list().data[0].id)'
+        curl -sS --cacert {ca} https://api.openai.com/healthz; echo
+        kill -TERM $server; wait $server || true
+        """)
+    env = clean_env(home, tmp)
+    proc = subprocess.run(["unshare", "--mount", "--net", "bash", "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=240)
+    out = proc.stdout + proc.stderr
+    server_log = (tmp_path / "server.log").read_text() if (tmp_path / "server.log").exists() else ""
+    assert proc.returncode == 0, out + server_log
+    assert "Echo(gemini-2.5-flash): Hi from Node" in out and "Echo(gemini-2.5-flash): streamed" in out, out
+    assert "gpt-4o" in out and '"status": "ok"' in out, out
+    # mitmweb/mitmdump show the URL the client called
+    assert "https://api.openai.com/v1/chat/completions" in server_log, server_log
