@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.codex, pytest.mark.e2e]
 
 SHELL_TOOL = "exec_command"  # Codex 0.169's shell tool: {"cmd": "<shell command>", ...}
 FINAL_TEXT = "All done: out.txt now says hi."
+README_PROMPT = "Create out.txt containing hi, then tell me what you did."
 
 
 def codex_binary() -> str:
@@ -49,23 +50,20 @@ def codex_home(path: Path, gateway: Gateway, model: str) -> Path:
     return path
 
 
-def readme_command(prompt: str) -> list[str]:
-    """The README's `codex exec` line with the test's prompt and no colours."""
-    [cmd] = readme.commands(readme.blocks()["codex"])
-    args = shlex.split(cmd.text)
-    assert args[:2] == ["codex", "exec"] and "--sandbox" in args
-    return [codex_binary(), "exec", "--color", "never", *args[2:-1], prompt]
-
-
 def run_codex(gateway: Gateway, tmp_path: Path, model: str, prompt: str) -> tuple[Path, subprocess.CompletedProcess]:
     work = tmp_path / "work"
     work.mkdir()
     subprocess.run(["git", "init", "-q", str(work)], check=True)  # the README runs Codex in a repository
-    env = {**os.environ, "CODEX_HOME": str(codex_home(tmp_path / "codex_home", gateway, model)), "NO_COLOR": "1"}
+    env = {**os.environ, "CODEX_HOME": str(codex_home(tmp_path / "codex_home", gateway, model)), "NO_COLOR": "1",
+           "PATH": f"{Path(codex_binary()).parent}:{os.environ['PATH']}"}
     env.pop("OPENAI_API_KEY", None)
-    env.pop("GATEWAY_API_KEY", None)  # auth is off: the README's config has no env_key and needs none
-    proc = subprocess.run(readme_command(prompt),  # 0.169 has no --full-auto: workspace-write is it
-                          cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=180)
+    env.pop("GATEWAY_API_KEY", None)  # auth is off: the README's block sets it to any text
+    # The README's block as written but for the prompt (0.169 has no --full-auto: workspace-write is it)
+    block = readme.blocks()["codex"].text
+    assert f'"{README_PROMPT}"' in block and "codex exec" in block
+    script = block.replace(f'"{README_PROMPT}"', shlex.quote(prompt)).replace("codex exec", "codex exec --color never")
+    proc = subprocess.run(["bash", "-euc", script], cwd=work, env=env, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=180)
     print("codex exec stdout:\n" + proc.stdout)
     print("codex exec stderr:\n" + proc.stderr)
     return work, proc
