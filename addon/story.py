@@ -78,25 +78,26 @@ class Story:
 
     # ---- how it is told --------------------------------------------------------------------
     def comment(self) -> str:
-        """mitmweb's comment column, readable at a glance: `gpt-4o → gemini-2.5-flash · alice ·
-        12+34 tok`, plus the attempts when there was more than one and what went wrong."""
-        parts = []
+        """mitmweb's comment column, which is 150 px wide: what went wrong comes first, then
+        `client→mapped`, the account, the attempts when there was more than one, the tokens:
+        `rotated · gpt-4o→gemini-2.5-flash · bob · alice:429, bob:200 · 12+34 tok`."""
+        outcome = self.outcome()
+        parts = {
+            "rotated": ["rotated"],
+            "upstream_failed": [f"upstream {self.status}"],
+            "stream_cut": [f"cut: {self.stream_error}"],
+            "refused": [f"refused {self.status} {self.error_code or ''}".rstrip()],
+            "client_gone": ["client left"],
+            "internal_error": [f"error {self.status}"],
+        }.get(outcome, [])
         if self.client_model is not None:
-            parts.append(f"{_cut(self.client_model)} → {self.mapped_model or '?'}")
-        if self.account and self.outcome() != "refused":
+            parts.append(f"{_cut(self.client_model)}→{self.mapped_model or '?'}")
+        if self.account and outcome != "refused":
             parts.append(self.account)
-        if len(self.attempts) > 1 or (self.attempts and self.attempts[-1].status != 200):
-            parts.append(" → ".join(f"{a.account}:{a.status or 'conn'}" for a in self.attempts))
+        if len(self.attempts) > 1:
+            parts.append(", ".join(f"{a.account}:{a.status or 'conn'}" for a in self.attempts))
         if self.tokens_in is not None or self.tokens_out is not None:
             parts.append(f"{self.tokens_in or 0}+{self.tokens_out or 0} tok")
-        outcome = self.outcome()
-        if outcome == "stream_cut":
-            parts.append(f"stream cut: {self.stream_error}")
-        elif outcome == "client_gone":
-            parts.append("client left; upstream cancelled")
-        elif outcome in ("refused", "upstream_failed", "internal_error"):
-            parts.append(f"{'refused' if outcome == 'refused' else 'failed'}: {self.status} {self.error_code or ''}"
-                         .rstrip())
         return " · ".join(parts)
 
     def fields(self) -> dict[str, object]:
