@@ -44,7 +44,8 @@ def codex_home(path: Path, gateway: Gateway, model: str) -> Path:
     path.mkdir()
     config = readme.blocks()["codex-config"].text
     assert "http://127.0.0.1:8045/v1" in config and "model_catalog_url" in config
-    config = re.sub(r'(?m)^model = "[^"]*"', f'model = "{model}"', config.replace("http://127.0.0.1:8045/v1", gateway.v1))
+    config = config.replace("http://127.0.0.1:8045/v1", gateway.v1)
+    config = re.sub(r'(?m)^model = "[^"]*"', f'model = "{model}"', config)
     (path / "config.toml").write_text("check_for_update_on_startup = false\n" + config
                                       + "request_max_retries = 0\nstream_max_retries = 0\n")
     return path

@@ -38,7 +38,8 @@ def done(**kw) -> Story:
 def test_outcomes_and_marks_tell_failures_apart() -> None:
     assert done(status=200, attempts=[Attempt("a", 200)]).outcome() == "ok"
     assert done(status=200, attempts=[Attempt("a", 429), Attempt("b", 200)]).outcome() == "rotated"
-    assert done(status=429, attempts=[Attempt("a", 429)], error_code="rate_limit_exceeded").outcome() == "upstream_failed"
+    failed = done(status=429, attempts=[Attempt("a", 429)], error_code="rate_limit_exceeded")
+    assert failed.outcome() == "upstream_failed"
     # the same status, produced by the gateway without asking any upstream
     assert done(status=429, error_code="rate_limit_exceeded").outcome() == "refused"
     assert done(status=200, attempts=[Attempt("a", 200)], stream_error="502 boom").outcome() == "stream_cut"

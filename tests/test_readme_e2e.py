@@ -271,7 +271,8 @@ import OpenAI from "openai";
 const client = new OpenAI();  // the default base URL: https://api.openai.com/v1
 const r = await client.chat.completions.create({model: "gpt-4o", messages: [{role: "user", content: "Hi from Node"}]});
 console.log(r.choices[0].message.content);
-const s = await client.chat.completions.create({model: "gpt-4o", stream: true, messages: [{role: "user", content: "streamed"}]});
+const s = await client.chat.completions.create({model: "gpt-4o", stream: true,
+                                                messages: [{role: "user", content: "streamed"}]});
 for await (const c of s) process.stdout.write(c.choices[0]?.delta?.content ?? "");
 console.log();
 """
@@ -305,13 +306,16 @@ def test_hosts_file_recipe_serves_clients_with_a_hard_coded_url(tmp_path: Path) 
         server=$!
         for _ in $(seq 300); do curl -s -o /dev/null http://127.0.0.1:443/healthz && break; sleep 0.2; done
         (cd {app} && OPENAI_API_KEY=anything NODE_EXTRA_CA_CERTS={ca} node app.mjs)
-        SSL_CERT_FILE={ca} {sys.executable} -c 'import openai; print(openai.OpenAI(api_key="x").models.list().data[0].id)'
+        SSL_CERT_FILE={ca} {sys.executable} -c \
+          'import openai; print(openai.OpenAI(api_key="x").models.list().data[0].id)'
         curl -sS --cacert {ca} https://api.openai.com/healthz; echo
-        kill -TERM $server; wait $server || true
+        kill -TERM $(pgrep -P $server) 2>/dev/null || true  # scripts/run, under the sudo stand-in's subshell
+        wait $server || true
         """)
     env = clean_env(home, tmp)
-    proc = subprocess.run(["unshare", "--mount", "--net", "bash", "-c", script], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=240)
+    # a private PID namespace too: whatever the script leaves running ends with it
+    proc = subprocess.run(["unshare", "--mount", "--net", "--pid", "--fork", "--mount-proc", "bash", "-c", script],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
     out = proc.stdout + proc.stderr
     server_log = (tmp_path / "server.log").read_text() if (tmp_path / "server.log").exists() else ""
     assert proc.returncode == 0, out + server_log
@@ -319,3 +323,4 @@ def test_hosts_file_recipe_serves_clients_with_a_hard_coded_url(tmp_path: Path) 
     assert "gpt-4o" in out and '"status": "ok"' in out, out
     # mitmweb/mitmdump show the URL the client called
     assert "https://api.openai.com/v1/chat/completions" in server_log, server_log
+    assert "outcome=ok" in server_log
