@@ -595,8 +595,9 @@ def test_flow_comment_and_restored_url(gateways: GatewayFactory, emulator: Emula
     flows_file = tmp_path / "flows.mitm"
     gw = gateways.start(gemini_accounts(emulator.url, "alice"), extra_args=["--set", f"save_stream_file={flows_file}"])
     client = gw.openai()
-    client.chat.completions.create(model="gpt-4o", messages=user("json flow"))
-    list(client.chat.completions.create(model="gpt-4o-mini", messages=user("stream flow"), stream=True))
+    u1 = client.chat.completions.create(model="gpt-4o", messages=user("json flow")).usage
+    u2 = list(client.chat.completions.create(model="gpt-4o-mini", messages=user("stream flow"), stream=True,
+                                             stream_options={"include_usage": True}))[-1].usage
     emulator.rules({"reply": {"chunks": ["a", "b"]}, "cut_after": 1, "times": 1})
     with pytest.raises(openai.APIError):
         list(client.chat.completions.create(model="gpt-4o", messages=user("cut flow"), stream=True))
@@ -606,10 +607,12 @@ def test_flow_comment_and_restored_url(gateways: GatewayFactory, emulator: Emula
     flows = [f for f in _read_flows(flows_file) if f.request.path != "/healthz"]
     assert len(flows) == 4, [(f.request.method, f.request.pretty_url, f.comment) for f in flows]
     plain, streamed, cut, missing = flows
-    assert plain.comment == "gpt-4o→gemini-2.5-flash · alice@example.com · 2+3 tok"
+    assert plain.comment == ("gpt-4o→gemini-2.5-flash · alice@example.com · "
+                             f"{u1.prompt_tokens}+{u1.completion_tokens} tok")
     assert plain.request.path == "/v1/chat/completions" and plain.response.status_code == 200
 
-    assert streamed.comment == "gpt-4o-mini→gemini-2.5-flash-lite · alice@example.com · 2+3 tok"
+    assert streamed.comment == ("gpt-4o-mini→gemini-2.5-flash-lite · alice@example.com · "
+                                f"{u2.prompt_tokens}+{u2.completion_tokens} tok")
     # the client's request, not the loopback relay hop
     assert streamed.request.method == "POST" and streamed.request.path == "/v1/chat/completions"
     assert "__gateway_relay__" not in streamed.request.pretty_url

@@ -80,11 +80,12 @@ def story(gateways: GatewayFactory, emulator_proc: Emulator, tmp_path_factory) -
                         extra_args=["--set", f"save_stream_file={flows_file}"])
     client = gw.openai()
     msgs = [{"role": "user", "content": "count these four words"}]
-    client.chat.completions.create(model="gpt-4o", messages=msgs)  # 1. alice answers
-    list(client.chat.completions.create(model="gpt-4o", messages=msgs, stream=True,  # 2. bob streams
-                                        stream_options={"include_usage": True}))
+    usages = [client.chat.completions.create(model="gpt-4o", messages=msgs).usage]  # 1. alice answers
+    chunks = list(client.chat.completions.create(model="gpt-4o", messages=msgs, stream=True,  # 2. bob streams
+                                                 stream_options={"include_usage": True}))
+    usages.append(chunks[-1].usage)
     emulator.rules({"match": {"key": ALICE_KEY}, "times": 1, "status": 429, "retry_delay": "60s"})
-    client.chat.completions.create(model="gpt-4o", messages=msgs)  # 3. alice 429 -> bob answers
+    usages.append(client.chat.completions.create(model="gpt-4o", messages=msgs).usage)  # 3. alice 429 -> bob
     emulator.rules({"match": {"key": BOB_KEY}, "times": 1, "status": 429, "retry_delay": "60s"})
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model="gpt-4o", messages=msgs)  # 4. bob 429, alice cooling
@@ -97,7 +98,9 @@ def story(gateways: GatewayFactory, emulator_proc: Emulator, tmp_path_factory) -
     unauthorized = httpx.get(gw.url + "/metrics", timeout=10)
     after = scrape(gw)
     gateways.stop(gw)
-    return {"gw": gw, "during": during, "after": after, "flows": read_flows(flows_file),
+    # what the client was told, which the log, the metrics and the flow list must repeat
+    tokens = [(u.prompt_tokens, u.completion_tokens) for u in usages]
+    return {"gw": gw, "tokens": tokens, "during": during, "after": after, "flows": read_flows(flows_file),
             "lines": request_lines(gw), "unauthorized": unauthorized}
 
 
@@ -105,12 +108,13 @@ def test_one_log_line_per_request_tells_what_it_did(story: dict[str, Any]) -> No
     lines = [ln for ln in story["lines"] if ln["route"] == "/v1/chat/completions"]
     assert len(lines) == 5 + 25
     plain, streamed, rotated, upstream_429, refused = lines[:5]
+    for line, (tokens_in, tokens_out) in zip((plain, streamed, rotated), story["tokens"], strict=True):
+        assert (line["tokens_in"], line["tokens_out"]) == (str(tokens_in), str(tokens_out))
     assert plain == {**plain, "method": "POST", "status": "200", "outcome": "ok", "client_model": "gpt-4o",
                      "mapped_model": "gemini-2.5-flash", "account": "alice@example.com",
-                     "attempts": "alice@example.com:200", "stream": "false", "tokens_in": "4", "tokens_out": "5"}
+                     "attempts": "alice@example.com:200", "stream": "false"}
     assert int(plain["latency_ms"]) >= 0 and plain["ttfb_ms"] == plain["latency_ms"]
-    assert streamed == {**streamed, "status": "200", "outcome": "ok", "account": "bob@example.com", "stream": "true",
-                        "tokens_in": "4", "tokens_out": "5"}
+    assert streamed == {**streamed, "status": "200", "outcome": "ok", "account": "bob@example.com", "stream": "true"}
     assert int(streamed["ttfb_ms"]) <= int(streamed["latency_ms"])
     assert rotated == {**rotated, "status": "200", "outcome": "rotated", "account": "bob@example.com",
                        "attempts": "alice@example.com:429,bob@example.com:200"}
@@ -136,8 +140,9 @@ def test_metrics_count_requests_attempts_rotations_tokens_and_the_pool(story: di
     assert value(m, "gateway_upstream_attempts_total", account="bob@example.com", status="200") == 2
     assert value(m, "gateway_upstream_latency_seconds_count", account="bob@example.com", status="429") == 1
     assert value(m, "gateway_rotations_total", mapped_model="gemini-2.5-flash") == 1
-    assert value(m, "gateway_tokens_total", direction="in") == 3 * 4
-    assert value(m, "gateway_tokens_total", direction="out", account="bob@example.com") == 2 * 5
+    tokens = story["tokens"]
+    assert value(m, "gateway_tokens_total", direction="in") == sum(t[0] for t in tokens)
+    assert value(m, "gateway_tokens_total", direction="out", account="bob@example.com") == tokens[1][1] + tokens[2][1]
     assert value(m, "gateway_time_to_first_byte_seconds_count", **chat, stream="true") == 1
     assert value(m, "gateway_request_duration_seconds_count", **chat, stream="false") == 4
     assert value(m, "gateway_open_streams") == 0
@@ -158,10 +163,11 @@ def test_metrics_bound_client_chosen_model_names_and_need_the_api_key(story: dic
 
 def test_mitmweb_list_tells_each_story_with_distinct_marks(story: dict[str, Any]) -> None:
     plain, streamed, rotated, upstream_429, refused = story["flows"][:5]
-    assert plain.comment == "gpt-4o→gemini-2.5-flash · alice@example.com · 4+5 tok"
-    assert streamed.comment == "gpt-4o→gemini-2.5-flash · bob@example.com · 4+5 tok"
+    (i1, o1), (i2, o2), (i3, o3) = story["tokens"]
+    assert plain.comment == f"gpt-4o→gemini-2.5-flash · alice@example.com · {i1}+{o1} tok"
+    assert streamed.comment == f"gpt-4o→gemini-2.5-flash · bob@example.com · {i2}+{o2} tok"
     assert rotated.comment == ("rotated · gpt-4o→gemini-2.5-flash · bob@example.com · "
-                               "alice@example.com:429, bob@example.com:200 · 4+5 tok")
+                               f"alice@example.com:429, bob@example.com:200 · {i3}+{o3} tok")
     assert upstream_429.comment == "upstream 429 · gpt-4o→gemini-2.5-flash · bob@example.com"
     assert refused.comment == "refused 429 rate_limit_exceeded · gpt-4o→gemini-2.5-flash"
     marks = [f.marked for f in (plain, streamed, rotated, upstream_429, refused)]
