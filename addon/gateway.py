@@ -63,7 +63,8 @@ class Handoff:
 
 class RelayNoise(logging.Filter):
     """Drops mitmproxy's connection chatter about the loopback relay hop ("server connect
-    127.0.0.1:<relay port>", "Streaming response from 127.0.0.1."): it reads like a second server,
+    127.0.0.1:<relay port>", "Streaming response from 127.0.0.1.", and "Streaming request to
+    127.0.0.1." for a refused body drained through the relay): it reads like a second server,
     or a fault, and the gateway's own line per request says what happened."""
 
     def __init__(self, relay: Relay) -> None:
@@ -75,7 +76,7 @@ class RelayNoise(logging.Filter):
         msg = record.msg if isinstance(record.msg, str) else ""
         if msg.startswith(("server connect ", "server disconnect ")):
             return not (self.relay.port and msg.endswith(f" 127.0.0.1:{self.relay.port}"))
-        if msg.startswith("Streaming response from "):
+        if msg.startswith(("Streaming response from ", "Streaming request to ")):
             client = getattr(record, "client", None)
             if client is not None and tuple(client) in self.announcing:
                 self.announcing.discard(tuple(client))
@@ -278,6 +279,8 @@ class Gateway:
                 relay_request.headers[name] = flow.request.headers[name]
         relay_request.stream = True
         flow.request = relay_request
+        if flow.client_conn.peername:
+            self._noise.announcing.add(tuple(flow.client_conn.peername))
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live or not self._ours(flow) or flow.id in self._handoffs:

@@ -96,17 +96,21 @@ def story(gateways: GatewayFactory, emulator_proc: Emulator, tmp_path_factory) -
         with pytest.raises(openai.RateLimitError):
             client.chat.completions.create(model=f"made-up-{i}", messages=msgs)
     unauthorized = httpx.get(gw.url + "/metrics", timeout=10)
+    wrong_key = httpx.post(gw.v1 + "/chat/completions", json={"model": "gpt-4o", "messages": msgs}, timeout=10,
+                           headers={"authorization": "Bearer not-the-key"})  # refused on its headers
     after = scrape(gw)
     gateways.stop(gw)
     # what the client was told, which the log, the metrics and the flow list must repeat
     tokens = [(u.prompt_tokens, u.completion_tokens) for u in usages]
     return {"gw": gw, "tokens": tokens, "during": during, "after": after, "flows": read_flows(flows_file),
-            "lines": request_lines(gw), "unauthorized": unauthorized}
+            "lines": request_lines(gw), "unauthorized": unauthorized, "wrong_key": wrong_key}
 
 
 def test_one_log_line_per_request_tells_what_it_did(story: dict[str, Any]) -> None:
     lines = [ln for ln in story["lines"] if ln["route"] == "/v1/chat/completions"]
-    assert len(lines) == 5 + 25
+    assert len(lines) == 5 + 25 + 1
+    assert story["wrong_key"].status_code == 401
+    assert lines[-1] == {**lines[-1], "status": "401", "outcome": "refused", "error": "invalid_api_key"}
     plain, streamed, rotated, upstream_429, refused = lines[:5]
     for line, (tokens_in, tokens_out) in zip((plain, streamed, rotated), story["tokens"], strict=True):
         assert (line["tokens_in"], line["tokens_out"]) == (str(tokens_in), str(tokens_out))
@@ -125,6 +129,8 @@ def test_one_log_line_per_request_tells_what_it_did(story: dict[str, Any]) -> No
     # never a secret: not the gateway key, not an upstream key
     log = story["gw"].log()
     assert GW_KEY not in log and ALICE_KEY not in log and BOB_KEY not in log
+    # and no chatter about the loopback relay hop, which reads like a second server
+    assert "server connect" not in log and "Streaming response from" not in log and "Streaming request" not in log
 
 
 def test_metrics_count_requests_attempts_rotations_tokens_and_the_pool(story: dict[str, Any]) -> None:

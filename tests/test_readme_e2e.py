@@ -205,7 +205,7 @@ def test_scripts_run_forwards_ctrl_c_and_help_lists_the_gateway_options(tmp_path
 # ---- clients against `scripts/run --emulator` --------------------------------------------------
 
 @pytest.fixture(scope="module")
-def running(tmp_path_factory) -> Iterator[tuple[int, dict[str, str]]]:
+def running(tmp_path_factory) -> Iterator[tuple[int, dict[str, str], Path]]:
     base = tmp_path_factory.mktemp("readme")
     home, tmp = base / "home", base / "tmp"
     home.mkdir(), tmp.mkdir()
@@ -215,17 +215,21 @@ def running(tmp_path_factory) -> Iterator[tuple[int, dict[str, str]]]:
     proc = start("scripts/run --emulator", {**env, "PORT": str(port)}, log)
     try:
         wait_up(f"http://127.0.0.1:{port}/healthz", proc, log)
-        yield port, env
+        yield port, env, log
     finally:
         if proc.poll() is None:
             stop(proc)
 
 
 @pytest.mark.parametrize("block", ["try-it", "python"])
-def test_client_recipes_print_what_they_promise(running: tuple[int, dict[str, str]], block: str) -> None:
-    port, env = running
+def test_client_recipes_print_what_they_promise(running: tuple[int, dict[str, str], Path], block: str) -> None:
+    port, env, log = running
     for cmd in readme.commands(RECIPES[block], inline_expect=True):
         run_client(cmd, env, {"127.0.0.1:8045": f"127.0.0.1:{port}"})
+    text = log.read_text()
+    assert "route=/v1/chat/completions" in text and "stream=true" in text
+    # streamed answers are kept (no "content missing"), and the relay hop is not in the log
+    assert "content missing" not in text and "server connect" not in text and "Streaming response" not in text
 
 
 def test_regular_mode_recipe_with_proxy_settings(emulator: Emulator, tmp_path: Path) -> None:
