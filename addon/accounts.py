@@ -283,14 +283,37 @@ def env_accounts() -> AccountsFile:
 
 MAX_BACKOFF = 300.0
 MAX_COOLDOWN = 3600.0  # whatever an upstream asked for (it may say inf, or years)
+MAX_MODEL_COOLDOWN = 25 * 3600.0  # a spent daily quota rests its model until midnight Pacific
 MAX_USAGE_MODELS = 64  # usage counters per account; later models are counted under OTHER_MODELS
 OTHER_MODELS = "(other models)"
 MAX_CURSORS = 1024  # round-robin positions kept per model name
 
 
 @dataclass(slots=True)
+class ModelCooldown:
+    """One model resting on one account: Google's quotas (and overloads) are per model."""
+
+    until: float
+    why: str  # "rate limit", "daily quota", "quota exhausted", "overloaded"
+    status: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"until": self.until, "why": self.why, "status": self.status}
+
+    @classmethod
+    def from_json(cls, data: Any) -> "ModelCooldown | None":
+        if not isinstance(data, dict):
+            return None
+        until, why, status = data.get("until"), data.get("why"), data.get("status")
+        if (not isinstance(until, (int, float)) or isinstance(until, bool) or not math.isfinite(until)
+                or not isinstance(why, str)):
+            return None
+        return cls(float(until), why, status if isinstance(status, int) and not isinstance(status, bool) else 429)
+
+
+@dataclass(slots=True)
 class AccountState:
-    cooldown_until: float = 0.0
+    cooldown_until: float = 0.0  # the whole account (connection failures, 5xx)
     failures: int = 0  # consecutive, drives the backoff
     disabled_reason: str | None = None
     last_status: int | None = None
@@ -299,12 +322,19 @@ class AccountState:
     requests: int = 0
     usage: dict[str, dict[str, int]] = field(default_factory=dict)  # model -> counters
     credential: str | None = None  # _fingerprint() of the credential this state belongs to
+    models: dict[str, ModelCooldown] = field(default_factory=dict)  # upstream model -> its cooldown
 
     def to_json(self) -> dict[str, Any]:
         return {"cooldown_until": self.cooldown_until, "failures": self.failures,
                 "disabled_reason": self.disabled_reason, "last_status": self.last_status,
                 "last_error": self.last_error, "why": self.why,
-                "requests": self.requests, "usage": self.usage, "credential": self.credential}
+                "requests": self.requests, "usage": self.usage, "credential": self.credential,
+                "model_cooldowns": {m: mc.to_json() for m, mc in self.models.items()}}
+
+    def wait(self, model: str, now: float) -> float:
+        """Seconds before this account may serve `model` again (<= 0: now)."""
+        mc = self.models.get(model)
+        return max(self.cooldown_until, mc.until if mc is not None else 0.0) - now
 
     @classmethod
     def from_json(cls, data: Any) -> "AccountState":
@@ -323,6 +353,12 @@ class AccountState:
         if isinstance(usage, dict):
             st.usage = {m: {k: v for k, v in counters.items() if isinstance(v, int) and not isinstance(v, bool)}
                         for m, counters in usage.items() if isinstance(counters, dict)}
+        cooldowns = data.get("model_cooldowns")
+        if isinstance(cooldowns, dict):
+            for model, raw in cooldowns.items():
+                mc = ModelCooldown.from_json(raw)
+                if mc is not None:
+                    st.models[str(model)] = mc
         return st
 
 
@@ -348,10 +384,16 @@ class AccountPool:
             for name, data in (saved.items() if isinstance(saved, dict) else ()):
                 st = self._states[name] = AccountState.from_json(data)
                 st.cooldown_until = min(st.cooldown_until, self._clock() + MAX_COOLDOWN)
+                for mc in st.models.values():
+                    mc.until = min(mc.until, self._clock() + MAX_MODEL_COOLDOWN)
             store.add_source(self._collect)
 
     def _collect(self, doc: dict[str, Any]) -> None:
         doc["accounts"] = self.snapshot()
+
+    def clock(self) -> float:
+        """The pool's idea of now (epoch seconds; tests give it a fake clock)."""
+        return self._clock()
 
     @property
     def sticky(self) -> bool:
@@ -402,15 +444,15 @@ class AccountPool:
                                 f"it ({broken[0].name}: {self.state(broken[0]).disabled_reason}). Fix the accounts "
                                 "file or run the gateway.enable command.")
             raise NoAccount(f"No enabled account serves the model '{model}'.")
-        ready = [a for a in serving if a.name not in exclude and self.state(a).cooldown_until <= now]
+        ready = [a for a in serving if a.name not in exclude and self.state(a).wait(model, now) <= 0]
         if not ready:
-            resting = [a for a in serving if a.name not in exclude and self.state(a).cooldown_until > now]
-            waits = [self.state(a).cooldown_until - now for a in resting]
-            if any(self.state(a).last_status == 429 for a in resting):
-                raise NoAccount("Every account for this model is rate-limited or cooling down.",
+            resting = [a for a in serving if a.name not in exclude and self.state(a).wait(model, now) > 0]
+            waits = [self.state(a).wait(model, now) for a in resting]
+            if any(self._resting_status(a, model, now) in (429, 499) for a in resting):
+                raise NoAccount(f"Every account for this model is {self._why_cooling(resting, model, now)}.",
                                 retry_after=min(waits) if waits else None, status=429)
             # Resting after server errors or timeouts: saying "rate-limited" would be a wrong signal.
-            last = ", ".join(sorted({str(self.state(a).last_status or "no answer") for a in resting}))
+            last = ", ".join(sorted({str(self._resting_status(a, model, now) or "no answer") for a in resting}))
             raise NoAccount(f"Every account for this model is resting after upstream errors ({last}).",
                             retry_after=min(waits) if waits else None, status=503)
         if self._sticky and sticky_key:
@@ -425,6 +467,21 @@ class AccountPool:
         cursor = self._cursors[model] = (self._cursors.get(model, -1) + 1) % (1 << 30)
         return cycle[cursor % len(cycle)]
 
+    def _resting_status(self, acc: Account, model: str, now: float) -> int | None:
+        """The upstream status that rests `acc` for `model` now: its model's, else the account's."""
+        st = self.state(acc)
+        mc = st.models.get(model)
+        return mc.status if mc is not None and mc.until > now else st.last_status
+
+    def _why_cooling(self, accounts: list[Account], model: str, now: float) -> str:
+        whys = []
+        for acc in accounts:
+            mc = self.state(acc).models.get(model)
+            whys.append(mc.why if mc is not None and mc.until > now else "cooling down")
+        if set(whys) == {"daily quota"}:
+            return "out of its daily quota (it resets at midnight Pacific time)"
+        return "rate-limited or cooling down (" + ", ".join(sorted(set(whys))) + ")"
+
     def eligible_count(self, model: str) -> int:
         return len(self.candidates(model))
 
@@ -432,6 +489,7 @@ class AccountPool:
     def succeeded(self, acc: Account, model: str, usage: c.Usage | None = None) -> None:
         st = self.state(acc)
         st.failures, st.cooldown_until, st.last_status = 0, 0.0, 200
+        st.models.pop(model, None)
         st.requests += 1
         self._count(st, model, usage)
         self._dirty()
@@ -451,18 +509,28 @@ class AccountPool:
             counters["input_tokens"] += usage.input_tokens
             counters["output_tokens"] += usage.output_tokens
 
-    def cool_down(self, acc: Account, status: int, retry_after: float | None, *, error: str | None = None,
-                  why: str | None = None) -> float:
-        """Rest an account after a rate limit or overload; returns the cooldown in seconds."""
+    def cool_down(self, acc: Account, status: int, retry_after: float | None, *, model: str | None = None,
+                  error: str | None = None, why: str | None = None) -> float:
+        """Rest an account (or, with `model`, only that model on it: quotas are per model) after a
+        rate limit or overload; returns the cooldown in seconds."""
         st = self.state(acc)
         st.failures += 1
         st.last_status = status
-        st.last_error, st.why = error, why
+        st.last_error = error
         if retry_after is None or not math.isfinite(retry_after):
             delay = min(MAX_BACKOFF, 2.0 ** min(st.failures - 1, 30))
+        else:  # a model's quota may rest until tomorrow's reset; an account no more than an hour
+            delay = min(max(0.0, retry_after), MAX_COOLDOWN if model is None else MAX_MODEL_COOLDOWN)
+        until = self._clock() + delay
+        if model is None:
+            st.cooldown_until, st.why = until, why
         else:
-            delay = min(max(0.0, retry_after), MAX_COOLDOWN)
-        st.cooldown_until = self._clock() + delay
+            if model not in st.models and len(st.models) >= MAX_USAGE_MODELS:  # names may be the client's
+                now = self._clock()
+                st.models = {m: mc for m, mc in st.models.items() if mc.until > now}
+                while len(st.models) >= MAX_USAGE_MODELS:
+                    del st.models[min(st.models, key=lambda m: st.models[m].until)]
+            st.models[model] = ModelCooldown(until, why or "cooling down", status)
         self._dirty()
         return delay
 
@@ -478,13 +546,14 @@ class AccountPool:
             if acc.name == name:
                 st = self.state(acc)
                 st.disabled_reason, st.cooldown_until, st.failures, st.why = None, 0.0, 0, None
+                st.models.clear()
                 self._dirty()
                 return True
         return False
 
     def shortest_wait(self, model: str) -> float | None:
         now = self._clock()
-        waits = [self.state(a).cooldown_until - now for a in self.candidates(model)]
+        waits = [self.state(a).wait(model, now) for a in self.candidates(model)]
         waits = [w for w in waits if w > 0]
         return min(waits) if waits else None
 
@@ -494,10 +563,15 @@ class AccountPool:
             self._store.mark_dirty()
 
     def snapshot(self) -> dict[str, Any]:
+        now = self._clock()
+        for st in self._states.values():  # finished cooldowns need not outlive a restart
+            for model in [m for m, mc in st.models.items() if mc.until <= now]:
+                del st.models[model]
         return {name: st.to_json() for name, st in self._states.items()}
 
     def describe(self) -> list[dict[str, Any]]:
-        """Human-facing state, without any secret: one row per account, its usage per model."""
+        """Human-facing state, without any secret: one row per account, its usage per model, and
+        `models`: the models resting on it, with why (rate limit, daily quota, ...) and how long."""
         now = self._clock()
         rows = []
         for acc in self._accounts:
@@ -508,12 +582,20 @@ class AccountPool:
             status = ("disabled in file" if acc.disabled else
                       f"disabled: {st.disabled_reason}" if st.disabled_reason else
                       f"cooling {cooling:.1f}s" if cooling else "ready")
+            models = {m: {"why": mc.why, "status": mc.status, "cooldown_seconds": round(mc.until - now, 1)}
+                      for m, mc in sorted(st.models.items()) if mc.until > now}
             rows.append({"account": acc.name, "provider": acc.provider, "status": status, "state": state,
                          "why": st.why if state in ("disabled", "cooling") else None,
-                         "cooldown_seconds": round(cooling, 1), "last_status": st.last_status,
+                         "cooldown_seconds": round(cooling, 1), "models": models, "last_status": st.last_status,
                          "last_error": st.last_error, "requests": st.requests,
                          "usage": st.usage, **acc.public()})
         return rows
+
+
+def credential_id(acc: Account) -> str:
+    """Which credential an account uses, without revealing it: "<provider>:<fingerprint>". Thought
+    signatures are bound to it (the same key under another label is the same credential)."""
+    return f"{acc.provider}:{_fingerprint(acc)}"
 
 
 def _fingerprint(acc: Account) -> str:

@@ -27,6 +27,7 @@ from .protocol import canonical as c
 from .protocol import limits
 from .protocol.errors import GatewayError, UpstreamError
 from .redact import Redactor
+from .signature_store import MemorySignatureStore, SignatureStore, hydrate, in_completion, remembering
 from .story import Story
 from .upstream import Provider
 
@@ -104,8 +105,9 @@ _QUIET_ROUTES = frozenset({"/healthz", "/metrics"})
 class Engine:
     def __init__(self, *, settings: Settings, mappings: Source[ModelMap], accounts: Source[AccountsFile],
                  pool: AccountPool, providers: Mapping[str, Provider], frontends: Iterable[Frontend],
-                 live_secrets: Any = tuple) -> None:
+                 live_secrets: Any = tuple, signatures: SignatureStore | None = None) -> None:
         self.settings = settings
+        self.signatures = signatures if signatures is not None else MemorySignatureStore()
         self.mapping_source = mappings
         self.accounts_source = accounts
         self.pool = pool
@@ -379,6 +381,7 @@ class Engine:
         story.client_model, story.stream = creq.model, creq.stream
         if not self._model_exists(creq.model):
             raise self._no_such_model(creq.model)
+        await hydrate(self.signatures, creq)  # the history's thought signatures, with their origin
         target = self.mappings.target(creq.model)
         mapped = target.model or creq.model
         if target.thinking_level:
@@ -401,12 +404,16 @@ class Engine:
                 self.pool.record_usage(acc, mapped, usage)
                 story.tokens_in, story.tokens_out = usage.input_tokens, usage.output_tokens
 
-            stream = encode_stream(result, frontend.encoder(creq, ctx), on_usage=on_usage,
+            kept = remembering(self.signatures, result, frontend.returns_reasoning_state)
+            stream = encode_stream(kept, frontend.encoder(creq, ctx), on_usage=on_usage,
                                    on_failure=lambda why: setattr(story, "stream_error", why),
                                    settle=lambda: frontend.settle(ctx), redact=self.redact)
             return Outcome(200, dict(SSE_HEADERS), stream=_timed(stream, story))
         self.pool.record_usage(acc, mapped, result.usage)
         story.tokens_in, story.tokens_out = result.usage.input_tokens, result.usage.output_tokens
+        issued = in_completion(result, frontend.returns_reasoning_state)
+        if issued:
+            await self.signatures.put(issued)  # before the client can send the next step
         rendered = frontend.render(result, creq, ctx)
         await frontend.settle(ctx)
         return _json(200, rendered)

@@ -383,11 +383,15 @@ class Gateway:
     # ---- commands -------------------------------------------------------------------------
     @command.command("gateway.accounts")
     def accounts_command(self) -> str:
-        """The account pool: status, last upstream status and usage of each account (no secrets);
-        the same view as GET /gateway/accounts."""
+        """The account pool: status, resting models (and why), last upstream status and usage of each
+        account (no secrets); the same view as GET /gateway/accounts."""
         rows = self.wiring.engine.accounts_view() if self.wiring else []
-        lines = [f"{r['account']} [{r['provider']}] {r['status']} last={r['last_status']} requests={r['requests']}"
-                 + (f" project={r['project']}" if r.get("project") else "") for r in rows]
+        lines = []
+        for r in rows:
+            lines.append(f"{r['account']} [{r['provider']}] {r['status']} last={r['last_status']} "
+                         f"requests={r['requests']}" + (f" project={r['project']}" if r.get("project") else ""))
+            lines += [f"  {model}: {m['why']} ({m['status']}), {_duration(m['cooldown_seconds'])} left"
+                      for model, m in r.get("models", {}).items()]
         text = "\n".join(lines) or "no accounts configured"
         log.info("gateway accounts:\n%s", text)
         return text
@@ -398,6 +402,15 @@ class Gateway:
         if not self.wiring or not self.wiring.pool.enable(account):
             raise exceptions.CommandError(f"no account labelled {account!r}")
         log.info("account %s re-enabled", account)
+
+
+def _duration(seconds: float) -> str:
+    """3h05m, 4m10s, 12.0s: how long a cooldown still runs, for people."""
+    if seconds >= 3600:
+        return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+    if seconds >= 60:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{seconds:.1f}s"
 
 
 def _tell(flow: http.HTTPFlow, story: Story) -> None:

@@ -2,9 +2,21 @@
 
 One request makes at most `max_attempts` attempts (Antigravity Tools' limit is 3), bounded by
 the number of accounts that serve the model:
-  * rate limits and overloads (429, 500, 502, 503, 504, 529), connection failures and timeouts
-    -> the account cools down (for what the upstream asked, else an increasing backoff) and the
-    next account is tried;
+  * quota errors (429, and 499 which Google also uses for them) and overloads (503, 529) -> that
+    model rests on that account (Google's quotas are per model; the account keeps serving other
+    models) and the next account is tried. How long, as gemini-cli's googleQuotaErrors.ts decides:
+      - a daily quota (a QuotaFailure quotaId or ErrorInfo quota_limit with "PerDay"/"Daily")
+        -> until the next midnight Pacific time, when Google resets daily quotas
+        (ai.google.dev/gemini-api/docs/rate-limits), whatever RetryInfo says (it says ~47s);
+      - Cloud Code's ErrorInfo QUOTA_EXHAUSTED -> until its reset (quotaResetDelay / RetryInfo,
+        at most an hour as every upstream wait), else the next midnight Pacific;
+      - any other wait over 5 minutes -> that wait ("quota exhausted");
+      - else a rate limit: RetryInfo / "Please retry in 34.07s" / Retry-After, else 60 s for a
+        PerMinute quota, 10 s for RATE_LIMIT_EXCEEDED, else an increasing backoff;
+  * other 5xx (500, 502, 504), connection failures and timeouts -> the whole account cools down
+    (for what the upstream asked, else an increasing backoff) and the next account is tried;
+  * an answer nobody can use (a malformed function call, an empty answer) -> one more attempt
+    (another account, or the same one), nothing cooled;
   * the account's own credentials refused (401/403, Gemini API_KEY_INVALID) -> confirmed by a
     probe first (below); refused again -> the account is disabled with the reason, next account;
   * an OAuth refresh refused (CredentialsRejected: invalid_grant...) -> disabled at once: that
@@ -28,6 +40,7 @@ probe is remembered for PROBE_TTL seconds, so hostile requests cannot make every
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import enum
 import logging
 import math
@@ -35,12 +48,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .accounts import Account, AccountPool, NoAccount
 from .protocol.errors import (
     CredentialsRejected,
     GatewayError,
     StaleCredentials,
+    UnusableAnswer,
     UpstreamError,
 )
 
@@ -50,7 +65,12 @@ T = TypeVar("T")
 
 MAX_ATTEMPTS = 3  # Antigravity Tools' MAX_RETRY_ATTEMPTS
 # Statuses after which another account may well succeed.
-ROTATE_STATUSES = frozenset({429, 500, 502, 503, 504, 529})
+ROTATE_STATUSES = frozenset({429, 499, 500, 502, 503, 504, 529})
+QUOTA_STATUSES = frozenset({429, 499})  # 499: gRPC CANCELLED, which gemini-cli treats exactly like 429
+MODEL_STATUSES = QUOTA_STATUSES | {503, 529}  # about one model on the account ("The model is overloaded")
+MAX_RETRYABLE_DELAY = 300.0  # gemini-cli: a longer wait is a spent quota, not a rate limit
+RATE_LIMIT_DELAY = 10.0  # gemini-cli's wait for Cloud Code's RATE_LIMIT_EXCEEDED without a delay
+PER_MINUTE_DELAY = 60.0
 # Reasons that blame the account's credentials whatever the status (the Gemini API answers a
 # wrong or expired key with 400 INVALID_ARGUMENT + ErrorInfo API_KEY_INVALID).
 CREDENTIAL_REASONS = frozenset({"invalid_grant", "API_KEY_INVALID"})
@@ -65,11 +85,14 @@ class Verdict(enum.Enum):
     COOL_DOWN = "cool down and rotate"
     DISABLE = "disable the account and rotate"
     ROTATE = "rotate"
+    RETRY = "try once more, any account"
     FAIL = "return to the client"
 
 
 def judge(err: UpstreamError) -> Verdict:
     """What an upstream error says about the account that got it."""
+    if isinstance(err, UnusableAnswer):
+        return Verdict.RETRY if err.retry else Verdict.FAIL
     if isinstance(err, StaleCredentials):
         return Verdict.ROTATE
     if isinstance(err, CredentialsRejected) or err.status in (401, 403) or err.reason in CREDENTIAL_REASONS:
@@ -93,6 +116,51 @@ def why(err: UpstreamError) -> str:
     if judge(err) is Verdict.DISABLE:
         return _WHY_BY_REASON.get(err.reason or "", "credentials")
     return "rate limit" if err.status == 429 else "unreachable" if err.status == 0 else f"upstream {err.status}"
+
+
+@dataclass(slots=True)
+class Cooldown:
+    seconds: float | None  # None: the pool's increasing backoff
+    why: str  # what `gateway.accounts` shows: "rate limit", "daily quota", ...
+    model: bool  # only the model on this account, not the whole account
+
+
+def _pacific() -> dt.tzinfo:
+    try:
+        return ZoneInfo("America/Los_Angeles")
+    except ZoneInfoNotFoundError:  # no tz database: standard time; up to an hour late in summer
+        return dt.timezone(dt.timedelta(hours=-8))
+
+
+PACIFIC = _pacific()
+
+
+def until_pacific_midnight(now: float) -> float:
+    """Seconds from `now` (epoch) to the next midnight in California, when daily quotas reset."""
+    local = dt.datetime.fromtimestamp(now, PACIFIC)
+    midnight = dt.datetime.combine(local.date() + dt.timedelta(days=1), dt.time(), PACIFIC)
+    return max(1.0, midnight.timestamp() - now)
+
+
+def cooldown_for(err: UpstreamError, now: float) -> Cooldown:
+    """How long an account (or one model on it) rests after a COOL_DOWN error, and why."""
+    if err.status in QUOTA_STATUSES:
+        if any("PerDay" in q or "Daily" in q for q in err.quota_ids):
+            return Cooldown(until_pacific_midnight(now), "daily quota", True)
+        if err.reason in ("QUOTA_EXHAUSTED", "INSUFFICIENT_G1_CREDITS_BALANCE"):
+            wait = err.retry_after if err.retry_after is not None else until_pacific_midnight(now)
+            return Cooldown(wait, "quota exhausted", True)
+        wait = err.retry_after
+        if wait is None and any("PerMinute" in q for q in err.quota_ids):
+            wait = PER_MINUTE_DELAY
+        if wait is None and err.reason == "RATE_LIMIT_EXCEEDED":
+            wait = RATE_LIMIT_DELAY
+        if wait is not None and wait > MAX_RETRYABLE_DELAY:
+            return Cooldown(wait, "quota exhausted", True)
+        return Cooldown(wait, "rate limit", True)
+    if err.status in MODEL_STATUSES:
+        return Cooldown(err.retry_after, "overloaded", True)
+    return Cooldown(err.retry_after, why(err), False)
 
 
 @dataclass(slots=True)
@@ -129,7 +197,9 @@ class RetryPolicy:
         tried: set[str] = set()
         last: UpstreamError | None = None
         budget = max(1, min(self.max_attempts, self.pool.eligible_count(model)))
-        for _ in range(budget):
+        retried, made = False, 0
+        while made < budget:
+            made += 1
             try:
                 acc = self.pool.pick(model, tried, sticky_key)
             except NoAccount as exc:
@@ -161,10 +231,17 @@ class RetryPolicy:
                     self.pool.disable(acc, err.status, reason, why=why(err))
                     log.warning("account %s disabled (%s): %s", acc.name, why(err), reason)
                 elif verdict is Verdict.COOL_DOWN:
-                    delay = self.pool.cool_down(acc, err.status, err.retry_after,
-                                                error=self.redact(err.message)[:400], why=why(err))
-                    log.info("account %s cooling %.1fs after upstream %s", acc.name, delay, err.status)
-                elif verdict is Verdict.FAIL:
+                    cool = cooldown_for(err, self.pool.clock())
+                    delay = self.pool.cool_down(acc, err.status, cool.seconds, model=model if cool.model else None,
+                                                error=self.redact(err.message)[:400], why=cool.why)
+                    log.info("account %s cooling %.1fs (%s%s) after upstream %s", acc.name, delay, cool.why,
+                             f", {model}" if cool.model else "", err.status)
+                elif verdict is Verdict.RETRY and not retried:
+                    # Not the account's fault: one more attempt, on this account too if it is the only one.
+                    retried, budget = True, budget + 1
+                    tried.discard(acc.name)
+                    log.info("account %s gave an unusable answer (%s); trying once more", acc.name, err.reason)
+                elif verdict in (Verdict.FAIL, Verdict.RETRY):
                     raise self._upstream_error(err, acc.provider) from None
                 continue
             attempts.append(Attempt(acc.name, 200, time.monotonic() - began))
@@ -220,10 +297,11 @@ class RetryPolicy:
         status = err.status if 400 <= err.status <= 599 else 502
         ra = retry_after_seconds(err.retry_after)
         msg = self.redact(f"Upstream {provider} error ({err.status}): {err.message}")
-        return GatewayError(status, msg, code="upstream_error", headers={"retry-after": ra} if ra else {})
+        code = err.code if isinstance(err, UnusableAnswer) else "upstream_error"
+        return GatewayError(status, msg, code=code, headers={"retry-after": ra} if ra else {})
 
     def _exhausted(self, last: UpstreamError, model: str) -> GatewayError:
-        if last.status == 429:
+        if last.status in QUOTA_STATUSES:
             ra = retry_after_seconds(self.pool.shortest_wait(model) or last.retry_after)
             return GatewayError(429, self.redact(f"All accounts for '{model}' are rate-limited "
                                                  f"(last upstream message: {last.message})"),

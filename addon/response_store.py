@@ -26,6 +26,10 @@ class StoredResponse:
     size: int = 0  # approximate bytes, for the store's byte budget
 
 
+def _signature_size(sig: c.Signature | None) -> int:
+    return 0 if sig is None else len(sig.value) + len(sig.key or "") + len(sig.origin or "")
+
+
 def approx_size(conversation: list[c.Message]) -> int:
     """What a conversation costs to keep, roughly: its text, media data and tool calls."""
     total = 0
@@ -33,9 +37,9 @@ def approx_size(conversation: list[c.Message]) -> int:
         total += 64
         for p in m.content:
             total += len(getattr(p, "text", "") or "") + len(getattr(p, "data", "") or "") + len(
-                getattr(p, "url", "") or "") + len(getattr(p, "signature", "") or "")
+                getattr(p, "url", "") or "") + _signature_size(getattr(p, "signature", None))
         for t in m.tool_calls:
-            total += len(t.id) + len(t.name) + len(t.arguments)
+            total += len(t.id) + len(t.name) + len(t.arguments) + _signature_size(t.signature)
     return total
 
 

@@ -1,5 +1,5 @@
 """The object graph, built in one place: state store, HTTP clients, providers, pool, front ends,
-engine. The mitmproxy adapter only turns options into `Wiring` arguments; tests can build the
+the response and thought-signature stores, engine. The mitmproxy adapter only turns options into `Wiring` arguments; tests can build the
 same graph without mitmproxy."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from .mapping import ModelMap, parse_mappings
 from .model_check import unserved_targets
 from .reloading import ReloadingFile
 from .response_store import MemoryResponseStore, ResponseStore
+from .signature_store import MemorySignatureStore, SignatureStore
 from .state import StateStore
 from .upstream import HttpClient, TokenManager, build_providers
 
@@ -35,7 +36,8 @@ def load_accounts(path: str) -> Source[AccountsFile]:
 class Wiring:
     def __init__(self, *, settings: Settings, mappings: Source[ModelMap], accounts: Source[AccountsFile],
                  state_path: str | Path, responses: ResponseStore | None = None,
-                 headers_timeout: float = 300.0) -> None:
+                 headers_timeout: float = 300.0,
+                 signatures: SignatureStore | None = None) -> None:
         self.state = StateStore(state_path)
         self.http = HttpClient(headers_timeout=headers_timeout)
         self.tokens = TokenManager(HttpClient(read_timeout=OAUTH_READ_TIMEOUT, headers_timeout=OAUTH_READ_TIMEOUT),
@@ -44,7 +46,8 @@ class Wiring:
         self.engine = Engine(settings=settings, mappings=mappings, accounts=accounts, pool=self.pool,
                              providers=build_providers(self.http, self.tokens, self.state),
                              frontends=build_frontends(responses or MemoryResponseStore()),
-                             live_secrets=self.tokens.active_tokens)
+                             live_secrets=self.tokens.active_tokens,
+                             signatures=signatures if signatures is not None else MemorySignatureStore())
 
     async def check_models(self) -> None:
         """Warn about mapping targets the Gemini accounts' upstream does not serve (see model_check)."""

@@ -75,7 +75,8 @@ def generate_calls(emulator: Emulator) -> list[dict[str, Any]]:
 
 
 # gpt-5-codex maps to gemini-2.5-pro; on gemini-3 the emulator also insists, like Gemini 3, that the
-# call's thought signature comes back with Codex's second request (it rides in the call_id).
+# call's thought signature comes back with Codex's second request (the gateway keeps it under the
+# short call_id Codex echoes).
 @pytest.mark.parametrize("model", ["gpt-5-codex", "gemini-3-pro-preview"])
 def test_codex_runs_a_shell_command_through_the_gateway(gateway: Gateway, emulator: Emulator, tmp_path: Path,
                                                         model: str) -> None:
@@ -99,7 +100,8 @@ def test_codex_runs_a_shell_command_through_the_gateway(gateway: Gateway, emulat
     [call_part] = [p for p in contents[-2]["parts"] if "functionCall" in p]
     assert call_part["functionCall"]["name"] == SHELL_TOOL
     if model.startswith("gemini-3"):
-        assert call_part["thoughtSignature"], "Gemini 3's signature survived the round trip through Codex"
+        assert call_part["thoughtSignature"] not in (None, "skip_thought_signature_validator"), \
+            "Gemini 3's own signature survived the round trip through Codex"
     [result] = [p["functionResponse"] for p in contents[-1]["parts"] if "functionResponse" in p]
     assert result["name"] == SHELL_TOOL and "hi" in str(result["response"])
 

@@ -36,6 +36,7 @@ from tests.golden import cases, golden, load, normalise
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CHAT_DIR, GEMINI_DIR = FIXTURES / "chat", FIXTURES / "gemini"
+DUMMY = "skip_thought_signature_validator"
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -264,53 +265,199 @@ def test_legacy_function_call_messages() -> None:
 
 
 # ---- thought signatures ------------------------------------------------------------------------
+# Rules: ai.google.dev/gemini-api/docs/thought-signatures ("Validation": the current turn starts at
+# the last user content with text; the first functionCall of each model step there needs its
+# signature on Gemini 3; the dummy "skip_thought_signature_validator" passes, FAQ section), and a
+# signature is refused by any other credential (google-gemini/gemini-cli#13467).
 
-@pytest.mark.parametrize("sig", ["c2lnOmFiYw==", "x", "a/b+c=" * 40, "ünïcødé"])
-def test_signature_round_trips_through_tool_call_id(sig: str) -> None:
-    call_id = gemini.tool_call_id(sig)
-    assert call_id.startswith("call_") and re.fullmatch(r"[A-Za-z0-9_.\-]+", call_id), call_id
-    assert gemini.signature_from_id(call_id) == sig
-    assert gemini.tool_call_id(sig) != call_id  # ids stay unique
+GEM3 = "gemini-3-pro-preview"
+LOOKUP_TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {
+    "type": "object", "properties": {"q": {"type": "string"}}}}}]
 
 
-def test_ids_without_signature() -> None:
-    plain = gemini.tool_call_id(None)
-    assert re.fullmatch(r"call_[0-9a-f]{16}", plain) and gemini.signature_from_id(plain) is None
-    assert gemini.signature_from_id(gemini.tool_call_id("")) is None
+def sig(value: str, origin: str | None = "gemini:aaaa", model: str | None = GEM3) -> c.Signature:
+    return c.Signature(value, origin, model)
+
+
+def loop_request(*steps: c.Signature | None, ids: tuple[str, ...] = (), follow_up: str | None = None) -> c.ChatRequest:
+    """user text, then one model step (a call, and its result) per entry in `steps`."""
+    msgs = [c.Message("user", [c.TextPart("go")])]
+    for k, signature in enumerate(steps):
+        call_id = ids[k] if k < len(ids) else f"call_{k}"
+        msgs.append(c.Message("assistant", tool_calls=[c.ToolCall(call_id, "lookup", "{}", signature)]))
+        msgs.append(c.Message("tool", [c.TextPart("{}")], tool_call_id=call_id))
+    if follow_up:
+        msgs.append(c.Message("user", [c.TextPart(follow_up)]))
+    return c.ChatRequest(model="gpt-5", messages=msgs, tools=[c.Tool("lookup")])
+
+
+def call_signatures(body: dict[str, Any]) -> list[str | None]:
+    return [p.get("thoughtSignature") for content in body["contents"] for p in content["parts"] if "functionCall" in p]
+
+
+def test_new_tool_call_ids_are_short_openai_ids_without_the_signature() -> None:
+    """OpenAI's ids are call_ + 24 characters; clients cap them at 40 (autogen#6377) or 64."""
+    answer = {"candidates": [{"content": {"parts": [
+        {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "QUJD" * 400}]}, "finishReason": "STOP"}]}
+    [call] = gemini.completion_from(answer, 1, gemini.Reply(origin="gemini:aaaa", model=GEM3)).choices[0].tool_calls
+    assert re.fullmatch(r"call_[0-9a-f]{24}", call.id) and len(call.id) <= 40
+    assert call.signature == c.Signature("QUJD" * 400, "gemini:aaaa", GEM3, call.id)  # kept aside, keyed by id
+    assert gemini.tool_call_id() != gemini.tool_call_id()
+
+
+@pytest.mark.parametrize("value", ["c2lnOmFiYw==", "x", "a/b+c=" * 40, "ünïcødé"])
+def test_old_ids_with_the_signature_inside_are_still_understood(value: str) -> None:
+    """Ids issued before the store ("call_<16 hex>.sig.<base64url>") keep working mid-conversation."""
+    old_id = "call_0123456789abcdef.sig." + base64.urlsafe_b64encode(value.encode()).decode().rstrip("=")
+    assert gemini.signature_from_id(old_id) == value
+    body = gemini.build_request(loop_request(None, ids=(old_id,)), GEM3, "gemini:aaaa")
+    assert call_signatures(body) == [value]
+
+
+def test_ids_that_carry_no_signature() -> None:
     assert gemini.signature_from_id("call_abc") is None
     assert gemini.signature_from_id("toolu_01XYZ") is None  # ids from other providers pass through
     assert gemini.signature_from_id("call_1.sig.%%%not-base64") is None
     assert gemini.signature_from_id("call_1.sig.__8") is None  # decodes to bytes that are not UTF-8
 
 
+def test_a_signature_goes_back_only_to_the_credential_and_model_family_that_issued_it() -> None:
+    req = loop_request(sig("c2lnQQ=="), sig("c2lnQg==", origin="gemini:bbbb"))
+    assert call_signatures(gemini.build_request(req, GEM3, "gemini:aaaa")) == ["c2lnQQ==", DUMMY]
+    assert call_signatures(gemini.build_request(req, GEM3, "gemini:bbbb")) == [DUMMY, "c2lnQg=="]
+    # next step served by another provider: Cloud Code never gets an API key's signatures
+    assert call_signatures(gemini.build_request(req, GEM3, "cloudcode:cccc")) == [DUMMY, DUMMY]
+    # another family (pro's signatures on flash) gets the dummy; a release tag of the same one does not
+    assert call_signatures(gemini.build_request(req, "gemini-3-flash", "gemini:aaaa")) == [DUMMY, DUMMY]
+    assert call_signatures(gemini.build_request(req, "gemini-3-pro", "gemini:aaaa")) == ["c2lnQQ==", DUMMY]
+    # Gemini 2.5 does not require them: its own are sent back, nothing is invented
+    mixed = loop_request(sig("c2lnQQ==", model="gemini-2.5-flash"), sig("c2lnQg==", origin="gemini:bbbb"))
+    assert call_signatures(gemini.build_request(mixed, "gemini-2.5-flash", "gemini:aaaa")) == ["c2lnQQ==", None]
+
+
+def test_the_dummy_fills_only_the_current_turns_first_calls() -> None:
+    """History from another model or client (ids unknown to the store): Gemini 3 needs a signature
+    on the first call of each step after the last user text; earlier turns need none."""
+    req = loop_request(None, None, follow_up="and now?")
+    req.messages += loop_request(None).messages[1:]  # one more step after the new user text
+    req.messages[1].tool_calls.append(c.ToolCall("call_par", "lookup", "{}"))  # a parallel call
+    req.messages.insert(3, c.Message("tool", [c.TextPart("{}")], tool_call_id="call_par"))
+    body = gemini.build_request(req, GEM3, "gemini:aaaa")
+    assert call_signatures(body) == [None, None, None, DUMMY]  # old turn untouched, current turn filled
+    emulator_accepts(body, GEM3)
+    everywhere = gemini.build_request(req, GEM3, "gemini:aaaa", trust_signatures=False)
+    assert call_signatures(everywhere) == [DUMMY, None, DUMMY, DUMMY]  # first call of every step
+    assert call_signatures(gemini.build_request(req, "gemini-2.5-pro")) == [None] * 4
+
+
+def test_untrusted_rebuild_sends_no_stored_signature_at_all() -> None:
+    req = loop_request(sig("c2lnQQ=="))
+    req.messages[1].content.insert(0, c.ReasoningPart("thinking", sig("c2lnUg==")))
+    trusted = gemini.build_request(req, GEM3, "gemini:aaaa")
+    assert trusted["contents"][1]["parts"][0] == {"text": "thinking", "thought": True, "thoughtSignature": "c2lnUg=="}
+    plain = gemini.build_request(req, GEM3, "gemini:aaaa", trust_signatures=False)
+    assert plain["contents"][1]["parts"] == [{"functionCall": {"name": "lookup", "args": {}},
+                                              "thoughtSignature": DUMMY}]
+    # a thought from another credential is dropped with its signature, and Gemini's turns stay valid
+    other = gemini.build_request(req, GEM3, "gemini:bbbb")
+    assert [p.get("thought") for p in other["contents"][1]["parts"]] == [None]
+
+
+def test_client_rewritten_ids_and_googles_extra_content() -> None:
+    """A client that invents its own ids gets the dummy; one that echoes Google's OpenAI-compatible
+    `extra_content.google.thought_signature` (ai.google.dev/gemini-api/docs/openai) has it sent."""
+    base = [{"role": "user", "content": "go"}]
+    call = {"id": "tool_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    result = {"role": "tool", "tool_call_id": "tool_1", "content": "{}"}
+    plain = {"model": "m", "tools": LOOKUP_TOOLS, "messages": [*base, {"role": "assistant", "tool_calls": [call]}, result]}
+    assert call_signatures(gemini.build_request(chat.parse(plain), GEM3, "gemini:aaaa")) == [DUMMY]
+    echoed = {**call, "extra_content": {"google": {"thought_signature": "c2lnRQ=="}}}
+    body = {**plain, "messages": [*base, {"role": "assistant", "tool_calls": [echoed]}, result]}
+    req = chat.parse(body)
+    assert req.messages[1].tool_calls[0].signature == c.Signature("c2lnRQ==")  # origin unknown
+    assert call_signatures(gemini.build_request(req, GEM3, "gemini:aaaa")) == ["c2lnRQ=="]
+
+
+def test_signature_refusals_are_recognised() -> None:
+    from addon.protocol.errors import UnusableAnswer, UpstreamError
+    corrupted = gemini.error_from(400, b'{"error":{"code":400,"message":"Corrupted thought signature.",'
+                                       b'"status":"INVALID_ARGUMENT"}}', {})
+    assert gemini.signature_refused(corrupted)
+    missing = gemini.error_from(400, json.dumps([{"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": (
+        "Function call is missing a thought_signature in functionCall parts. This is required for tools to work "
+        "correctly, and missing thought_signature may lead to degraded model performance. Additional data, "
+        "function call `default_api:lookup` , position 2. Please refer to "
+        "https://ai.google.dev/gemini-api/docs/thought-signatures for more details.")}}]).encode(), {})
+    assert gemini.signature_refused(missing)
+    assert gemini.signature_refused(UnusableAnswer("x", reason="MISSING_THOUGHT_SIGNATURE"))
+    assert not gemini.signature_refused(UpstreamError(400, "Request contains an invalid argument."))
+    assert not gemini.signature_refused(UpstreamError(429, "thought signature quota"))
+
+
+def test_model_families_and_which_models_need_signatures() -> None:
+    assert gemini.model_family("gemini-3-pro-preview") == "gemini-3-pro"
+    assert gemini.model_family("models/gemini-2.5-flash-lite-preview-09-2025") == "gemini-2.5-flash-lite"
+    assert gemini.model_family("gemini-3-pro-high") == gemini.model_family("gemini-3-pro-low") == "gemini-3-pro"
+    assert gemini.model_family("gemini-3-pro-image-preview") != gemini.model_family("gemini-3-pro")
+    assert [gemini.needs_signatures(m) for m in ("gemini-3-flash", "gemini-2.5-pro", "models/gemini-4", "gpt-4o")] == [
+        True, False, True, False]
+
+
 def test_gemini3_signature_survives_a_full_round_trip_through_the_emulator() -> None:
-    """Emulator answers a call with a signature; the chat client echoes the id; Gemini 3 accepts it."""
-    model, state = "gemini-3-pro-preview", emu.EmulatorState()
-    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {
-        "type": "object", "properties": {"q": {"type": "string"}}}}}]
-    first = {"model": "gpt-5", "tools": tools, "messages": [{"role": "user", "content": '[[tool:lookup {"q": "x"}]]'}]}
+    """Emulator answers a call with a signature bound to its credential; the chat client echoes the
+    short id; the store's record goes back to that credential only, the dummy to any other."""
+    model, state, alice, bob = GEM3, emu.EmulatorState(), "gemini:alice-key", "gemini:bob-key"
+    first = {"model": "gpt-5", "tools": LOOKUP_TOOLS, "messages": [{"role": "user", "content": '[[tool:lookup {"q": "x"}]]'}]}
     req1 = chat.parse(first)
-    g1 = emulator_accepts(gemini.build_request(req1, model), model, state)
-    answer = emu.gemini_events(emu.gemini_answer(g1, model, None), model, 1, state, stream=False)[0]
+    g1 = emulator_accepts(gemini.build_request(req1, model, "gemini:a"), model, state)
+    answer = emu.gemini_events(emu.gemini_answer(g1, model, None), model, 1, state, stream=False, credential=alice)[0]
     issued = answer["candidates"][0]["content"]["parts"][0]["thoughtSignature"]
-    rendered = chat.render(gemini.completion_from(answer), req1)
+    completion = gemini.completion_from(answer, 1, gemini.Reply(origin="gemini:a", model=model))
+    rendered = chat.render(completion, req1)
     call = rendered["choices"][0]["message"]["tool_calls"][0]
-    assert rendered["choices"][0]["finish_reason"] == "tool_calls"
-    assert gemini.signature_from_id(call["id"]) == issued
+    assert rendered["choices"][0]["finish_reason"] == "tool_calls" and len(call["id"]) <= 40
+    store = {call["id"]: completion.choices[0].tool_calls[0].signature}  # what the engine stores
 
     second = {**first, "messages": [*first["messages"],
                                     {"role": "assistant", "content": None, "tool_calls": [call]},
                                     {"role": "tool", "tool_call_id": call["id"], "content": '{"hits": 3}'}]}
-    body2 = gemini.build_request(chat.parse(second), model)
-    g2 = emulator_accepts(body2, model, state)  # the emulator checks the signature it issued
+    req2 = chat.parse(second)
+    req2.messages[1].tool_calls[0].signature = store[call["id"]]  # what the engine's hydrate does
+    same = gemini.build_request(req2, model, "gemini:a")
+    assert call_signatures(same) == [issued]
+    g2 = emu.validate_generate_request(json.loads(json.dumps(same)), model, state, credential=alice)
     assert emu.gemini_answer(g2, model, None)[0].text == 'Tool lookup returned: {"hits":3}'
-    # and the same conversation without the signature is refused, so the check above means something
-    call_unsigned = {**call, "id": "call_0000000000000000"}
-    third = {**first, "messages": [*first["messages"],
-                                   {"role": "assistant", "content": None, "tool_calls": [call_unsigned]},
-                                   {"role": "tool", "tool_call_id": call_unsigned["id"], "content": "{}"}]}
-    with pytest.raises(emu.GeminiInvalid, match="thought_signature"):
-        emu.validate_generate_request(gemini.build_request(chat.parse(third), model), model, state)
+    # the emulator is as strict as Gemini: the same signature from another credential is refused ...
+    with pytest.raises(emu.GeminiInvalid, match="^Corrupted thought signature.$"):
+        emu.validate_generate_request(json.loads(json.dumps(same)), model, state, credential=bob)
+    # ... so the gateway sends the dummy to the other account, which passes
+    other = gemini.build_request(req2, model, "gemini:b")
+    assert call_signatures(other) == [DUMMY]
+    emu.validate_generate_request(json.loads(json.dumps(other)), model, state, credential=bob)
+    # and without any signature the emulator refuses, as Gemini 3 does
+    unsigned = json.loads(json.dumps(same))
+    del unsigned["contents"][1]["parts"][0]["thoughtSignature"]
+    with pytest.raises(emu.GeminiInvalid, match="missing a thought_signature.*position 2"):
+        emu.validate_generate_request(unsigned, model, state, credential=alice)
+
+
+def test_signatures_on_thought_and_empty_text_parts_are_kept() -> None:
+    """Streams deliver a signature on a thought part, or alone on a part with empty text after the
+    answer (pydantic-ai#3481; Code Assist sends "an empty thought part holding only the signature")."""
+    dec = gemini.GeminiStreamDecoder(1, gemini.Reply(origin="gemini:aaaa", model=GEM3))
+    out = dec.feed_response({"candidates": [{"content": {"parts": [{"text": "Hi"}]}}]})
+    out += dec.feed_response({"candidates": [{"content": {"parts": [{"text": "", "thoughtSignature": "c2lnVA=="}]},
+                                              "finishReason": "STOP"}]})
+    assert out[0] == c.TextDelta(0, "Hi")
+    assert isinstance(out[1], c.ReasoningDelta) and out[1].text == ""
+    assert out[1].signature is not None and (out[1].signature.value, out[1].signature.origin) == ("c2lnVA==", "gemini:aaaa")
+    assert out[1].signature.key and out[2] == c.Finish(0, "stop")
+    whole = gemini.completion_from({"candidates": [{"content": {"parts": [
+        {"text": "plan", "thought": True}, {"text": "", "thought": True, "thoughtSignature": "c2lnVQ=="},
+        {"text": "Answer"}]}, "finishReason": "STOP"}]}, 1, gemini.Reply(origin="gemini:aaaa", model=GEM3))
+    choice = whole.choices[0]
+    assert (choice.text, choice.reasoning) == ("Answer", "plan")
+    assert choice.reasoning_signature is not None and choice.reasoning_signature.value == "c2lnVQ=="
 
 
 # ---- images and media --------------------------------------------------------------------------
@@ -513,8 +660,7 @@ def test_response_tool_calls() -> None:
     calls = ch["message"]["tool_calls"]
     assert [(t["type"], t["function"]["name"], json.loads(t["function"]["arguments"])) for t in calls] == [
         ("function", "get_weather", {"city": "Paris"}), ("function", "get_time", {})]
-    assert gemini.signature_from_id(calls[0]["id"]) == base64.b64encode(b"sig:0123456789abcdef").decode()
-    assert gemini.signature_from_id(calls[1]["id"]) is None
+    assert all(re.fullmatch(r"call_[0-9a-f]{24}", t["id"]) for t in calls)  # the signature is not in the id
     assert calls[0]["id"] != calls[1]["id"]
 
 
@@ -609,8 +755,7 @@ async def test_stream_tool_calls_are_header_then_arguments() -> None:
     calls = final.choices[0].message.tool_calls
     assert [(t.function.name, json.loads(t.function.arguments)) for t in calls] == [
         ("get_weather", {"city": "Paris", "days": [1, 2]}), ("get_weather", {"city": "Oslo"}), ("get_time", {})]
-    assert gemini.signature_from_id(calls[0].id) == base64.b64encode(b"sig:0123456789abcdef").decode()
-    assert len({t.id for t in calls}) == 3
+    assert all(len(t.id) == 29 for t in calls) and len({t.id for t in calls}) == 3
     assert final.choices[0].finish_reason == "tool_calls" and final.choices[0].message.content == "Checking."
 
 
@@ -651,9 +796,10 @@ def test_decoder_directly() -> None:
     out = dec.feed_response({"candidates": [{"content": {"parts": [
         {"text": "hm", "thought": True, "thoughtSignature": "c2ln"}, {"text": "", "thought": True},
         {"text": "A"}, {"functionCall": {"name": "f", "args": {"x": 1}}}, {"text": ""}]}}]})
-    assert out[0] == c.ReasoningDelta(0, "hm", "c2ln")
+    assert isinstance(out[0], c.ReasoningDelta) and out[0].text == "hm" and out[0].signature.value == "c2ln"
     assert out[1] == c.TextDelta(0, "A")
     assert isinstance(out[2], c.ToolCallDelta) and out[2].name == "f" and out[2].arguments == "" and out[2].id
+    assert out[2].signature is None  # no signature came with it
     assert out[3] == c.ToolCallDelta(0, 0, '{"x": 1}')
     assert len(out) == 4 and not dec.complete
     out = dec.feed_response({"candidates": [{"content": {"parts": [{"functionCall": {"name": "g"}}]}, "finishReason": "STOP"}],

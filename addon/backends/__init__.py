@@ -30,7 +30,11 @@ class StreamDecoder(Protocol):
         ...
 
 
-_DURATION = re.compile(r"^\s*(\d{1,12}(?:\.\d{1,9})?)s\s*$")
+# One to four "<number><unit>" runs: protobuf Durations ("34.074824224s"), gemini-cli's "900ms",
+# and Go-style durations in Cloud Code's quotaResetDelay ("161h39m41.300432511s"); digits bounded.
+_DURATION = re.compile(r"^(?:\d{1,12}(?:\.\d{1,9})?(?:ms|h|m|s)){1,4}$")
+_DURATION_PART = re.compile(r"(\d{1,12}(?:\.\d{1,9})?)(ms|h|m|s)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 # An upstream's wait is advice, not an order: a huge one (or inf) would bench an account for good
 # and was once persisted as Infinity. Longer asks are capped; the account is simply tried again then.
 MAX_UPSTREAM_DELAY = 3600.0
@@ -44,11 +48,11 @@ def clamp_delay(seconds: float | None) -> float | None:
 
 
 def parse_duration(value: Any) -> float | None:
-    """Google's protobuf Duration in JSON (`retryDelay: "1.5s"`) -> seconds."""
+    """A Google duration string (`retryDelay: "1.5s"`, `"900ms"`, `"9h22m20s"`) -> seconds."""
     if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m:
-            return clamp_delay(float(m.group(1)))
+        text = value.strip()
+        if len(text) <= 64 and _DURATION.match(text):
+            return clamp_delay(sum(float(n) * _UNITS[unit] for n, unit in _DURATION_PART.findall(text)))
     return None
 
 
@@ -100,14 +104,19 @@ def _usage(u: c.Usage) -> None:
             raise _malformed("usage")
 
 
+def _signature(s: Any) -> bool:
+    """None, or a signature whose value is text (an upstream may send anything as thoughtSignature)."""
+    return s is None or (isinstance(s, c.Signature) and _text(s.value) and _text(s.key, True))
+
+
 def _call(t: c.ToolCall) -> bool:
-    return _text(t.id) and _text(t.name) and _text(t.arguments)
+    return _text(t.id) and _text(t.name) and _text(t.arguments) and _signature(t.signature)
 
 
 def well_formed(comp: c.Completion) -> c.Completion:
     """The completion, if every field has the type the front ends rely on."""
     for ch in comp.choices:
-        if not (_index(ch.index) and _text(ch.text) and _text(ch.reasoning) and _text(ch.reasoning_signature, True)
+        if not (_index(ch.index) and _text(ch.text) and _text(ch.reasoning) and _signature(ch.reasoning_signature)
                 and all(_call(t) for t in ch.tool_calls)):
             raise _malformed("choice")
     _usage(comp.usage)
@@ -123,9 +132,10 @@ def well_formed_events(events: list[c.StreamEvent]) -> list[c.StreamEvent]:
             continue
         ok = _index(ev.choice)
         if isinstance(ev, (c.TextDelta, c.ReasoningDelta)):
-            ok = ok and _text(ev.text) and _text(getattr(ev, "signature", None), True)
+            ok = ok and _text(ev.text) and _signature(getattr(ev, "signature", None))
         elif isinstance(ev, c.ToolCallDelta):
-            ok = ok and _index(ev.call_index) and _text(ev.arguments) and _text(ev.id, True) and _text(ev.name, True)
+            ok = (ok and _index(ev.call_index) and _text(ev.arguments) and _text(ev.id, True) and _text(ev.name, True)
+                  and _signature(ev.signature))
         if not ok:
             raise _malformed(type(ev).__name__)
     return events

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import canonical as c
-from ..protocol.errors import UpstreamError, bad_request
+from ..protocol.errors import UnusableAnswer, UpstreamError, bad_request
 from ..protocol.ids import new_id
 from . import parse_duration, retry_after_header
 from .gemini_models import ModelRules, nearest_level, rules_for
@@ -34,29 +34,108 @@ from .schema import response_schema, tool_parameters
 
 log = logging.getLogger(__name__)
 
-# ---- thought signatures ride inside the OpenAI tool-call id ---------------------------------
-# Gemini 3 requires a function call's thoughtSignature to come back on that call in the next
-# request. OpenAI clients echo tool-call ids verbatim, so the id carries it (stateless, survives
-# restarts and multiple gateway instances). URL-safe base64 keeps the id a plain token.
+# ---- thought signatures ----------------------------------------------------------------------
+# Gemini returns a `thoughtSignature` (opaque base64, often 1 KB+) on the first functionCall part
+# of each model step, and on thought or last parts. Rules (ai.google.dev/gemini-api/docs/
+# thought-signatures, "Validation"): in the current turn (everything after the last user content
+# with text), the first functionCall of each model step must carry its signature on Gemini 3, and
+# a signature issued to one credential is refused by another ("Corrupted thought signature.",
+# google-gemini/gemini-cli#13467). The documented dummy `skip_thought_signature_validator` (same
+# page, FAQ; also Vertex AI's docs) passes validation where the real one cannot be sent.
+#
+# Signatures stay out of the OpenAI ids (clients cap ids at 40 or 64 characters): the engine keeps
+# them in a store keyed by id (addon/signature_store.py) with their origin, and hands them back on
+# the canonical request; this module sends one only to the credential and model family that
+# issued it, and the dummy where Gemini requires a signature and none can be sent.
 
-_SIG_MARK = ".sig."
+DUMMY_SIGNATURE = "skip_thought_signature_validator"
+_LEGACY_MARK = ".sig."  # before the store, ids were "call_<16 hex>.sig.<urlsafe base64 signature>"
+_FAMILY_END = frozenset({"preview", "exp", "latest", "high", "low", "medium", "minimal"})
 
 
-def tool_call_id(signature: str | None) -> str:
-    base = new_id("call_", 8)
-    if not signature:
-        return base
-    return base + _SIG_MARK + base64.urlsafe_b64encode(signature.encode()).decode().rstrip("=")
+def tool_call_id() -> str:
+    """OpenAI's shape: "call_" + 24 characters."""
+    return new_id("call_", 12)
 
 
 def signature_from_id(call_id: str) -> str | None:
-    _, mark, encoded = call_id.partition(_SIG_MARK)
+    """The signature inside an id this gateway issued before the store existed (clients may be
+    mid-conversation across the upgrade)."""
+    _, mark, encoded = call_id.partition(_LEGACY_MARK)
     if not mark:
         return None
     try:
         return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
+
+
+def needs_signatures(model: str) -> bool:
+    """Gemini 3 and later validate the current turn's signatures; 2.5 only recommends them."""
+    return gemini_major(model.lower().removeprefix("models/")) >= 3
+
+
+def model_family(model: str) -> str:
+    """The model a signature belongs to, without release tags: gemini-3-pro-preview ->
+    gemini-3-pro, gemini-2.5-flash-lite-preview-09-2025 -> gemini-2.5-flash-lite. Signatures do not
+    cross families (pro and flash encrypt differently; Antigravity-Manager PR #3342)."""
+    tokens = model.lower().removeprefix("models/").split("-")
+    kept = tokens[:2]
+    for token in tokens[2:]:
+        if token in _FAMILY_END or token.isdigit():
+            break
+        kept.append(token)
+    return "-".join(kept)
+
+
+class _Signer:
+    """Which signature value (if any) goes back upstream, for one attempt on one credential."""
+
+    def __init__(self, model: str, origin: str | None, trust: bool) -> None:
+        self.family = model_family(model)
+        self.origin = origin
+        self.trust = trust
+
+    def value(self, sig: c.Signature | None, *, unknown_origin: bool = True) -> str | None:
+        """Only the issuer's own signature. One of unknown origin (an old id, Google's extra_content
+        the client echoes) is sent when `unknown_origin` allows, and a refusal is retried with
+        dummies (the provider does that); a known other origin never is."""
+        if sig is None or not sig.value or not self.trust:
+            return None
+        if (sig.origin is None and not unknown_origin) or (sig.origin is not None and sig.origin != self.origin):
+            return None
+        if sig.model is not None and model_family(sig.model) != self.family:
+            return None
+        return sig.value
+
+
+def _current_turn(contents: list[dict[str, Any]]) -> int:
+    """Index of the last user content with text: where Google's "current turn" starts."""
+    for i in range(len(contents) - 1, -1, -1):
+        content = contents[i]
+        if content["role"] == "user" and any(p.get("text") for p in content["parts"]):
+            return i
+    return 0
+
+
+def _fill_required(contents: list[dict[str, Any]], everywhere: bool) -> None:
+    """The dummy on each model step's first functionCall that has no signature: in the current turn
+    (what Gemini 3 validates), or in every turn (`everywhere`, after a refusal)."""
+    for content in contents[0 if everywhere else _current_turn(contents):]:
+        if content["role"] != "model":
+            continue
+        first = next((p for p in content["parts"] if "functionCall" in p), None)
+        if first is not None and not first.get("thoughtSignature"):
+            first["thoughtSignature"] = DUMMY_SIGNATURE
+
+
+def signature_refused(err: UpstreamError) -> bool:
+    """Gemini refused the request's signatures ("Corrupted thought signature.", "... is missing a
+    thought_signature ...", a base64 error on thought_signature) or answered MISSING_THOUGHT_SIGNATURE."""
+    if err.reason == "MISSING_THOUGHT_SIGNATURE":
+        return True
+    text = err.message.lower()
+    return err.status == 400 and "thought" in text and "signature" in text
 
 
 # ---- request -------------------------------------------------------------------------------
@@ -114,7 +193,8 @@ def _args(arguments: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"value": value}
 
 
-def _contents(messages: list[c.Message], names: ToolNames, model: str = "") -> tuple[list[dict[str, Any]], list[str]]:
+def _contents(messages: list[c.Message], names: ToolNames, model: str,
+              signer: _Signer) -> tuple[list[dict[str, Any]], list[str]]:
     system: list[str] = []
     contents: list[dict[str, Any]] = []
     call_names: dict[str, str] = {}
@@ -154,14 +234,19 @@ def _contents(messages: list[c.Message], names: ToolNames, model: str = "") -> t
                     parts.append({"text": p.text})
             elif isinstance(p, c.MediaPart):
                 parts.append(_media_part(p))
-            elif isinstance(p, c.ReasoningPart) and p.signature:
-                # Earlier thinking only means something to Gemini with its signature.
-                parts.append({"text": p.text, "thought": True, "thoughtSignature": p.signature})
+            elif isinstance(p, c.ReasoningPart):
+                # Earlier thinking only means something to Gemini with its own signature. One of
+                # unknown origin is left out: Gemini never requires it, and a Codex conversation
+                # begun on OpenAI carries OpenAI's encrypted reasoning here.
+                sig = signer.value(p.signature, unknown_origin=False)
+                if sig:
+                    parts.append({"text": p.text, "thought": True, "thoughtSignature": sig})
         for k, tc in enumerate(m.tool_calls):
             call_names[tc.id] = names.up(tc.name)
             call_order[tc.id] = k
             part: dict[str, Any] = {"functionCall": {"name": names.up(tc.name), "args": _args(tc.arguments)}}
-            sig = signature_from_id(tc.id)
+            legacy = signature_from_id(tc.id) if tc.signature is None else None
+            sig = signer.value(tc.signature or (c.Signature(legacy) if legacy else None))
             if sig:
                 part["thoughtSignature"] = sig
             parts.append(part)
@@ -280,23 +365,44 @@ def output_plan(req: c.ChatRequest, model: str, rules: ModelRules | None = None)
 
 @dataclass(slots=True)
 class Reply:
-    """What decoding an answer needs from the request that asked for it."""
+    """What decoding an answer needs from the request that asked for it; `origin` and `model`
+    stamp the thought signatures the answer carries (who issued them)."""
 
     names: ToolNames = field(default_factory=lambda: ToolNames(()))
     visible_limit: int | None = None
+    origin: str | None = None
+    model: str | None = None
+
+    def call(self, part: dict[str, Any]) -> c.ToolCall:
+        fc = part["functionCall"]
+        call_id = tool_call_id()
+        value = part.get("thoughtSignature")
+        return c.ToolCall(call_id, self.names.down(fc.get("name", "")),
+                          json.dumps(fc.get("args") or {}, ensure_ascii=False),
+                          c.Signature(value, self.origin, self.model, call_id) if value else None)
+
+    def reasoning(self, value: str | None) -> c.Signature | None:
+        # Clients refer to it by a key of its own (a Responses reasoning item's encrypted_content).
+        return c.Signature(value, self.origin, self.model, new_id("sig_", 12)) if value else None
 
 
 _JSON_BY_PROMPT = ("Answer with one JSON value only: no prose before or after it, no code fences.")
 
 
-def prepare(req: c.ChatRequest, model: str, *,
-            safety: Sequence[Mapping[str, str]] | None = None) -> tuple[dict[str, Any], Reply]:
+def prepare(req: c.ChatRequest, model: str, origin: str | None = None, *,
+            safety: Sequence[Mapping[str, str]] | None = None,
+            trust_signatures: bool = True) -> tuple[dict[str, Any], Reply]:
     """The GenerateContentRequest body for `model` (the mapped upstream name), and what decoding
-    its answer needs; `safety` is the account's (or the gateway's) safetySettings list."""
+    its answer needs; `origin` is the credential it goes to (see `_Signer`), `safety` the
+    account's (or the gateway's) safetySettings list. `trust_signatures=False` sends no stored
+    signature at all and the dummy on every model step's first call: the form Gemini accepts
+    whatever the history."""
     rules = rules_for(model)
     names = ToolNames.of(req)
-    contents, system = _contents(req.messages, names, model)
+    contents, system = _contents(req.messages, names, model, _Signer(model, origin, trust_signatures))
     _strip_order(contents)
+    if needs_signatures(model):
+        _fill_required(contents, everywhere=not trust_signatures)
     if not contents:
         if not system:
             raise bad_request("The request has no message content to send.", "messages")
@@ -366,13 +472,13 @@ def prepare(req: c.ChatRequest, model: str, *,
             # Gemini 3 "tool combination": built-in and function tools together need this flag
             # (https://ai.google.dev/gemini-api/docs/tool-combination).
             body.setdefault("toolConfig", {})["includeServerSideToolInvocations"] = True
-    return body, Reply(names, plan.visible_limit)
+    return body, Reply(names, plan.visible_limit, origin, model)
 
 
-def build_request(req: c.ChatRequest, model: str, *,
-                  safety: Sequence[Mapping[str, str]] | None = None) -> dict[str, Any]:
+def build_request(req: c.ChatRequest, model: str, origin: str | None = None, *,
+                  safety: Sequence[Mapping[str, str]] | None = None, trust_signatures: bool = True) -> dict[str, Any]:
     """The GenerateContentRequest body for `model` (the mapped upstream name)."""
-    return prepare(req, model, safety=safety)[0]
+    return prepare(req, model, origin, safety=safety, trust_signatures=trust_signatures)[0]
 
 
 _search_dropped: set[str] = set()  # models already logged about, so a busy client does not flood the log
@@ -393,25 +499,66 @@ def _search_allowed(req: c.ChatRequest, model: str) -> bool:
 
 
 # ---- response ------------------------------------------------------------------------------
+# What each finishReason (google-genai's FinishReason, promptFeedback.blockReason) becomes. None is
+# ever a silent empty "stop":
+#
+#   STOP, FINISH_REASON_UNSPECIFIED, none   stop (tool_calls when the candidate called functions);
+#                                           no text and no call (thoughts only) -> "empty answer" below
+#   MAX_TOKENS, CONTINUATION                length (Responses: incomplete, max_output_tokens)
+#   SAFETY, RECITATION, LANGUAGE, OTHER,    content_filter (Responses: incomplete, content_filter),
+#   BLOCKLIST, PROHIBITED_CONTENT, SPII,    with whatever text came before; a prompt blocked by
+#   IMAGE_*, NO_IMAGE, ESCALATION,          promptFeedback.blockReason (no candidates) likewise
+#   MODEL_ARMOR, PUP_LIMITED_DISABLED
+#   MALFORMED_FUNCTION_CALL,                the attempt failed (UnusableAnswer): retried once (next
+#   UNEXPECTED_TOOL_CALL,                   account, or the same one), as gemini-cli retries these;
+#   MALFORMED_RESPONSE, empty answer        then a 502 with code "malformed_function_call", ...
+#   MISSING_THOUGHT_SIGNATURE               resent once to the same account with dummy signatures
+#                                           (the provider), then as above
+#   TOO_MANY_TOOL_CALLS                     502 "too_many_tool_calls", not retried (it would loop again)
+#
+# A candidate that produced valid function calls ends in tool_calls whatever the reason (gemini-cli
+# only fails MALFORMED_FUNCTION_CALL when no call came). In a stream, a failure after the first
+# byte ends the stream with the protocol's error event.
 
-_FINISH = {
-    "STOP": "stop",
-    "MAX_TOKENS": "length",
-    "SAFETY": "content_filter",
-    "RECITATION": "content_filter",
-    "BLOCKLIST": "content_filter",
-    "PROHIBITED_CONTENT": "content_filter",
-    "SPII": "content_filter",
-    "IMAGE_SAFETY": "content_filter",
-    "LANGUAGE": "content_filter",
+_LENGTH = frozenset({"MAX_TOKENS", "CONTINUATION"})
+_FILTERED = frozenset({
+    "SAFETY", "RECITATION", "LANGUAGE", "OTHER", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
+    "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "IMAGE_OTHER", "NO_IMAGE", "ESCALATION", "MODEL_ARMOR",
+    "PUP_LIMITED_DISABLED",
+})
+_FAILED = {
+    "MALFORMED_FUNCTION_CALL": "The model produced a function call that could not be parsed",
+    "UNEXPECTED_TOOL_CALL": "The model called a function that was not offered",
+    "MALFORMED_RESPONSE": "The model produced a malformed response",
+    "MISSING_THOUGHT_SIGNATURE": "The upstream found a thought signature missing in the request",
+    "TOO_MANY_TOOL_CALLS": "The upstream's built-in tool loop hit its limit",
 }
+_NOT_RETRIED = frozenset({"TOO_MANY_TOOL_CALLS"})
 
 
-def finish_reason(raw: str | None, had_tool_calls: bool) -> c.FinishReason:
+def finish_reason(raw: str | None, had_tool_calls: bool, had_output: bool = True,
+                  message: str | None = None) -> c.FinishReason:
+    """A candidate's finishReason as OpenAI's; raises UnusableAnswer for an answer a client cannot
+    use (see the table above). `had_output`: the candidate produced text or function calls."""
     # Gemini says STOP even when the turn ends in function calls; OpenAI clients key on tool_calls.
     if had_tool_calls:
         return "tool_calls"
-    return _FINISH.get(raw or "STOP", "stop")  # type: ignore[return-value]
+    raw = raw or "STOP"
+    if raw in _LENGTH:
+        return "length"
+    if raw in _FILTERED:
+        return "content_filter"
+    why = f" ({message})" if message else ""
+    if raw in _FAILED:
+        raise UnusableAnswer(f"{_FAILED[raw]}: finishReason {raw}{why}.", reason=raw, retry=raw not in _NOT_RETRIED)
+    if not had_output:
+        raise UnusableAnswer(f"The model returned an empty answer (finishReason {raw}{why}).",
+                             reason="EMPTY_RESPONSE")
+    return "stop"
+
+
+def _blocked(data: dict[str, Any]) -> bool:
+    return bool((data.get("promptFeedback") or {}).get("blockReason"))
 
 
 def usage_from(meta: dict[str, Any] | None) -> c.Usage:
@@ -487,10 +634,16 @@ def grounding_from(meta: Any, text: str, part_bases: Mapping[int, int] | None = 
     return c.Grounding(queries, sources, citations)
 
 
-def _call_from_part(part: dict[str, Any], reply: Reply) -> c.ToolCall:
-    fc = part["functionCall"]
-    return c.ToolCall(tool_call_id(part.get("thoughtSignature")), reply.names.down(fc.get("name", "")),
-                      json.dumps(fc.get("args") or {}, ensure_ascii=False))
+def _reasoning_part(part: dict[str, Any]) -> tuple[str, str | None] | None:
+    """(thought text, signature) of a thought part or of a signature-only part (an empty text part
+    that carries the signature, as streams deliver it after the text); None for other parts.
+    A signature on a non-empty answer text is not kept: Gemini does not validate those."""
+    sig = part.get("thoughtSignature")
+    if part.get("thought"):
+        return part.get("text", ""), sig
+    if sig and not part.get("text") and "functionCall" not in part:
+        return "", sig
+    return None
 
 
 # ---- the client's visible limit, when thinking headroom was added (see output_plan) ----------
@@ -532,24 +685,29 @@ def _enforce_limit(choices: list[c.Choice], meta: dict[str, Any] | None, limit: 
 
 
 def completion_from(data: dict[str, Any], n: int = 1, reply: Reply | None = None) -> c.Completion:
+    """A whole GenerateContentResponse; its signatures are stamped with `reply`'s origin."""
     reply = reply or Reply()
     choices: list[c.Choice] = []
     for pos, cand in enumerate(data.get("candidates") or []):
         ch = c.Choice(index=cand.get("index", pos))
         bases: dict[int, int] = {}  # part index -> byte offset of that part in ch.text
         for k, part in enumerate((cand.get("content") or {}).get("parts") or []):
+            thought = _reasoning_part(part)
             if "functionCall" in part:
-                ch.tool_calls.append(_call_from_part(part, reply))
-            elif part.get("thought"):
-                ch.reasoning += part.get("text", "")
-                ch.reasoning_signature = part.get("thoughtSignature") or ch.reasoning_signature
+                ch.tool_calls.append(reply.call(part))
+            elif thought is not None:
+                ch.reasoning += thought[0]
+                ch.reasoning_signature = reply.reasoning(thought[1]) or ch.reasoning_signature
             elif "text" in part:
                 bases[k] = len(ch.text.encode())
                 ch.text += part["text"]
-        ch.finish_reason = finish_reason(cand.get("finishReason"), bool(ch.tool_calls))
+        ch.finish_reason = finish_reason(cand.get("finishReason"), bool(ch.tool_calls), bool(ch.text),
+                                         cand.get("finishMessage"))
         ch.grounding = grounding_from(cand.get("groundingMetadata"), ch.text, bases)
         choices.append(ch)
-    if not choices:  # prompt blocked: promptFeedback.blockReason, no candidates
+    if not choices:
+        if not _blocked(data):
+            raise UnusableAnswer("The upstream answered without any candidate.", reason="EMPTY_RESPONSE")
         choices = [c.Choice(index=i, finish_reason="content_filter") for i in range(n)]
     elif reply.visible_limit is not None:
         _enforce_limit(choices, data.get("usageMetadata"), reply.visible_limit)
@@ -563,10 +721,39 @@ def unwrap(data: Any) -> Any:
     return data
 
 
+_PLEASE_RETRY = re.compile(r"Please retry in ([0-9.]+(?:ms|s))")
+
+
+def _google_details(err: dict[str, Any]) -> tuple[str | None, float | None, list[str], list[str]]:
+    """(ErrorInfo reason, wait in seconds, quota ids, Help links) from a Google error's `details`."""
+    reason, delay, reset, quota_ids, links = None, None, None, [], []
+    for detail in err.get("details") or []:
+        if not isinstance(detail, dict):
+            continue
+        kind = str(detail.get("@type", "")).strip()  # gemini-cli saw stray whitespace in @type
+        if kind.endswith("RetryInfo"):
+            delay = parse_duration(detail.get("retryDelay"))
+        elif kind.endswith("QuotaFailure"):
+            quota_ids += [str(v["quotaId"]) for v in detail.get("violations") or []
+                          if isinstance(v, dict) and v.get("quotaId")]
+        elif kind.endswith("Help"):  # Cloud Code's VALIDATION_REQUIRED names the page to open
+            links += [str(link["url"]) for link in detail.get("links") or []
+                      if isinstance(link, dict) and isinstance(link.get("url"), str)]
+        elif kind.endswith("ErrorInfo"):
+            reason = detail.get("reason") or reason
+            meta = detail.get("metadata") if isinstance(detail.get("metadata"), dict) else {}
+            if meta.get("quota_limit"):  # e.g. "GenerateContentRequestsPerMinutePerProjectPerRegion"
+                quota_ids.append(str(meta["quota_limit"]))
+            reset = parse_duration(meta.get("quotaResetDelay"))  # Cloud Code: "161h39m41.3s"
+    return reason, delay if delay is not None else reset, quota_ids, links
+
+
 def error_from(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
     """Gemini / Cloud Code error bodies: {"error": {...}} or a JSON array of them; OAuth token
-    endpoints answer {"error": "invalid_grant", "error_description": ...}."""
+    endpoints answer {"error": "invalid_grant", "error_description": ...}. Quota details (which
+    quota ran out, when it resets) are kept as data for the retry policy (addon/policy.py)."""
     message, reason, delay = body.decode("utf-8", "replace")[:500] or f"HTTP {status}", None, None
+    quota_ids: list[str] = []
     try:
         data = json.loads(body)
     except ValueError:
@@ -576,27 +763,27 @@ def error_from(status: int, body: bytes, headers: Mapping[str, str]) -> Upstream
     if isinstance(data, dict) and isinstance(data.get("error"), dict):
         err = data["error"]
         message = str(err.get("message") or message)
-        reason = err.get("status")
-        for detail in err.get("details") or []:
-            if isinstance(detail, dict):
-                delay = parse_duration(detail.get("retryDelay")) or delay
-                reason = detail.get("reason") or reason
-                # google.rpc.Help links (Cloud Code's VALIDATION_REQUIRED names the page to open)
-                for link in detail.get("links") or []:
-                    if isinstance(link, dict) and isinstance(link.get("url"), str) and link["url"] not in message:
-                        message += f" ({link['url']})"
+        info_reason, delay, quota_ids, links = _google_details(err)
+        reason = info_reason or err.get("status")
+        message += "".join(f" ({url})" for url in dict.fromkeys(links) if url not in message)
+        if delay is None:  # the newer quota message says it in words: "Please retry in 38.96s."
+            m = _PLEASE_RETRY.search(message)
+            delay = parse_duration(m.group(1)) if m else None
     elif isinstance(data, dict) and isinstance(data.get("error"), str):  # OAuth token endpoint
         reason = data["error"]
         message = data.get("error_description") or reason
     if delay is None:
         delay = retry_after_header(headers)
-    return UpstreamError(status, message, retry_after=delay, reason=reason)
+    return UpstreamError(status, message, retry_after=delay, reason=reason, quota_ids=tuple(quota_ids))
 
 
 def completion_from_body(body: bytes, n: int, reply: Reply | None = None) -> c.Completion:
     """A whole (possibly Cloud Code-wrapped) generateContent answer."""
     try:
-        return completion_from(unwrap(json.loads(body)), n, reply)
+        data = unwrap(json.loads(body))
+        if not isinstance(data, dict):
+            raise TypeError
+        return completion_from(data, n, reply)
     except (ValueError, KeyError, TypeError, AttributeError):
         raise UpstreamError(502, "Upstream returned a body that is not a GenerateContentResponse.") from None
 
@@ -608,15 +795,19 @@ class GeminiStreamDecoder:
         self._n = n
         self._reply = reply or Reply()
         self._calls: dict[int, int] = {}  # candidate -> tool calls emitted so far
+        self._output: set[int] = set()  # candidates that produced text or calls
         self._finished: set[int] = set()
         self._usage: dict[str, Any] | None = None
         self._blocked = False
+        self._failure: UnusableAnswer | None = None  # raised once the text before it was delivered
         self._texts: dict[int, list[str]] = {}  # candidate -> visible text so far (grounding offsets)
         self._grounding: dict[int, Any] = {}  # candidate -> latest groundingMetadata not yet sent
         self._chars: dict[int, int] = {}  # candidate -> visible characters so far (with a visible limit)
         self._chars_total = 0
 
     def feed(self, payload: str) -> list[c.StreamEvent]:
+        if self._failure is not None:
+            raise self._failure
         try:
             data = json.loads(payload)
         except ValueError:
@@ -630,7 +821,7 @@ class GeminiStreamDecoder:
         if data.get("usageMetadata"):
             self._usage = data["usageMetadata"]  # cumulative: the last one is the total
         candidates = data.get("candidates") or []
-        if not candidates and (data.get("promptFeedback") or {}).get("blockReason"):
+        if not candidates and _blocked(data):
             self._blocked = True
         limit = self._reply.visible_limit
         if limit is not None:
@@ -641,21 +832,24 @@ class GeminiStreamDecoder:
             for part in (cand.get("content") or {}).get("parts") or []:
                 if idx in self._finished:
                     break  # cut at the client's limit: nothing more for this choice
+                thought = _reasoning_part(part)
                 if "functionCall" in part:
-                    call = _call_from_part(part, self._reply)
+                    call = self._reply.call(part)
                     k = self._calls.get(idx, 0)
                     self._calls[idx] = k + 1
+                    self._output.add(idx)
                     # Header first, then the arguments: clients see a real incremental call.
-                    events.append(c.ToolCallDelta(idx, k, "", id=call.id, name=call.name))
+                    events.append(c.ToolCallDelta(idx, k, "", id=call.id, name=call.name, signature=call.signature))
                     events.append(c.ToolCallDelta(idx, k, call.arguments))
-                elif part.get("thought"):
-                    if part.get("text") or part.get("thoughtSignature"):
-                        events.append(c.ReasoningDelta(idx, part.get("text", ""), part.get("thoughtSignature")))
+                elif thought is not None:
+                    if thought[0] or thought[1]:
+                        events.append(c.ReasoningDelta(idx, thought[0], self._reply.reasoning(thought[1])))
                 elif part.get("text"):
                     text, over = part["text"], False
                     if limit is not None:
                         text, over = self._within_limit(idx, text, limit)
                     if text:
+                        self._output.add(idx)
                         self._texts.setdefault(idx, []).append(text)
                         events.append(c.TextDelta(idx, text))
                     if over:
@@ -668,7 +862,13 @@ class GeminiStreamDecoder:
                 events += self._grounding_event(idx)
             if cand.get("finishReason") and idx not in self._finished:
                 self._finished.add(idx)
-                events.append(c.Finish(idx, finish_reason(cand["finishReason"], self._calls.get(idx, 0) > 0)))
+                try:
+                    reason = finish_reason(cand["finishReason"], self._calls.get(idx, 0) > 0, idx in self._output,
+                                           cand.get("finishMessage"))
+                except UnusableAnswer as err:
+                    self._failure = err
+                    break
+                events.append(c.Finish(idx, reason))
         return events
 
     def _grounding_event(self, idx: int) -> list[c.StreamEvent]:
@@ -694,6 +894,8 @@ class GeminiStreamDecoder:
         return self._blocked or len(self._finished) >= self._n
 
     def finish(self) -> list[c.StreamEvent]:
+        if self._failure is not None:
+            raise self._failure
         if not self.complete:
             raise UpstreamError(502, "Upstream stream ended before the answer was complete.")
         events: list[c.StreamEvent] = []

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from ..protocol import canonical as c
-from ..protocol.errors import GatewayError, UpstreamError
+from ..protocol.errors import GatewayError, UnusableAnswer, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,9 @@ class Frontend:
     """One OpenAI API surface. `ctx` is whatever parse() learned that rendering needs."""
 
     path: str  # e.g. "/v1/chat/completions"
+    # Whether answers carry the upstream's reasoning signature back to the client (Responses
+    # reasoning items do; Chat Completions has no place for it), so the engine keeps it.
+    returns_reasoning_state = False
 
     async def parse(self, body: Any) -> tuple[c.ChatRequest, Any]:
         raise NotImplementedError
@@ -82,8 +85,8 @@ async def encode_stream(batches: AsyncIterator[list[c.StreamEvent]], enc: Stream
     except UpstreamError as err:
         on_failure(redact(f"{err.status or 'conn'} {err.message}")[:120])
         log.warning("upstream stream failed mid-way: %s", redact(err.message))
-        yield enc.fail(GatewayError(502, redact(f"Upstream stream failed: {err.message}"),
-                                    code="upstream_stream_error"))
+        code = err.code if isinstance(err, UnusableAnswer) else "upstream_stream_error"
+        yield enc.fail(GatewayError(502, redact(f"Upstream stream failed: {err.message}"), code=code))
     except Exception:  # a bug must still end the stream in the client's protocol
         on_failure("internal error")
         log.exception("stream translation failed")

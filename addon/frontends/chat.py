@@ -16,6 +16,7 @@ from ..protocol.openai.chat import (
     NamedToolChoice,
     RefusalContent,
     TextContent,
+    ToolCallIn,
     parse_chat_request,
 )
 from .base import Frontend
@@ -90,6 +91,12 @@ def _tool_parts(content: str | list, where: str) -> list[c.Part]:
     return out
 
 
+def _client_signature(tc: ToolCallIn) -> c.Signature | None:
+    """A signature the client sent itself (origin unknown); a stored one for the id wins."""
+    sig = tc.thought_signature()
+    return c.Signature(sig) if sig else None
+
+
 def to_canonical(req: ChatCompletionRequest) -> c.ChatRequest:
     messages: list[c.Message] = []
     legacy_call_ids: list[str] = []  # deprecated function_call/function messages get synthetic ids
@@ -106,7 +113,8 @@ def to_canonical(req: ChatCompletionRequest) -> c.ChatRequest:
                 parts.insert(0, c.ReasoningPart(m.reasoning_content))
             calls = [
                 c.ToolCall(tc.id, tc.function.name,
-                           check_json_args(tc.function.arguments, f"{where}.tool_calls[{k}].function.arguments"))
+                           check_json_args(tc.function.arguments, f"{where}.tool_calls[{k}].function.arguments"),
+                           _client_signature(tc))
                 for k, tc in enumerate(m.tool_calls or [])
             ]
             if m.function_call is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -89,11 +90,24 @@ def _parts(content: str | list[Any], where: str, *, media: bool) -> list[c.Part]
     return out
 
 
+_SIGNATURE_KEY = re.compile(r"sig_[0-9a-f]{24}")
+
+
+def signature_ref(encrypted_content: str | None) -> c.Signature | None:
+    """A reasoning item's encrypted_content: the key of a stored signature (looked up before the
+    request goes upstream), or, from before the store existed, the signature itself."""
+    if not encrypted_content:
+        return None
+    if _SIGNATURE_KEY.fullmatch(encrypted_content):
+        return c.Signature("", key=encrypted_content)
+    return c.Signature(encrypted_content)
+
+
 def _reasoning(item: ReasoningItem) -> c.ReasoningPart | None:
     text = "".join(s.text for s in item.summary) or "".join(p.text for p in item.content or [])
     if not text and not item.encrypted_content:
         return None
-    return c.ReasoningPart(text, item.encrypted_content)
+    return c.ReasoningPart(text, signature_ref(item.encrypted_content))
 
 
 def _assistant_turn(out: list[c.Message]) -> c.Message:
@@ -121,8 +135,8 @@ def input_messages(items: str | list[Any] | None) -> list[c.Message]:
                 out.append(c.Message("system", _parts(item.content, where + ".content", media=False)))
         elif isinstance(item, FunctionCallItem):
             args = check_json_args(item.arguments, where + ".arguments")
-            # The client's call_id is the canonical id: the Gemini translator encodes thought
-            # signatures into the ids it creates, so they come back intact.
+            # The client's call_id is the canonical id: the engine finds the call's thought
+            # signature in its store by it.
             _assistant_turn(out).tool_calls.append(c.ToolCall(item.call_id, item.name, args))
         elif isinstance(item, CustomToolCallItem):
             # upstream, a freeform tool is a function taking its raw text as `input`
@@ -246,13 +260,13 @@ def web_search_item(item_id: str, grounding: c.Grounding) -> dict[str, Any]:
     return {"id": item_id, "type": "web_search_call", "status": "completed", "action": action}
 
 
-def reasoning_item(item_id: str, text: str, signature: str | None) -> dict[str, Any]:
-    # Gemini's thoughts are already summaries; its signature rides as encrypted_content so a
-    # client that sends the item back returns it to the model.
+def reasoning_item(item_id: str, text: str, signature: c.Signature | None) -> dict[str, Any]:
+    # Gemini's thoughts are already summaries; the key of its stored signature rides as
+    # encrypted_content so a client that sends the item back returns it to the model.
     item: dict[str, Any] = {"id": item_id, "type": "reasoning",
                             "summary": [{"type": "summary_text", "text": text}] if text else []}
-    if signature:
-        item["encrypted_content"] = signature
+    if signature is not None:
+        item["encrypted_content"] = signature.key or signature.value
     return item
 
 
@@ -303,7 +317,7 @@ def assistant_turn(items: list[dict[str, Any]]) -> c.Message:
     for item in items:
         if item["type"] == "reasoning":
             text = "".join(s["text"] for s in item["summary"])
-            turn.content.append(c.ReasoningPart(text, item.get("encrypted_content")))
+            turn.content.append(c.ReasoningPart(text, signature_ref(item.get("encrypted_content"))))
         elif item["type"] == "message":
             turn.content += [c.TextPart(p["text"]) for p in item["content"]]
         elif item["type"] == "function_call":
@@ -381,7 +395,7 @@ class _OpenItem:
     index: int  # output_index
     text: str = ""  # reasoning summary / message text / call arguments so far
     part_open: bool = False  # reasoning: summary part announced
-    signature: str | None = None
+    signature: c.Signature | None = None
     call_index: int | None = None
     notes: list[dict[str, Any]] = field(default_factory=list)  # message: url_citation annotations
 
@@ -573,6 +587,7 @@ class ResponsesFrontend(Frontend):
     """`POST /v1/responses` (also `/responses`) and `GET`/`DELETE /v1/responses/{id}`."""
 
     path = "/v1/responses"
+    returns_reasoning_state = True  # reasoning items' encrypted_content
 
     def __init__(self, store: ResponseStore) -> None:
         self.store = store

@@ -41,11 +41,27 @@ class MediaPart:
 
 
 @dataclass(slots=True)
+class Signature:
+    """Opaque upstream reasoning state (Gemini's `thoughtSignature`) and who issued it.
+
+    Gemini refuses a signature issued to another credential, so each one remembers its `origin`
+    (provider and credential fingerprint; None = unknown, e.g. sent back by the client itself) and
+    `model`. `key` is how the client refers to it (a tool-call id, or a Responses reasoning item's
+    `encrypted_content`): the signature store's key. An empty `value` means "not looked up yet".
+    """
+
+    value: str
+    origin: str | None = None
+    model: str | None = None
+    key: str | None = None
+
+
+@dataclass(slots=True)
 class ReasoningPart:
-    """Model reasoning carried back in a later turn; `signature` is opaque upstream state."""
+    """Model reasoning carried back in a later turn, with its upstream signature if any."""
 
     text: str = ""
-    signature: str | None = None
+    signature: Signature | None = None
 
 
 Part = TextPart | MediaPart | ReasoningPart
@@ -56,6 +72,7 @@ class ToolCall:
     id: str
     name: str
     arguments: str  # JSON text, as OpenAI carries it
+    signature: Signature | None = None  # the upstream's thought signature for this call
 
 
 @dataclass(slots=True)
@@ -169,7 +186,7 @@ class Choice:
     index: int = 0
     text: str = ""
     reasoning: str = ""
-    reasoning_signature: str | None = None
+    reasoning_signature: Signature | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
     finish_reason: FinishReason = "stop"
     grounding: Grounding | None = None
@@ -194,7 +211,7 @@ class TextDelta:
 class ReasoningDelta:
     choice: int
     text: str
-    signature: str | None = None
+    signature: Signature | None = None
 
 
 @dataclass(slots=True)
@@ -206,6 +223,7 @@ class ToolCallDelta:
     arguments: str = ""
     id: str | None = None
     name: str | None = None
+    signature: Signature | None = None  # on the first delta of a call, like id and name
 
 
 @dataclass(slots=True)

@@ -73,17 +73,36 @@ class UpstreamError(Exception):
     """An upstream answered with an error, or could not be reached (status 0)."""
 
     def __init__(self, status: int, message: str, *, retry_after: float | None = None,
-                 reason: str | None = None) -> None:
+                 reason: str | None = None, quota_ids: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.retry_after = retry_after  # seconds the upstream asked us to wait, if it said
-        self.reason = reason  # e.g. Google's "RESOURCE_EXHAUSTED", OAuth's "invalid_grant"
+        # Google's ErrorInfo reason ("RATE_LIMIT_EXCEEDED", "QUOTA_EXHAUSTED", "API_KEY_INVALID") or
+        # else its status ("RESOURCE_EXHAUSTED"); OAuth's "invalid_grant"; a Gemini finishReason.
+        self.reason = reason
+        # Which quotas ran out: Google's QuotaFailure quotaIds and ErrorInfo quota_limit names
+        # (e.g. "GenerateRequestsPerDayPerProjectPerModel-FreeTier").
+        self.quota_ids = quota_ids
 
 
 class StaleCredentials(UpstreamError):
     """An access token we believed valid was refused even after one refresh: rotate, but do not
     disable the account (a refresh that fails with invalid_grant is what disables it)."""
+
+
+class UnusableAnswer(UpstreamError):
+    """The upstream answered 200, but with nothing a client can use (a malformed function call, an
+    empty answer): no account is at fault. `retry` says whether one more attempt may do better."""
+
+    def __init__(self, message: str, *, reason: str, retry: bool = True) -> None:
+        super().__init__(502, message, reason=reason)
+        self.retry = retry
+
+    @property
+    def code(self) -> str:
+        """The error code the client sees, e.g. "malformed_function_call"."""
+        return (self.reason or "empty_response").lower()
 
 
 class CredentialsRejected(UpstreamError):

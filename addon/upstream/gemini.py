@@ -1,23 +1,37 @@
 """Gemini API provider (API keys): `{base}/v1beta/models/{model}:generateContent` and
 `:streamGenerateContent?alt=sse`, key in `x-goog-api-key`; `GET {base}/v1beta/models` lists what
-the key can call (the startup check of mapping targets)."""
+the key can call (the startup check of mapping targets). The base of the other Gemini-format
+providers (Cloud Code, Vertex AI), which differ in `_send`, the HTTP call.
+
+One attempt builds the request for the account it goes to (thought signatures are only sent to
+the credential that issued them), and the answer's signatures are stamped with that credential.
+If Gemini still refuses the signatures (or answers MISSING_THOUGHT_SIGNATURE), the call is
+repeated once on the same account with the documented dummy signature instead of every stored one.
+A stream is read ahead to its first answer text so that a malformed or empty answer still fails
+the attempt (and is retried) before the client gets a byte."""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import quote
-from typing import Any
 
-from ..accounts import GeminiAccount
+from ..accounts import GeminiAccount, credential_id
 from ..backends import decoding, gemini, well_formed
 from ..backends.gemini_models import rules_for
 from ..protocol import canonical as c
 from ..protocol.errors import UpstreamError
 from .fanout import all_or_none, merge_completions, merge_streams, singles
 from .http import HttpClient, UpstreamResponse
-from .streaming import StreamBatches, decode_stream
+from .streaming import StreamBatches, decode_stream, read_ahead
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 JSON = {"content-type": "application/json"}
+READ_AHEAD_SECONDS = 10.0  # how long a stream may think before it is handed over unchecked
 MODELS_PAGE = 1000  # the largest page GET /v1beta/models serves (ai.google.dev/api/models)
 
 
@@ -56,23 +70,46 @@ class GeminiProvider:
         body = await resp.read()
         return None if resp.status == 200 else gemini.error_from(resp.status, body, resp.headers)
 
+    async def _signed(self, acc: Any, req: c.ChatRequest, model: str,
+                      call: Callable[[dict[str, Any], gemini.Reply], Awaitable[T]]) -> T:
+        """`call(body, reply)` with the request built for this account's credential; once more
+        with dummy signatures only if Gemini refuses the ones sent."""
+        origin = credential_id(acc)
+        body, reply = gemini.prepare(req, model, origin, safety=acc.safety_settings)
+        try:
+            return await call(body, reply)
+        except UpstreamError as err:
+            if not gemini.signature_refused(err):
+                raise
+            plain, reply = gemini.prepare(req, model, origin, safety=acc.safety_settings, trust_signatures=False)
+            if plain == body:
+                raise
+            log.info("%s refused the thought signatures (%s); resending with dummy signatures", acc.name, err.reason)
+            return await call(plain, reply)
+
     async def complete(self, acc: GeminiAccount, req: c.ChatRequest, model: str) -> c.Completion:
         if _fan_out(req, model):
             return merge_completions(await all_or_none([self.complete(acc, one, model) for one in singles(req)]))
-        body, reply = gemini.prepare(req, model, safety=acc.safety_settings)
-        resp = await self._send(acc, req, body, model, stream=False)
-        raw = await resp.read()
-        with decoding():
-            return well_formed(gemini.completion_from_body(raw, req.n, reply))
+
+        async def call(body: dict[str, Any], reply: gemini.Reply) -> c.Completion:
+            resp = await self._send(acc, req, body, model, stream=False)
+            raw = await resp.read()
+            with decoding():
+                return well_formed(gemini.completion_from_body(raw, req.n, reply))
+
+        return await self._signed(acc, req, model, call)
 
     async def stream(self, acc: GeminiAccount, req: c.ChatRequest, model: str) -> StreamBatches:
         calls = singles(req) if _fan_out(req, model) else [req]
-        prepared = [gemini.prepare(one, model, safety=acc.safety_settings) for one in calls]
-        resps = await all_or_none([self._send(acc, one, body, model, stream=True)
-                                   for one, (body, _) in zip(calls, prepared, strict=True)],
-                                  discard=lambda resp: resp.close())
-        streams = [decode_stream(resp, gemini.GeminiStreamDecoder(req.n if len(resps) == 1 else 1, reply))
-                   for resp, (_, reply) in zip(resps, prepared, strict=True)]
+        n = req.n if len(calls) == 1 else 1
+
+        async def open_one(one: c.ChatRequest) -> StreamBatches:
+            async def call(body: dict[str, Any], reply: gemini.Reply) -> StreamBatches:
+                resp = await self._send(acc, one, body, model, stream=True)
+                return await read_ahead(decode_stream(resp, gemini.GeminiStreamDecoder(n, reply)), READ_AHEAD_SECONDS)
+            return await self._signed(acc, one, model, call)
+
+        streams = await all_or_none([open_one(one) for one in calls], discard=lambda s: s.aclose())
         return streams[0] if len(streams) == 1 else merge_streams(streams)
 
     async def list_models(self, acc: GeminiAccount, page_size: int = MODELS_PAGE) -> set[str]:

@@ -3,6 +3,7 @@ batches, through the back end's StreamDecoder, closing the upstream response wha
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from ..backends import StreamDecoder, decoding, well_formed_events
@@ -57,3 +58,71 @@ async def decode_stream(resp: UpstreamResponse, decoder: StreamDecoder) -> Strea
             yield batch
     finally:
         await resp.close()
+
+
+def _has_output(batch: list[c.StreamEvent]) -> bool:
+    return any((isinstance(ev, c.TextDelta) and ev.text) or isinstance(ev, c.ToolCallDelta) for ev in batch)
+
+
+async def read_ahead(batches: StreamBatches, patience: float) -> StreamBatches:
+    """Read a stream until its first answer text or tool call (at most `patience` seconds), so a
+    failure the upstream reports before any (a malformed function call, an empty answer: the
+    decoder raises UpstreamError) still fails this attempt and the retry policy can try again
+    before the client saw a byte. Returns the whole stream, starting with what was read.
+
+    Thoughts do not end the wait (a failure after them can still be retried); the bound keeps
+    clients from waiting without even keep-alive comments while a model thinks silently."""
+    it = aiter(batches)
+    held: list[list[c.StreamEvent]] = []
+    deadline = asyncio.get_running_loop().time() + patience
+    pending: asyncio.Future | None = None
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(it))
+            done, _ = await asyncio.wait({step}, timeout=max(0.0, deadline - asyncio.get_running_loop().time()))
+            if not done:
+                pending = step  # still thinking: hand the stream over, the wait goes on there
+                break
+            try:
+                batch = step.result()
+            except StopAsyncIteration:
+                break
+            held.append(batch)
+            if _has_output(batch):
+                break
+    except BaseException:
+        if pending is None and not step.done():
+            step.cancel()
+        await _close(it)
+        raise
+    return _replay(held, pending, it)
+
+
+async def _replay(held: list[list[c.StreamEvent]], pending: asyncio.Future | None,
+                  it: AsyncIterator[list[c.StreamEvent]]) -> StreamBatches:
+    try:
+        for batch in held:
+            yield batch
+        if pending is not None:
+            try:
+                yield await pending
+            except StopAsyncIteration:
+                return
+        async for batch in it:
+            yield batch
+    finally:
+        if pending is not None:
+            if not pending.done():
+                pending.cancel()
+            elif not pending.cancelled():
+                pending.exception()  # retrieved: no "exception was never retrieved" at exit
+        await _close(it)
+
+
+async def _close(it: AsyncIterator[list[c.StreamEvent]]) -> None:
+    aclose = getattr(it, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except RuntimeError:  # "asynchronous generator is already running": a cancelled step owns it
+            pass

@@ -24,6 +24,14 @@ GenerateContentRequest must also validate against google-genai's pydantic types)
 model accepts (thinking budgets and levels, penalties, candidateCount, tools with JSON mode)
 follows addon/backends/gemini_models.py, refused with Google's texts (gemini_request.py).
 
+Thought signatures (Gemini 3 models): each answer carries one, bound to the credential that asked
+(the API key; for Cloud Code the account behind the access token), on the first functionCall, or
+with no call on the last part (a stream sends it in a final part with empty text). A signature
+issued to another credential is refused anywhere with ``Corrupted thought signature.``; in the
+current turn the first functionCall of each model step must carry one of its own or a documented
+dummy, else Google's "Function call is missing a thought_signature ..." 400 (config
+``signature_scope: "all"`` checks every turn).
+
 The emulated model is deterministic: it answers ``Echo(<model>): <last user text>``; a
 ``[[tool:NAME {"json": "args"}]]`` directive in the last user message calls that declared
 tool; tool results come back as ``Tool NAME returned: {...}``; JSON mode (or ``[[json]]``)
@@ -53,7 +61,21 @@ field is optional and unknown fields are refused with 400:
   ``times``           how many requests it applies to before it is removed (default: every one)
   ``status``          answer with this HTTP status, in the error format of the endpoint called
   ``message``         ...with this error message instead of the endpoint's default one
-  ``retry_delay``     ...with a Google ``RetryInfo`` detail, e.g. ``"30s"`` (Gemini, Cloud Code)
+  ``details``         ...with these Google error ``details`` (each an object with ``@type``), e.g.
+                      a ``QuotaFailure`` naming the quota that ran out, as the real API sends it::
+
+                        {"status": 429, "message": "You exceeded your current quota, ...",
+                         "details": [{"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                                      "violations": [{"quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+                                                      "quotaDimensions": {"location": "global",
+                                                                          "model": "gemini-2.5-pro"}}]}],
+                         "retry_delay": "47s"}
+
+                      or Cloud Code's ``{"@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                      "reason": "QUOTA_EXHAUSTED", "domain": "cloudcode-pa.googleapis.com",
+                      "metadata": {"quotaResetDelay": "161h39m41s", "model": ...}}``
+  ``retry_delay``     ...with a Google ``RetryInfo`` detail, e.g. ``"30s"`` (Gemini, Cloud Code),
+                      after any ``details``
   ``retry_after``     ...with a ``Retry-After`` header
   ``reply``           answer with this instead of the emulated model (not with ``status``):
                       ``{"text", "chunks": [stream pieces], "function_calls": [{"name", "args"}],

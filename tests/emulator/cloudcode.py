@@ -117,7 +117,7 @@ async def cloudcode_generate(request: web.Request) -> web.StreamResponse:
             return error_response("cloudcode", 400, "Invalid JSON payload received. Invalid value at "
                                                     "'request.session_id' (TYPE_STRING)")
     try:
-        req = validate_generate_request(inner, model, call.state, flavor="cloudcode")
+        req = validate_generate_request(inner, model, call.state, flavor="cloudcode", credential=call.credential)
     except GeminiInvalid as exc:
         return error_response("cloudcode", 400, exc.message, details=exc.details)
     return await respond_generate(call, req, model, stream, request.query.get("alt") == "sse", wrap=True)

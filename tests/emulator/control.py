@@ -12,7 +12,7 @@ from .wire import read_body
 
 # The fields a rule may have; what each one does is in the package docstring.
 RULE_KEYS = frozenset(
-    {"match", "times", "status", "message", "retry_delay", "retry_after", "reply",
+    {"match", "times", "status", "message", "details", "retry_delay", "retry_after", "reply",
      "delay_ms", "chunk_delay_ms", "cut_after", "drop"}
 )
 MATCH_KEYS = frozenset({"key", "path_contains", "model"})
@@ -31,6 +31,9 @@ def _check_rule(rule: Any) -> str | None:
         return f"unknown match keys: {sorted(set(rule['match']) - MATCH_KEYS)}"
     if "status" in rule and "reply" in rule:
         return "a rule has at most one action (status or reply)"
+    details = rule.get("details", [])
+    if not isinstance(details, list) or not all(isinstance(d, dict) and "@type" in d for d in details):
+        return "details must be a list of Google error details, each with an @type"
     if "reply" in rule and (not isinstance(rule["reply"], dict) or set(rule["reply"]) - REPLY_KEYS):
         return f"reply must be an object with keys from {sorted(REPLY_KEYS)}"
     for key in ("times", "status", "cut_after"):

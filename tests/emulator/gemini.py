@@ -74,7 +74,7 @@ async def gemini_generate(request: web.Request) -> web.StreamResponse:
     if method == "countTokens":
         return _count_tokens(body, model, call.state)
     try:
-        req = validate_generate_request(body, model, call.state)
+        req = validate_generate_request(body, model, call.state, credential=call.credential)
     except GeminiInvalid as exc:
         return error_response("gemini", 400, exc.message, details=exc.details)
     stream = method == "streamGenerateContent"

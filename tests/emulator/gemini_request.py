@@ -22,7 +22,8 @@ from .oracle import oracle_problem
 from .state import EmulatorState
 from .wire import compact
 
-# Gemini 3 documents these dummy values as "skip validation" escape hatches.
+# Documented dummy values that pass validation where the real signature cannot be sent
+# (ai.google.dev/gemini-api/docs/thought-signatures#faqs; Vertex AI documents the first).
 MAGIC_SIGNATURES = frozenset({"skip_thought_signature_validator", "context_engineering_is_the_way_to_go"})
 
 TOP_KEYS = frozenset({"contents", "systemInstruction", "tools", "toolConfig", "generationConfig",
@@ -565,13 +566,34 @@ def _check_turns(contents: list[dict[str, Any]]) -> None:
                                     "function call turn.")
 
 
-def _check_signatures(contents: list[dict[str, Any]], state: EmulatorState) -> None:
-    """Gemini 3: the first functionCall of each model turn must echo a signature we issued."""
+# Thought-signature errors, verbatim. Missing: reported in manthanabc/paws#103, niki914/zafiro#100,
+# lbjlaq/Antigravity-Manager#2157 (note the space before the comma). Foreign or made-up:
+# google-gemini/gemini-cli#13467 (Code Assist -> API key in one conversation), zerogravity#98 (a
+# synthetic value).
+CORRUPTED_SIGNATURE = "Corrupted thought signature."
+
+
+def _check_signatures(contents: list[dict[str, Any]], model: str, state: EmulatorState,
+                      credential: str | None) -> None:
+    """Gemini's thought-signature rules (ai.google.dev/gemini-api/docs/thought-signatures):
+
+    * a signature is bound to the credential it was issued to: one issued to another key or
+      account is refused wherever it appears, on any model (the gateway must never send one);
+    * Gemini 3: in the current turn (the model contents after the last user content with text),
+      the first functionCall part of each model step must carry a signature this credential was
+      issued, or a documented dummy; later parallel calls need none, earlier turns are not checked.
+    """
+    for content in contents:
+        for part in content["parts"]:
+            sig = part.get("thoughtSignature")
+            if sig and sig not in MAGIC_SIGNATURES and not state.signature_from(sig, credential, issued_only=False):
+                raise GeminiInvalid(CORRUPTED_SIGNATURE)
+    if not model.startswith("gemini-3"):
+        return
     start = 0
     if state.signature_scope == "turn":
-        # The "current turn" starts at the last user message that carries text (not tool results).
         for i, content in enumerate(contents):
-            if content["role"] == "user" and any("text" in p for p in content["parts"]):
+            if content["role"] == "user" and any(p.get("text") for p in content["parts"]):
                 start = i
     for pos, content in enumerate(contents[start:], start=start):
         if content["role"] != "model":
@@ -587,8 +609,8 @@ def _check_signatures(contents: list[dict[str, Any]], state: EmulatorState) -> N
                 "to work correctly, and missing thought_signature may lead to degraded model performance. "
                 f"Additional data, function call `default_api:{name}` , position {pos + 1}. Please refer to "
                 "https://ai.google.dev/gemini-api/docs/thought-signatures for more details.")
-        if sig not in state.signatures and sig not in MAGIC_SIGNATURES:
-            raise GeminiInvalid("Unable to submit request because Thought signature is not valid.")
+        if sig not in MAGIC_SIGNATURES and not state.signature_from(sig, credential, issued_only=True):
+            raise GeminiInvalid(CORRUPTED_SIGNATURE)
 
 
 _LEARN_MORE = "Learn more: https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/gemini"
@@ -628,10 +650,11 @@ def _check_model_rules(model: str, config: dict[str, Any], thinking: dict[str, A
 
 
 def validate_generate_request(body: Any, model: str, state: EmulatorState, flavor: str = "gemini", *,
-                              vertex: bool = False) -> GenRequest:
+                              vertex: bool = False, credential: str | None = None) -> GenRequest:
     """Validate a GenerateContentRequest like the real API; raise GeminiInvalid on the first problem set.
     `flavor` "cloudcode" is the inner request of /v1internal, `vertex` a Vertex AI request (a few
-    texts and the Schema keys differ there)."""
+    texts and the Schema keys differ there). `credential` is who sends it (Call.credential); None
+    checks signatures only for having been issued at all (unit tests that call this directly)."""
     v = _Validator(vertex)
     flavor = "vertex" if vertex else flavor
     if not isinstance(body, dict):
@@ -661,8 +684,7 @@ def validate_generate_request(body: Any, model: str, state: EmulatorState, flavo
     _check_model_rules(model, config, thinking, declared, fc_mode, flavor)
     _check_turns(contents)
     gemini3 = model.startswith("gemini-3")
-    if gemini3:
-        _check_signatures(contents, state)
+    _check_signatures(contents, model, state, credential)
     _check_tool_mix(declared, search, server_side, gemini3)
     if not gemini3:
         _check_no_response_parts(contents)

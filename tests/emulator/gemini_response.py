@@ -101,7 +101,11 @@ def _fc_parts(calls: list[dict[str, Any]], signature: str | None) -> list[dict[s
 
 
 def _gemini_chunks(ans: Answer, signature: str | None, stream: bool) -> list[list[dict[str, Any]]]:
-    """The answer as a list of part-lists: one per SSE event when streaming, flattened otherwise."""
+    """The answer as a list of part-lists: one per SSE event when streaming, flattened otherwise.
+
+    Where the signature goes (ai.google.dev/gemini-api/docs/thought-signatures): on the first
+    functionCall; with no call, on the last part, which a stream sends as a later chunk with empty
+    text (pydantic/pydantic-ai#3481)."""
     chunks: list[list[dict[str, Any]]] = []
     if ans.thought:
         chunks.append([{"text": ans.thought, "thought": True}])
@@ -111,6 +115,11 @@ def _gemini_chunks(ans: Answer, signature: str | None, stream: bool) -> list[lis
         chunks.append([{"text": ans.text}])
     if ans.function_calls:
         chunks.append(_fc_parts(ans.function_calls, signature))  # a functionCall is never split
+    elif signature and ans.text:
+        if stream:
+            chunks.append([{"text": "", "thoughtSignature": signature}])
+        else:
+            chunks[-1][-1]["thoughtSignature"] = signature
     return chunks or [[]]
 
 
@@ -144,15 +153,16 @@ def _usage(prompt: int, cand: int, thought: int, final: bool = True) -> dict[str
 
 
 def gemini_events(answers: list[Answer], model: str, prompt: int, state: EmulatorState,
-                  stream: bool) -> list[dict[str, Any]]:
+                  stream: bool, credential: str | None = None) -> list[dict[str, Any]]:
     """GenerateContentResponse objects: exactly one unless streaming.
 
     Streaming: each event carries only new parts, cumulative usage, and finishReason on the
-    last event only (for every candidate).
+    last event only (for every candidate). Gemini 3 signs each answer with a signature bound
+    to the requesting `credential`.
     """
     signed = model.startswith("gemini-3")
-    per_cand = [_gemini_chunks(a, state.issue_signature() if signed and a.function_calls else None, stream)
-                for a in answers]
+    per_cand = [_gemini_chunks(a, state.issue_signature(credential) if signed and (a.function_calls or a.text)
+                               else None, stream) for a in answers]
     if not stream:
         per_cand = [[[p for chunk in chunks for p in chunk]] for chunks in per_cand]
     n_events = max(len(c) for c in per_cand)
@@ -195,7 +205,7 @@ async def respond_generate(call: Call, req: GenRequest, model: str, stream: bool
                            wrap: bool) -> web.StreamResponse:
     """Shared by the Gemini API and Cloud Code (``wrap`` adds the v1internal envelope)."""
     answers = gemini_answer(req, model, call.reply)
-    events = gemini_events(answers, model, request_words(req), call.state, stream)
+    events = gemini_events(answers, model, request_words(req), call.state, stream, call.credential)
     trace = rand_id(8)
 
     def pack(event: dict[str, Any]) -> Any:

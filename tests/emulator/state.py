@@ -29,7 +29,9 @@ class EmulatorState:
     service_accounts: dict[str, dict[str, str]] = field(default_factory=dict)  # client_email -> key_id, PEM
     operations: dict[str, dict[str, Any]] = field(default_factory=dict)  # onboarding operations
     onboarded: dict[str, str] = field(default_factory=dict)  # user -> Code Assist project after onboarding
-    signatures: set[str] = field(default_factory=set)  # thought signatures we issued
+    # thought signature -> the credential it was issued to (Call.credential; None when issued
+    # outside a request, by unit tests)
+    signatures: dict[str, str | None] = field(default_factory=dict)
     token_ttl: int = 3600
     refresh_delay_ms: int = 0
     aborted_streams: int = 0  # streams whose client went away before the end
@@ -88,9 +90,17 @@ class EmulatorState:
         expiry = self.access_tokens.get(token or "")
         return expiry is not None and time.monotonic() < expiry
 
-    def issue_signature(self) -> str:
+    def signature_from(self, sig: str, credential: str | None, *, issued_only: bool) -> bool:
+        """Whether `credential` may send `sig`: not issued to another credential, and (with
+        `issued_only`) issued at all. Unit tests that validate without a credential skip the binding."""
+        if sig not in self.signatures:
+            return not issued_only
+        owner = self.signatures[sig]
+        return credential is None or owner is None or owner == credential
+
+    def issue_signature(self, credential: str | None = None) -> str:
         sig = base64.b64encode(f"sig:{secrets.token_hex(8)}".encode()).decode()
-        self.signatures.add(sig)
+        self.signatures[sig] = credential
         return sig
 
 

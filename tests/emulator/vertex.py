@@ -53,7 +53,7 @@ async def _generate(request: web.Request, resource: str, key: str | None, auth) 
     if not parsed:
         return error_response("gemini", 400, "Invalid JSON payload received. Unexpected token.")
     try:
-        req = validate_generate_request(body, model, call.state, vertex=True)
+        req = validate_generate_request(body, model, call.state, vertex=True, credential=call.credential)
     except GeminiInvalid as exc:
         return error_response("gemini", 400, exc.message, details=exc.details)
     stream = method == "streamGenerateContent"

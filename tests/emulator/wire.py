@@ -126,6 +126,18 @@ class Call:
         return (self.rule or {}).get(name)
 
     @property
+    def credential(self) -> str | None:
+        """Who thought signatures are bound to: the backend (the Gemini API, Cloud Code and Vertex AI
+        encrypt differently: gemini-cli's Config.refreshAuth) and the API key, or for an access
+        token the user or service account it was issued to (tokens change, the account does not)."""
+        if self.key is None:
+            return None
+        path = self.request.path
+        backend = "cloudcode" if path.startswith("/v1internal") else "gemini" if path.startswith("/v1beta") \
+            else "vertex"
+        return f"{backend}:{self.state.token_users.get(self.key, self.key)}"
+
+    @property
     def reply(self) -> dict[str, Any] | None:
         return self.mod("reply")
 
@@ -150,7 +162,7 @@ async def begin(request: web.Request, flavor: str, body: Any, key: str | None, m
     if call.mod("drop"):
         return call, _drop(request)
     if call.mod("status") is not None:
-        return call, error_response(flavor, int(call.mod("status")), call.mod("message"),
+        return call, error_response(flavor, int(call.mod("status")), call.mod("message"), details=call.mod("details"),
                                     retry_delay=call.mod("retry_delay"), retry_after=call.mod("retry_after"))
     return call, auth(call) if auth is not None else None
 

@@ -69,6 +69,14 @@ class ToolCallIn(Wire):
     id: str
     type: Literal["function"] = "function"
     function: FunctionCallBody
+    # Google's OpenAI-compatible API returns {"google": {"thought_signature": ...}} here and wants
+    # it back (ai.google.dev/gemini-api/docs/openai); clients written for it echo it to us.
+    extra_content: dict[str, Any] | None = None
+
+    def thought_signature(self) -> str | None:
+        google = (self.extra_content or {}).get("google")
+        sig = google.get("thought_signature") if isinstance(google, dict) else None
+        return sig if isinstance(sig, str) and sig else None
 
 
 class SystemMessage(Wire):

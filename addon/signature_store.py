@@ -1,0 +1,148 @@
+"""Where thought signatures live between requests, keyed by what the client echoes back.
+
+Gemini hands out an opaque `thoughtSignature` (often 1 KB+) with each tool-calling step and wants
+it back on that call in the next request. It cannot ride in the tool-call id (clients cap ids at
+40 or 64 characters) and Gemini refuses it from any credential but the one that got it, so the
+gateway keeps it here with its origin: key = the tool-call id (or a Responses reasoning item's
+`encrypted_content`), value = `c.Signature` (signature, origin, model). The engine stores what an
+answer carried before the client can see the answer, and puts the records back on the canonical
+request (`hydrate`) before any attempt; the Gemini back end decides per attempt which to send.
+
+`SignatureStore` is the interface (async, so a store shared between gateway instances, e.g. in
+Redis, can implement it); `MemorySignatureStore` is the embedded default. A miss is never an
+error: Gemini gets the documented dummy signature instead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
+from typing import Protocol
+
+from .protocol import canonical as c
+
+ENTRY_OVERHEAD = 200  # bytes an entry costs beyond its strings (dict slot, dataclass, floats)
+
+
+class SignatureStore(Protocol):
+    async def put(self, records: Mapping[str, c.Signature]) -> None: ...
+    async def get(self, keys: Collection[str]) -> dict[str, c.Signature]: ...
+
+
+class MemorySignatureStore:
+    """Signatures kept in this process, least recently used first out.
+
+    Limits: `max_items` entries (default 100 000), `max_bytes` of signature data (default 64 MiB;
+    a Gemini signature is typically 0.3-4 KB) and `ttl` seconds per entry (default 24 hours: an
+    agent loop left overnight falls back to the dummy). Empty after a restart and not shared
+    between instances; either way a lost signature only means the dummy is sent.
+    """
+
+    def __init__(self, max_items: int = 100_000, max_bytes: int = 64 << 20, ttl: float = 86_400.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        self.ttl = ttl
+        self._clock = clock
+        self._items: OrderedDict[str, tuple[c.Signature, float, int]] = OrderedDict()
+        self.bytes = 0
+
+    @staticmethod
+    def _size(key: str, sig: c.Signature) -> int:
+        return len(key) + len(sig.value) + len(sig.origin or "") + len(sig.model or "") + ENTRY_OVERHEAD
+
+    async def put(self, records: Mapping[str, c.Signature]) -> None:
+        now = self._clock()
+        for key, sig in records.items():
+            self._drop(key)
+            size = self._size(key, sig)
+            self._items[key] = (sig, now, size)
+            self.bytes += size
+        while self._items and (len(self._items) > self.max_items or self.bytes > self.max_bytes):
+            self._drop(next(iter(self._items)))
+
+    async def get(self, keys: Collection[str]) -> dict[str, c.Signature]:
+        now = self._clock()
+        found: dict[str, c.Signature] = {}
+        for key in keys:
+            entry = self._items.get(key)
+            if entry is None:
+                continue
+            if now - entry[1] > self.ttl:
+                self._drop(key)
+                continue
+            self._items.move_to_end(key)
+            found[key] = entry[0]
+        return found
+
+    def _drop(self, key: str) -> None:
+        entry = self._items.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry[2]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+# ---- the engine's side: what to look up before a request, what to keep after an answer --------
+
+def _wanted(req: c.ChatRequest) -> tuple[list[c.ToolCall], list[c.ReasoningPart]]:
+    calls = [tc for m in req.messages for tc in m.tool_calls]
+    parts = [p for m in req.messages if m.role == "assistant" for p in m.content
+             if isinstance(p, c.ReasoningPart) and p.signature is not None and p.signature.key]
+    return calls, parts
+
+
+async def hydrate(store: SignatureStore, req: c.ChatRequest) -> None:
+    """Put the stored record on each tool call and reasoning part of the history it belongs to.
+
+    The store's record wins over what the client sent (it knows the origin); a miss leaves the
+    client's own signature (Google's `extra_content`, an old id) or none."""
+    calls, parts = _wanted(req)
+    if not calls and not parts:
+        return
+    keys = {tc.id for tc in calls if tc.id}
+    keys.update(p.signature.key for p in parts if p.signature and p.signature.key)
+    found = await store.get(keys)
+    if not found:
+        return
+    for tc in calls:
+        if tc.id in found:
+            tc.signature = found[tc.id]
+    for p in parts:
+        if p.signature and p.signature.key in found:
+            p.signature = found[p.signature.key]
+
+
+def issued(signatures: Iterable[c.Signature | None]) -> dict[str, c.Signature]:
+    """The records to keep: signatures an upstream just issued, by the key the client will echo."""
+    return {s.key: s for s in signatures if s is not None and s.key and s.value}
+
+
+# `reasoning`: whether the client can ever send a reasoning signature back (a Responses reasoning
+# item can, a chat message cannot); keys nobody will echo only crowd useful ones out of the store.
+
+def in_completion(completion: c.Completion, reasoning: bool = True) -> dict[str, c.Signature]:
+    return issued([tc.signature for ch in completion.choices for tc in ch.tool_calls]
+                  + [ch.reasoning_signature for ch in completion.choices if reasoning])
+
+
+def in_events(batch: list[c.StreamEvent], reasoning: bool = True) -> dict[str, c.Signature]:
+    kinds = (c.ToolCallDelta, c.ReasoningDelta) if reasoning else c.ToolCallDelta
+    return issued([ev.signature for ev in batch if isinstance(ev, kinds)])
+
+
+async def remembering(store: SignatureStore, batches: AsyncIterator[list[c.StreamEvent]],
+                      reasoning: bool = True) -> AsyncIterator[list[c.StreamEvent]]:
+    """Pass stream batches on, storing the signatures each one carries before the client sees it."""
+    try:
+        async for batch in batches:
+            records = in_events(batch, reasoning)
+            if records:
+                await store.put(records)
+            yield batch
+    finally:
+        aclose = getattr(batches, "aclose", None)
+        if aclose is not None:
+            await aclose()
