@@ -232,3 +232,24 @@ async def test_policy_rotates_away_from_a_spent_model_and_ends_in_a_429_with_ret
         await RetryPolicy(make_pool(gem("c"), clock=clock)).run(PRO, spent)
     err = info.value
     assert err.status == 429 and err.code == "rate_limit_exceeded" and err.headers == {"retry-after": "43200"}
+
+
+def test_a_model_resting_after_overloads_is_a_503_not_a_rate_limit() -> None:
+    pool = make_pool(gem("a"))
+    pool.cool_down(pool.accounts[0], 503, 20.0, model=PRO, why="overloaded")
+    with pytest.raises(NoAccount) as info:
+        pool.pick(PRO, set())
+    assert info.value.status == 503 and "upstream errors (503)" in str(info.value)
+
+
+def test_model_cooldowns_per_account_are_bounded() -> None:
+    """Model names may be the client's (a pass-through mapping): the map cannot grow without end."""
+    from addon.accounts import MAX_MODEL_COOLDOWN, MAX_USAGE_MODELS
+    pool = make_pool(gem("a"))
+    a = pool.accounts[0]
+    for i in range(MAX_USAGE_MODELS + 10):
+        pool.cool_down(a, 429, 100.0 + i, model=f"gemini-x-{i}", why="rate limit")
+    models = pool.state(a).models
+    assert len(models) == MAX_USAGE_MODELS and f"gemini-x-{MAX_USAGE_MODELS + 9}" in models
+    assert "gemini-x-0" not in models  # the one ending soonest made room
+    assert pool.cool_down(a, 429, 10 * 24 * 3600.0, model=PRO, why="daily quota") == MAX_MODEL_COOLDOWN
