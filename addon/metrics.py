@@ -117,7 +117,8 @@ class Metrics:
 
 
 class _PoolCollector:
-    """The pool's state at scrape time: which accounts are cooling (and for how long), disabled."""
+    """The pool's state at scrape time: which accounts are cooling (and for how long), disabled, and
+    which models rest on which account."""
 
     def __init__(self, pool: AccountPool) -> None:
         self.pool = pool
@@ -131,9 +132,16 @@ class _PoolCollector:
                                     "tried again (0 = ready).", labels=["account", "provider"])
         disabled = GaugeMetricFamily("gateway_account_disabled", "1 when the account is disabled (in the file, "
                                      "or after the upstream rejected its credentials).", labels=["account", "provider"])
+        resting = GaugeMetricFamily("gateway_model_cooldown_seconds", "Seconds until a model resting on an "
+                                    "account (quotas are per model) is tried there again; only resting models.",
+                                    labels=["account", "provider", "model", "why"])
         for acc in self.pool.accounts:
             st = self.pool.state(acc)
             cooling.add_metric([acc.name, acc.provider], max(0.0, st.cooldown_until - now))
             disabled.add_metric([acc.name, acc.provider], 1.0 if acc.disabled or st.disabled_reason else 0.0)
+            for model, mc in st.models.items():  # at most MAX_USAGE_MODELS per account
+                if mc.until > now:
+                    resting.add_metric([acc.name, acc.provider, model, mc.why], mc.until - now)
         yield cooling
         yield disabled
+        yield resting

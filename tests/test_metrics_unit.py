@@ -91,6 +91,10 @@ def test_observe_counts_and_the_pool_is_read_at_scrape_time() -> None:
     p.cool_down(p.accounts[0], 429, 30)
     [cooling] = [s for s in scrape(m)["gateway_account_cooldown_seconds"] if s.labels["account"] == "a@x"]
     assert 29 < cooling.value <= 30
+    p.cool_down(p.accounts[0], 429, 3600, model="gemini-2.5-pro", why="daily quota")
+    [resting] = scrape(m)["gateway_model_cooldown_seconds"]
+    assert resting.labels == {"account": "a@x", "provider": resting.labels["provider"], "model": "gemini-2.5-pro",
+                              "why": "daily quota"} and 3599 < resting.value <= 3600
     assert not any(n.endswith("_created") for n in samples)
 
 

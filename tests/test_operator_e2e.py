@@ -152,9 +152,12 @@ def test_metrics_count_requests_attempts_rotations_tokens_and_the_pool(story: di
     assert value(m, "gateway_time_to_first_byte_seconds_count", **chat, stream="true") == 1
     assert value(m, "gateway_request_duration_seconds_count", **chat, stream="false") == 4
     assert value(m, "gateway_open_streams") == 0
-    # the pool at scrape time: both accounts cooling for about a minute, none disabled
+    # the pool at scrape time: on both accounts the model rests for about a minute after its 429
+    # (quotas are per model; the accounts themselves stay ready), none disabled
     for who in ("alice@example.com", "bob@example.com"):
-        assert 30 < value(m, "gateway_account_cooldown_seconds", account=who) <= 60
+        assert value(m, "gateway_account_cooldown_seconds", account=who) == 0
+        assert 30 < value(m, "gateway_model_cooldown_seconds", account=who, model="gemini-2.5-flash",
+                          why="rate limit") <= 60
         assert value(m, "gateway_account_disabled", account=who) == 0
 
 
