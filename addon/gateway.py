@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from addon.protocol import limits  # noqa: E402
 from addon.protocol.errors import GatewayError  # noqa: E402
 from addon.relay import Relay  # noqa: E402
 from addon.story import LOG_FORMATS, MARKS, Story  # noqa: E402
+from addon.upstream.http import DEFAULT_CONNECTIONS_PER_HOST  # noqa: E402
 from addon.wiring import Wiring, load_accounts, load_mappings  # noqa: E402
 
 log = logging.getLogger("gateway")
@@ -97,6 +99,7 @@ class Gateway:
 
     # ---- options ----------------------------------------------------------------------------
     def load(self, loader) -> None:
+        raise_open_files_limit()
         loader.add_option("accounts", str, "", "Accounts YAML file (gemini / cloudcode / openai). "
                           "Empty: one Gemini account from $GEMINI_API_KEY.")
         loader.add_option("mappings", str, DEFAULT_MAPPINGS, "Model mapping YAML file (reloaded on change).")
@@ -121,6 +124,7 @@ class Gateway:
                           "before trying the next account (a non-streamed answer's headers come when it is complete).")
         loader.add_option("log_format", str, "logfmt", "One log line per request when it ends (route, models, "
                           "account, attempts, status, latency, tokens): logfmt | json | off.", choices=LOG_FORMATS)
+from addon.upstream.http import DEFAULT_CONNECTIONS_PER_HOST  # noqa: E402
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options
@@ -135,6 +139,8 @@ class Gateway:
             raise exceptions.OptionsError(f"max_body_size: {exc}") from None
         if not max_body or max_body < 1024:
             raise exceptions.OptionsError("max_body_size must be at least 1k")
+        if opts.upstream_connections < 0 or opts.upstream_connect_timeout <= 0:
+            raise exceptions.OptionsError("upstream_connections must be >= 0 and upstream_connect_timeout > 0")
         api_key = opts.api_key or os.environ.get("GATEWAY_API_KEY", "")
         mode = auth.effective_mode(opts.auth_mode, opts.allow_lan_access, bool(api_key))
         if mode != "off" and not api_key:
@@ -161,7 +167,9 @@ class Gateway:
                                          else os.path.join(os.path.expanduser(opts.confdir), "gateway-state.json"))
         if self.wiring is None:
             self.wiring = Wiring(settings=settings, mappings=mappings, accounts=accounts, state_path=state_path,
-                                 headers_timeout=float(opts.upstream_headers_timeout))
+                                 headers_timeout=float(opts.upstream_headers_timeout),
+                                 connections_per_host=opts.upstream_connections,
+                                 connect_timeout=opts.upstream_connect_timeout)
         else:
             self.wiring.engine.configure(settings, mappings, accounts)
             self.wiring.http.headers_timeout = float(opts.upstream_headers_timeout)
@@ -411,6 +419,20 @@ def _duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
     return f"{seconds:.1f}s"
+
+
+def raise_open_files_limit() -> None:
+    """Each open stream holds about four sockets in this process (client, relay both ends,
+    upstream): a soft limit of 1024, common by default, would cap it near 250 streams. Raise
+    the soft limit to the hard one, as servers do; no privilege is needed for that."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("could not raise the open files limit (%s); concurrent streams are capped by ulimit -n", exc)
 
 
 def _tell(flow: http.HTTPFlow, story: Story) -> None:

@@ -41,7 +41,9 @@ class Relay:
         self.port = 0
 
     async def start(self) -> int:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=1 << 16)
+        # backlog: a burst of streams opens as many relay connections at once (the kernel caps it
+        # at net.core.somaxconn); asyncio's default of 100 would drop SYNs and add 1 s retries.
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=1 << 16, backlog=4096)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 

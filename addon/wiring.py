@@ -17,6 +17,7 @@ from .response_store import MemoryResponseStore, ResponseStore
 from .signature_store import MemorySignatureStore, SignatureStore
 from .state import StateStore
 from .upstream import HttpClient, TokenManager, build_providers
+from .upstream.http import DEFAULT_CONNECTIONS_PER_HOST
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,11 @@ def load_accounts(path: str) -> Source[AccountsFile]:
 class Wiring:
     def __init__(self, *, settings: Settings, mappings: Source[ModelMap], accounts: Source[AccountsFile],
                  state_path: str | Path, responses: ResponseStore | None = None,
-                 headers_timeout: float = 300.0,
-                 signatures: SignatureStore | None = None) -> None:
+                 headers_timeout: float = 300.0, connections_per_host: int = DEFAULT_CONNECTIONS_PER_HOST,
+                 connect_timeout: float = 10.0, signatures: SignatureStore | None = None) -> None:
         self.state = StateStore(state_path)
-        self.http = HttpClient(headers_timeout=headers_timeout)
+        self.http = HttpClient(headers_timeout=headers_timeout, connections_per_host=connections_per_host,
+                               connect_timeout=connect_timeout)
         self.tokens = TokenManager(HttpClient(read_timeout=OAUTH_READ_TIMEOUT, headers_timeout=OAUTH_READ_TIMEOUT),
                                    self.state)
         self.pool = AccountPool(self.state)

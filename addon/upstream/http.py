@@ -81,17 +81,35 @@ class UpstreamResponse:
                 self._resp.close()
 
 
+DEFAULT_CONNECTIONS_PER_HOST = 2048  # every Gemini API key shares one host: this bounds concurrent streams
+
+
 class HttpClient:
+    """One aiohttp session for every upstream call.
+
+    `connect_timeout` bounds only the TCP (and TLS) connect to the upstream. aiohttp's `connect`
+    timeout would also count the wait for a free connection in the local pool, and a connect
+    timeout is blamed on the account (it cools down): a busy gateway would cool healthy accounts.
+    So only `sock_connect` is bounded, and `connections_per_host` is an option
+    (`upstream_connections`) rather than aiohttp's default of 100 per host. (`headers_timeout`,
+    300 s by default, bounds the whole wait for response headers, a local queue included: only a
+    queue that long would be blamed; the client's own timeout or departure usually ends it first.)
+    """
+
     def __init__(self, *, read_timeout: float = 600.0, connect_timeout: float = 10.0,
-                 headers_timeout: float = 300.0) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_read=read_timeout)
+                 headers_timeout: float = 300.0, connections_per_host: int = DEFAULT_CONNECTIONS_PER_HOST) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=None, connect=None, sock_connect=connect_timeout,
+                                              sock_read=read_timeout)
         self.headers_timeout = headers_timeout
+        self.connections_per_host = connections_per_host
         self._session: aiohttp.ClientSession | None = None
 
     def _get(self) -> aiohttp.ClientSession:
         # Created on first use, inside the running event loop (aiohttp requires it).
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(limit=512, limit_per_host=256, keepalive_timeout=30, ttl_dns_cache=300)
+            # limit=0: no total cap beyond the per-host one (0 there too means unlimited)
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=self.connections_per_host,
+                                             keepalive_timeout=30, ttl_dns_cache=300)
             # trust_env=False: the gateway may run with HTTPS_PROXY pointing at mitmproxy itself.
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, trust_env=False,
                                                   auto_decompress=True, cookie_jar=aiohttp.DummyCookieJar())

@@ -59,7 +59,7 @@ async def start(host: str = "127.0.0.1", port: int = 0,
     """Start serving in the current loop; returns (runner, base URL). Stop with ``runner.cleanup()``."""
     runner = web.AppRunner(make_app(state), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, backlog=4096)  # bursts of 1,000 streams (scale tests)
     await site.start()
     bound_port = runner.addresses[0][1]
     return runner, f"http://{host}:{bound_port}"
