@@ -1,8 +1,9 @@
 """Accounts file (what the user configures) and the pool (who answers next, who is cooling).
 
 The pool is pure bookkeeping: it never makes a request. The engine's retry policy asks it
-for the next account, then reports how the attempt went. Cooldowns, disabled flags,
-refreshed tokens and usage counters survive restarts through `StateStore`.
+for the next account, then reports how the attempt went. Cooldowns, disabled flags and usage
+counters survive restarts, and are shared between gateway instances, through an
+`AccountRecords` backend (addon/shared: the local state file, or Redis).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -27,7 +28,9 @@ from .credentials import (
 )
 from .protocol import canonical as c
 from .safety import SafetySettings, parse_safety_settings
-from .state import StateStore
+
+if TYPE_CHECKING:
+    from .shared import AccountRecords
 
 GEMINI_BASE = "https://generativelanguage.googleapis.com"
 CLOUDCODE_BASE = "https://cloudcode-pa.googleapis.com"
@@ -282,6 +285,7 @@ def env_accounts() -> AccountsFile:
 # ---- pool ----------------------------------------------------------------------------------
 
 MAX_BACKOFF = 300.0
+COUNTERS = ("requests", "usage")  # additive fields: shared as increments, not overwritten
 MAX_COOLDOWN = 3600.0  # whatever an upstream asked for (it may say inf, or years)
 MAX_MODEL_COOLDOWN = 25 * 3600.0  # a spent daily quota rests its model until midnight Pacific
 MAX_USAGE_MODELS = 64  # usage counters per account; later models are counted under OTHER_MODELS
@@ -372,24 +376,19 @@ class NoAccount(Exception):
 
 
 class AccountPool:
-    def __init__(self, store: StateStore | None = None, clock=time.time) -> None:
+    def __init__(self, records: AccountRecords | None = None, clock=time.time) -> None:
         self._accounts: list[Account] = []
         self._sticky = False
         self._states: dict[str, AccountState] = {}
         self._cursors: dict[str, int] = {}  # per model: alternating models must not pin each to one account
-        self._store = store
+        self._records = records
         self._clock = clock
-        if store is not None:
-            saved = store.load().get("accounts")
-            for name, data in (saved.items() if isinstance(saved, dict) else ()):
+        if records is not None:
+            for name, data in records.attach(self).items():
                 st = self._states[name] = AccountState.from_json(data)
                 st.cooldown_until = min(st.cooldown_until, self._clock() + MAX_COOLDOWN)
                 for mc in st.models.values():
                     mc.until = min(mc.until, self._clock() + MAX_MODEL_COOLDOWN)
-            store.add_source(self._collect)
-
-    def _collect(self, doc: dict[str, Any]) -> None:
-        doc["accounts"] = self.snapshot()
 
     def clock(self) -> float:
         """The pool's idea of now (epoch seconds; tests give it a fake clock)."""
@@ -409,9 +408,10 @@ class AccountPool:
             # happened while the gateway was stopped (the fingerprint is in the state file).
             if st.credential is not None and st.credential != fp:
                 st.disabled_reason, st.cooldown_until, st.failures = None, 0.0, 0
+                self._changed(acc.name, "disabled_reason", "cooldown_until", "failures")
             if st.credential != fp:
                 st.credential = fp
-                self._dirty()
+                self._changed(acc.name, "credential")
         self._accounts = list(config.accounts)
         self._sticky = config.sticky
 
@@ -488,26 +488,28 @@ class AccountPool:
     # -- outcomes ---------------------------------------------------------------------------
     def succeeded(self, acc: Account, model: str, usage: c.Usage | None = None) -> None:
         st = self.state(acc)
-        st.failures, st.cooldown_until, st.last_status = 0, 0.0, 200
-        st.models.pop(model, None)
-        st.requests += 1
-        self._count(st, model, usage)
-        self._dirty()
+        if st.failures or st.cooldown_until or st.last_status != 200 or model in st.models:
+            st.failures, st.cooldown_until, st.last_status = 0, 0.0, 200
+            st.models.pop(model, None)
+            self._changed(acc.name, "failures", "cooldown_until", "last_status", "model_cooldowns")
+        self._count(acc.name, st, model, usage)
 
     def record_usage(self, acc: Account, model: str, usage: c.Usage | None) -> None:
         """Usage that arrives at the end of a stream, after `succeeded` was already called."""
-        self._count(self.state(acc), model, usage, request=False)
-        self._dirty()
+        if usage is not None:
+            self._count(acc.name, self.state(acc), model, usage, request=False)
 
-    def _count(self, st: AccountState, model: str, usage: c.Usage | None, request: bool = True) -> None:
+    def _count(self, name: str, st: AccountState, model: str, usage: c.Usage | None, request: bool = True) -> None:
         if model not in st.usage and len(st.usage) >= MAX_USAGE_MODELS:
             model = OTHER_MODELS  # a pass-through mapping lets clients choose the names: bounded
         counters = st.usage.setdefault(model, {"requests": 0, "input_tokens": 0, "output_tokens": 0})
-        if request:
-            counters["requests"] += 1
-        if usage is not None:
-            counters["input_tokens"] += usage.input_tokens
-            counters["output_tokens"] += usage.output_tokens
+        delta = {"requests": int(request), "input_tokens": usage.input_tokens if usage else 0,
+                 "output_tokens": usage.output_tokens if usage else 0}
+        st.requests += delta["requests"]
+        for k, v in delta.items():
+            counters[k] = counters.get(k, 0) + v
+        if self._records is not None:
+            self._records.counted(name, model, delta)
 
     def cool_down(self, acc: Account, status: int, retry_after: float | None, *, model: str | None = None,
                   error: str | None = None, why: str | None = None) -> float:
@@ -531,7 +533,8 @@ class AccountPool:
                 while len(st.models) >= MAX_USAGE_MODELS:
                     del st.models[min(st.models, key=lambda m: st.models[m].until)]
             st.models[model] = ModelCooldown(until, why or "cooling down", status)
-        self._dirty()
+        self._changed(acc.name, "failures", "last_status", "last_error",
+                      *(("cooldown_until", "why") if model is None else ("model_cooldowns",)))
         return delay
 
     def disable(self, acc: Account, status: int, reason: str, *, why: str = "credentials") -> None:
@@ -539,7 +542,7 @@ class AccountPool:
         st.disabled_reason = reason
         st.last_status = status
         st.last_error, st.why = reason, why
-        self._dirty()
+        self._changed(acc.name, "disabled_reason", "last_status", "last_error", "why")
 
     def enable(self, name: str) -> bool:
         for acc in self._accounts:
@@ -547,7 +550,7 @@ class AccountPool:
                 st = self.state(acc)
                 st.disabled_reason, st.cooldown_until, st.failures, st.why = None, 0.0, 0, None
                 st.models.clear()
-                self._dirty()
+                self._changed(acc.name, "disabled_reason", "cooldown_until", "failures", "why", "model_cooldowns")
                 return True
         return False
 
@@ -557,10 +560,11 @@ class AccountPool:
         waits = [w for w in waits if w > 0]
         return min(waits) if waits else None
 
-    # -- persistence & reporting ------------------------------------------------------------
-    def _dirty(self) -> None:
-        if self._store is not None:
-            self._store.mark_dirty()
+    # -- persistence, sharing & reporting ----------------------------------------------------
+    def _changed(self, name: str, *fields: str) -> None:
+        """`fields` are keys of AccountState.to_json(): what a backend writes and tells others."""
+        if self._records is not None:
+            self._records.changed(name, fields)
 
     def snapshot(self) -> dict[str, Any]:
         now = self._clock()
@@ -568,6 +572,30 @@ class AccountPool:
             for model in [m for m, mc in st.models.items() if mc.until <= now]:
                 del st.models[model]
         return {name: st.to_json() for name, st in self._states.items()}
+
+    def record(self, key: str) -> dict[str, Any] | None:
+        """One account's record without its counters (those travel as increments)."""
+        st = self._states.get(key)
+        if st is None:
+            return None
+        doc = st.to_json()
+        for k in COUNTERS:
+            doc.pop(k, None)
+        return doc
+
+    def apply(self, key: str, record: dict[str, Any]) -> None:
+        """Install fields another gateway instance changed (or counter totals it read back)."""
+        st = self._states.get(key)
+        if st is None:
+            st = self._states[key] = AccountState()
+        parsed = AccountState.from_json(record)
+        for k in record:
+            if k == "usage":
+                st.usage.update(parsed.usage)
+            elif k == "model_cooldowns":
+                st.models = parsed.models
+            elif k in AccountState.__dataclass_fields__:
+                setattr(st, k, getattr(parsed, k))
 
     def describe(self) -> list[dict[str, Any]]:
         """Human-facing state, without any secret: one row per account, its usage per model, and

@@ -112,6 +112,9 @@ class Gateway:
                           "whose requests the gateway answers (others pass through untouched).")
         loader.add_option("state_file", str, "", "Where cooldowns, disabled flags, tokens and usage persist "
                           "(default: next to the accounts file, or in mitmproxy's confdir).")
+        loader.add_option("state", str, "", "Where pool state lives: empty = this process (state_file, memory); "
+                          "redis://host:port/db = shared by every gateway instance using that Redis (cooldowns, "
+                          "disabled flags, usage, OAuth tokens, stored Responses). Read at start-up.")
         loader.add_option("keepalive_seconds", int, 15, "Send an SSE comment after this much upstream silence.")
         loader.add_option("max_attempts", int, 3, "Upstream attempts per request (bounded by the pool size).")
         loader.add_option("check_models", bool, True, "At start, ask each Gemini API account's upstream for its "
@@ -166,14 +169,18 @@ from addon.upstream.http import DEFAULT_CONNECTIONS_PER_HOST  # noqa: E402
         state_path = opts.state_file or (str(Path(opts.accounts).with_suffix(".state.json")) if opts.accounts
                                          else os.path.join(os.path.expanduser(opts.confdir), "gateway-state.json"))
         if self.wiring is None:
-            self.wiring = Wiring(settings=settings, mappings=mappings, accounts=accounts, state_path=state_path,
-                                 headers_timeout=float(opts.upstream_headers_timeout),
-                                 connections_per_host=opts.upstream_connections,
-                                 connect_timeout=opts.upstream_connect_timeout)
+            try:
+                self.wiring = Wiring(settings=settings, mappings=mappings, accounts=accounts, state_path=state_path,
+                                     state_url=opts.state, headers_timeout=float(opts.upstream_headers_timeout),
+                                     connections_per_host=opts.upstream_connections,
+                                     connect_timeout=opts.upstream_connect_timeout)
+            except ValueError as exc:
+                raise exceptions.OptionsError(str(exc)) from None
+            log.info("gateway state: %s", self.wiring.shared.describe())
         else:
             self.wiring.engine.configure(settings, mappings, accounts)
             self.wiring.http.headers_timeout = float(opts.upstream_headers_timeout)
-            if Path(state_path) != self.wiring.state.path:
+            if self.wiring.state is not None and Path(state_path) != self.wiring.state.path:
                 self.wiring.state.path = Path(state_path)
                 self.wiring.state.mark_dirty()
         if first or updated & {"listen_host", "allow_lan_access"}:
@@ -214,6 +221,8 @@ from addon.upstream.http import DEFAULT_CONNECTIONS_PER_HOST  # noqa: E402
             ctx.options.update(web_columns=WEB_COLUMNS)  # mitmweb: show each flow's story in the list
         port = await self.relay.start()
         log.debug("gateway relay on 127.0.0.1:%d", port)
+        if self.wiring is not None:
+            await self.wiring.start()
         if self._model_check is None and self.wiring is not None and ctx.options.check_models:  # once, background
             self._model_check = asyncio.ensure_future(self.wiring.check_models())
 

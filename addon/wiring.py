@@ -13,9 +13,9 @@ from .frontends import build_frontends
 from .mapping import ModelMap, parse_mappings
 from .model_check import unserved_targets
 from .reloading import ReloadingFile
-from .response_store import MemoryResponseStore, ResponseStore
+from .response_store import ResponseStore
+from .shared import SharedState, open_state
 from .signature_store import MemorySignatureStore, SignatureStore
-from .state import StateStore
 from .upstream import HttpClient, TokenManager, build_providers
 from .upstream.http import DEFAULT_CONNECTIONS_PER_HOST
 
@@ -36,20 +36,31 @@ def load_accounts(path: str) -> Source[AccountsFile]:
 
 class Wiring:
     def __init__(self, *, settings: Settings, mappings: Source[ModelMap], accounts: Source[AccountsFile],
-                 state_path: str | Path, responses: ResponseStore | None = None,
+                 state_path: str | Path, state_url: str = "", responses: ResponseStore | None = None,
                  headers_timeout: float = 300.0, connections_per_host: int = DEFAULT_CONNECTIONS_PER_HOST,
                  connect_timeout: float = 10.0, signatures: SignatureStore | None = None) -> None:
-        self.state = StateStore(state_path)
+        """`state_url`: empty for the local state file, or redis://... to share state between
+        instances (raises ValueError if it cannot be used)."""
+        self.shared: SharedState = open_state(state_url, state_path)
         self.http = HttpClient(headers_timeout=headers_timeout, connections_per_host=connections_per_host,
                                connect_timeout=connect_timeout)
         self.tokens = TokenManager(HttpClient(read_timeout=OAUTH_READ_TIMEOUT, headers_timeout=OAUTH_READ_TIMEOUT),
-                                   self.state)
-        self.pool = AccountPool(self.state)
+                                   self.shared.tokens)
+        self.pool = AccountPool(self.shared.accounts)
         self.engine = Engine(settings=settings, mappings=mappings, accounts=accounts, pool=self.pool,
-                             providers=build_providers(self.http, self.tokens, self.state),
-                             frontends=build_frontends(responses or MemoryResponseStore()),
+                             providers=build_providers(self.http, self.tokens, self.shared.state_file),
+                             frontends=build_frontends(responses or self.shared.responses),
                              live_secrets=self.tokens.active_tokens,
                              signatures=signatures if signatures is not None else MemorySignatureStore())
+
+    @property
+    def state(self):
+        """The local state file (None when the state lives in Redis)."""
+        return self.shared.state_file
+
+    async def start(self) -> None:
+        """Inside the running event loop: start following other instances' changes (Redis)."""
+        await self.shared.start()
 
     async def check_models(self) -> None:
         """Warn about mapping targets the Gemini accounts' upstream does not serve (see model_check)."""
@@ -57,6 +68,6 @@ class Wiring:
                                redact=self.engine.redact)
 
     async def aclose(self) -> None:
-        self.state.close()
+        await self.shared.aclose()
         await self.http.aclose()
         await self.tokens.http.aclose()

@@ -222,6 +222,70 @@ def gateway(gateways: GatewayFactory, emulator_proc: Emulator) -> Gateway:
     return gateways.start(gemini_accounts(emulator_proc.url, "alice"))
 
 
+def ensure_redis_server() -> str:
+    """The redis-server binary; installed from Debian's packages when missing (CI: a clean
+    machine, as root)."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        pytest.skip("redis-server is not installed and installing it needs root: apt-get install redis-server")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "redis-server"]
+    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, check=True)
+        subprocess.run(install, env=env, capture_output=True, check=True)
+    found = shutil.which("redis-server")
+    assert found, "apt-get installed redis-server but it is not on PATH"
+    return found
+
+
+@dataclass
+class RedisServer:
+    url: str  # redis://127.0.0.1:PORT/0
+    proc: subprocess.Popen
+
+    def client(self):
+        import redis
+
+        return redis.Redis.from_url(self.url)
+
+    def flush(self) -> None:
+        with self.client() as r:
+            r.flushdb()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """A private redis-server on a free loopback port, no persistence; stopped at the end."""
+    binary = ensure_redis_server()
+    workdir = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                             "--dir", str(workdir), "--daemonize", "no"],
+                            stdout=(workdir / "redis.log").open("w"), stderr=subprocess.STDOUT)
+    server = RedisServer(f"redis://127.0.0.1:{port}/0", proc)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with server.client() as r:
+                r.ping()
+            break
+        except Exception:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start:\n{(workdir / 'redis.log').read_text()}") from None
+            time.sleep(0.05)
+    yield server
+    _stop(proc)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The session's Redis, emptied for this test."""
+    redis_server.flush()
+    return redis_server.url
+
+
 def pytest_collection_modifyitems(config, items) -> None:
     if shutil.which("codex") is None and not os.environ.get("RUN_CODEX"):
         skip = pytest.mark.skip(reason="Codex CLI not installed: run scripts/test-codex")

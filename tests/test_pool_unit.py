@@ -27,6 +27,7 @@ from addon.policy import Attempt, RetryPolicy, Verdict, judge
 from addon.protocol import canonical as c
 from addon.protocol.errors import GatewayError, StaleCredentials, UpstreamError
 from addon.redact import Redactor
+from addon.shared.local import FileAccountRecords, FileTokenStore
 from addon.state import StateStore
 from addon.upstream.http import HttpClient
 from addon.upstream.oauth import TokenManager
@@ -56,7 +57,7 @@ def config(*accounts: dict[str, Any], sticky: bool = False) -> AccountsFile:
 
 def make_pool(*accounts: dict[str, Any], sticky: bool = False, clock: Clock | None = None,
               store: StateStore | None = None) -> AccountPool:
-    pool = AccountPool(store, clock=clock or Clock())
+    pool = AccountPool(FileAccountRecords(store) if store else None, clock=clock or Clock())
     pool.update(config(*accounts, sticky=sticky))
     return pool
 
@@ -243,7 +244,7 @@ def test_sticky_flag_follows_the_file() -> None:
 
 def _persisting_pool(path: Path, clock: Clock, *accounts: dict[str, Any]) -> tuple[AccountPool, StateStore]:
     store = StateStore(path)
-    pool = AccountPool(store, clock=clock)
+    pool = AccountPool(FileAccountRecords(store), clock=clock)
     pool.update(config(*accounts))
     return pool, store
 
@@ -303,7 +304,7 @@ def test_token_manager_ignores_a_corrupt_tokens_section(tmp_path: Path) -> None:
                 {"tokens": {"x": "junk"}}):
         path = tmp_path / "state.json"
         path.write_text(json.dumps(doc))
-        TokenManager(HttpClient(), StateStore(path))  # must not raise
+        TokenManager(HttpClient(), FileTokenStore(StateStore(path)))  # must not raise
 
 
 def test_state_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,14 +9,16 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from ..backends import gemini
 from ..credentials import CredentialsError, OAuthGrant, read_gemini_cli_refresh_token
 from ..protocol.errors import CredentialsRejected, StaleCredentials, UpstreamError
-from ..state import StateStore
 from .http import HttpClient
 from .jwt import JWT_BEARER, service_account_assertion
+
+if TYPE_CHECKING:
+    from ..shared import Token, TokenStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,28 +35,19 @@ class TokenManager:
     """OAuth access tokens for Google accounts: one refresh at a time per account.
 
     Concurrent requests that find the token stale wait on the same lock, and the first one
-    through refreshes; the rest reuse its token (no refresh storm).
+    through refreshes; the rest reuse its token (no refresh storm). With a shared store (Redis)
+    the same holds across gateway instances: a token one instance got is used by all, and the
+    store's lock lets one instance refresh at a time.
     """
 
     REFRESH_MARGIN = 60.0  # refresh this long before expiry
 
-    def __init__(self, http: HttpClient, store: StateStore | None = None) -> None:
+    def __init__(self, http: HttpClient, store: TokenStore | None = None) -> None:
         self.http = http
-        # account name -> (access token, expiry, fingerprint of the refresh token that produced it)
-        self._tokens: dict[str, tuple[str, float, str]] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
         self._store = store
-        if store is not None:
-            saved = store.load().get("tokens")
-            for name, tok in (saved.items() if isinstance(saved, dict) else ()):
-                if (isinstance(tok, dict) and isinstance(tok.get("access_token"), str)
-                        and isinstance(tok.get("expires_at"), (int, float)) and isinstance(tok.get("owner"), str)):
-                    self._tokens[name] = (tok["access_token"], float(tok["expires_at"]), tok["owner"])
-            store.add_source(self._collect)
-
-    def _collect(self, doc: dict[str, Any]) -> None:
-        doc["tokens"] = {name: {"access_token": tok, "expires_at": exp, "owner": owner}
-                         for name, (tok, exp, owner) in self._tokens.items()}
+        # account name -> (access token, expiry, fingerprint of the credential that produced it)
+        self._tokens: dict[str, Token] = store.load() if store is not None else {}
+        self._locks: dict[str, asyncio.Lock] = {}
 
     @staticmethod
     def _owner(acc: OAuthAccount) -> str:
@@ -66,29 +59,45 @@ class TokenManager:
         """Access tokens currently held (for redaction)."""
         return [tok[0] for tok in self._tokens.values()]
 
-    def invalidate(self, acc: OAuthAccount, token: str | None = None) -> None:
+    async def invalidate(self, acc: OAuthAccount, token: str | None = None) -> None:
         """Forget the access token; with `token`, only if it is still the current one (a request that
         was refused with an old token must not throw away the one a concurrent refresh just got)."""
         tok = self._tokens.get(acc.name)
         if tok is not None and (token is None or tok[0] == token):
             del self._tokens[acc.name]
+        refused = token or (tok[0] if tok else None)
+        if self._store is not None and refused:
+            await self._store.forget(acc.name, refused)
 
-    def _fresh(self, acc: OAuthAccount) -> str | None:
-        tok = self._tokens.get(acc.name)
+    def _usable(self, acc: OAuthAccount, tok: Token | None) -> str | None:
         if tok and tok[1] - self.REFRESH_MARGIN > time.time() and tok[2] == self._owner(acc):
             return tok[0]
         return None
 
+    async def _shared(self, acc: OAuthAccount) -> str | None:
+        """A usable token from the store (got by another instance, or while we waited)."""
+        if self._store is None:
+            return None
+        tok = await self._store.get(acc.name)
+        if self._usable(acc, tok):
+            self._tokens[acc.name] = tok
+            return tok[0]
+        return None
+
     async def token(self, acc: OAuthAccount) -> str:
-        tok = self._fresh(acc)
+        tok = self._usable(acc, self._tokens.get(acc.name))
         if tok:
             return tok
         lock = self._locks.setdefault(acc.name, asyncio.Lock())
         async with lock:
-            tok = self._fresh(acc)  # someone refreshed while we waited
+            # someone here refreshed while we waited, or another instance did
+            tok = self._usable(acc, self._tokens.get(acc.name)) or await self._shared(acc)
             if tok:
                 return tok
-            return await self._refresh(acc)
+            if self._store is None:
+                return await self._refresh(acc)
+            async with self._store.lock(acc.name):
+                return await self._shared(acc) or await self._refresh(acc)
 
     async def call_with_token(self, acc: OAuthAccount, send: Callable[[str], Awaitable[T]]) -> T:
         """`send(access_token)`; a 401 (a token we believed valid was refused: expired early, revoked)
@@ -101,7 +110,7 @@ class TokenManager:
             except UpstreamError as err:
                 if err.status != 401:
                     raise
-                self.invalidate(acc, token)  # only if no concurrent refresh replaced it already
+                await self.invalidate(acc, token)  # only if no concurrent refresh replaced it already
                 if attempt == 2:
                     raise StaleCredentials(401, err.message, reason=err.reason) from None
                 log.info("access token of %s was refused; refreshing and retrying", acc.name)
@@ -126,9 +135,9 @@ class TokenManager:
         token = data.get("access_token") if isinstance(data, dict) else None
         if not token:
             raise UpstreamError(502, "OAuth token endpoint answered without an access_token.")
-        self._tokens[acc.name] = (token, time.time() + float(data.get("expires_in", 3600)), self._owner(acc))
+        tok = self._tokens[acc.name] = (token, time.time() + float(data.get("expires_in", 3600)), self._owner(acc))
         if self._store is not None:
-            self._store.mark_dirty()
+            await self._store.put(acc.name, tok)
         log.info("got a new access token for %s", acc.name)
         return token
 
