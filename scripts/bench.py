@@ -1,15 +1,24 @@
 #!/usr/bin/env python3
-"""Side-by-side benchmark: the gateway vs bare mitmproxy pass-through to the same upstream.
+"""Side-by-side benchmark, in one run on one machine: the gateway vs bare mitmproxy pass-through
+(`mitmdump --mode reverse:` to the same upstream) vs LiteLLM (when `litellm` is on PATH).
 
-Starts the upstream emulator (tests/emulator), one mitmdump with the gateway addon and one bare
-mitmdump in reverse mode to the emulator, then drives each with the same closed-loop load
-(N connections, fixed duration) and prints req/s, p50/p99 and the ratios against the gateway's targets:
-  non-streaming >= 1.0x pass-through, streaming >= 0.8x, <= 1.5 ms p50 added at 1 connection,
-  first streamed byte within 5 ms of the upstream's first chunk.
-The load generator shares the machine's cores with what it measures; only the ratios,
-measured in the same run, are meant to be compared.
+Run it as `scripts/bench` (installs wrk and redis-server from Debian's packages when missing).
+Load comes from `wrk` (C, one thread), with the request bodies in scripts/wrk/*.lua, so the
+load generator costs little of the 2 cores it shares with what it measures; only ratios from
+the same run are meant to be compared. Each comparison alternates the sides `--repeat` times
+and prints the median and the range. What it measures:
+  * req/s and p50/p99 latency (wrk's distribution), non-streaming and streaming (20 chunks),
+    at `--connections` (32) and at 1 connection (the p50 the gateway adds over pass-through);
+  * time to first byte of a stream at 1 connection (a small Python probe: wrk cannot);
+  * resident memory with 1,000 streams open (slow upstream), gateway and bare pass-through,
+    and the engine's and relay's own memory per open stream (tracemalloc, in this process);
+  * 1 vs 2 gateway processes sharing one Redis (`state=redis://`): wrk drives each process on
+    its own port at once and the req/s add up (a Python load balancer would cost more CPU than
+    the gateway on 2 cores, and mitmproxy cannot share a listening port);
+  * every ratio against the targets: non-streaming >= 1.0x pass-through, streaming >= 0.8x,
+    p50 added at 1 connection <= 0.2 ms over pass-through.
 
-  .venv/bin/python scripts/bench.py [--seconds 5] [--connections 32]
+  scripts/bench [--seconds 5] [--connections 32] [--repeat 3] [--streams 1000] [--skip-memory]
 """
 
 from __future__ import annotations
@@ -18,21 +27,30 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+WRK = ROOT / "scripts" / "wrk"
+sys.path.insert(0, str(ROOT))
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "benchmark the gateway please"}]}
 GEMINI = {"contents": [{"role": "user", "parts": [{"text": "benchmark the gateway please"}]}]}
+GEN = "/v1beta/models/gemini-2.5-flash:generateContent"
+SGEN = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+CHUNKS = [f"chunk{i} " for i in range(20)]
 
 
 def free_port() -> int:
@@ -41,7 +59,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 30) -> None:
+def wait_port(port: int, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -52,117 +70,339 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"port {port} did not open")
 
 
-def start(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=cwd)
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
-async def load(url: str, body: dict, headers: dict, conns: int, seconds: float, stream: bool) -> dict:
-    lat: list[float] = []
-    first: list[float] = []
-    errors = 0
-    payload = json.dumps(body).encode()
-    connector = aiohttp.TCPConnector(limit=conns)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        stop = time.perf_counter() + seconds
+class Stack:
+    """The processes of one run, stopped at the end."""
 
-        async def worker() -> None:
-            nonlocal errors
-            while time.perf_counter() < stop:
-                t0 = time.perf_counter()
-                try:
-                    async with session.post(url, data=payload, headers=headers) as resp:
-                        if stream:
-                            got_first = False
-                            async for _ in resp.content.iter_any():
-                                if not got_first:
-                                    first.append(time.perf_counter() - t0)
-                                    got_first = True
-                        else:
-                            await resp.read()
-                        if resp.status != 200:
-                            errors += 1
-                            continue
-                except aiohttp.ClientError:
-                    errors += 1
-                    continue
-                lat.append(time.perf_counter() - t0)
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+        self.tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
 
-        await asyncio.gather(*(worker() for _ in range(conns)))
-    lat.sort()
-    pct = lambda xs, p: xs[min(len(xs) - 1, int(len(xs) * p))] * 1000 if xs else float("nan")  # noqa: E731
-    return {"rps": len(lat) / seconds, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "errors": errors,
-            "first_p50": statistics.median(first) * 1000 if first else float("nan")}
+    def start(self, cmd: list[str], port: int, env: dict | None = None) -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+        self.procs.append(proc)
+        wait_port(port)
+        return proc
 
+    def gateway(self, emu: str, *options: str) -> tuple[str, subprocess.Popen]:
+        port = free_port()
+        env = {**os.environ, "GEMINI_API_KEY": "bench-key", "GEMINI_BASE_URL": emu}
+        sets = [a for o in ("connection_strategy=lazy", f"confdir={self.tmp}",
+                            f"state_file={self.tmp}/state-{port}.json", *options) for a in ("--set", o)]
+        proc = self.start([str(BIN / "mitmdump"), "-q", "-s", str(ROOT / "addon/gateway.py"), "--mode",
+                           f"reverse:http://127.0.0.1:9@{port}", "--listen-host", "127.0.0.1", *sets], port, env)
+        return f"http://127.0.0.1:{port}", proc
 
-def row(name: str, r: dict) -> str:
-    return (f"  {name:<34} {r['rps']:8.0f} req/s  p50 {r['p50']:7.2f} ms  p99 {r['p99']:7.2f} ms"
-            f"  errors {r['errors']}" + (f"  first byte p50 {r['first_p50']:.2f} ms" if r["first_p50"] == r["first_p50"] else ""))
+    def bare(self, emu: str) -> tuple[str, subprocess.Popen]:
+        port = free_port()
+        proc = self.start([str(BIN / "mitmdump"), "-q", "--mode", f"reverse:{emu}@{port}", "--listen-host",
+                           "127.0.0.1", "--set", "stream_large_bodies=1", "--set", f"confdir={self.tmp}"], port)
+        return f"http://127.0.0.1:{port}", proc
 
+    def litellm(self, emu: str) -> tuple[str, subprocess.Popen] | None:
+        exe = shutil.which("litellm")
+        if exe is None:
+            return None
+        port = free_port()
+        config = self.tmp / "litellm.yaml"
+        # LiteLLM's OpenAI-compatible provider to the emulator's /openai/v1 (same emulated model).
+        config.write_text(f"""model_list:
+  - model_name: gpt-4o
+    litellm_params:
+      model: openai/gemini-2.5-flash
+      api_base: {emu}/openai/v1
+      api_key: bench-key
+""")
+        proc = self.start([exe, "--config", str(config), "--port", str(port), "--num_workers", "1"], port,
+                          {**os.environ, "LITELLM_LOG": "ERROR"})
+        return f"http://127.0.0.1:{port}", proc
 
-async def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seconds", type=float, default=5.0)
-    ap.add_argument("--connections", type=int, default=32)
-    args = ap.parse_args()
+    def redis(self) -> str:
+        port = free_port()
+        self.start(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                    "--dir", str(self.tmp)], port)
+        return f"redis://127.0.0.1:{port}/0"
 
-    tmp = Path(tempfile.mkdtemp())
-    emu_port, gw_port, bare_port = free_port(), free_port(), free_port()
-    procs = [start([sys.executable, "-m", "tests.emulator", "--port", str(emu_port)], cwd=ROOT)]
-    wait_port(emu_port)
-    emu = f"http://127.0.0.1:{emu_port}"
-    env = {**os.environ, "GEMINI_API_KEY": "bench-key", "GEMINI_BASE_URL": emu}
-    common = ["--listen-host", "127.0.0.1", "-q", "--set", f"confdir={tmp}"]
-    procs.append(start([str(BIN / "mitmdump"), "-s", str(ROOT / "addon/gateway.py"), "--mode",
-                        f"reverse:http://127.0.0.1:9@{gw_port}", "--set", "connection_strategy=lazy", *common], env))
-    procs.append(start([str(BIN / "mitmdump"), "--mode", f"reverse:{emu}@{bare_port}",
-                        "--set", "stream_large_bodies=1", *common]))
-    try:
-        wait_port(gw_port)
-        wait_port(bare_port)
-        gw, bare = f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{bare_port}"
-        gkey = {"x-goog-api-key": "bench-key", "content-type": "application/json"}
-        gen = "/v1beta/models/gemini-2.5-flash:generateContent"
-        sgen = "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
-        j = {"content-type": "application/json"}
-        c, s = args.connections, args.seconds
-        await load(gw + "/v1/chat/completions", CHAT, j, 4, 1.0, False)  # warm-up
-        await load(bare + gen, GEMINI, gkey, 4, 1.0, False)
-
-        print(f"non-streaming, {c} connections, {s:.0f}s each")
-        b = await load(bare + gen, GEMINI, gkey, c, s, False)
-        g = await load(gw + "/v1/chat/completions", CHAT, j, c, s, False)
-        print(row("bare mitmproxy pass-through", b))
-        print(row("gateway", g))
-        print(f"  ratio gateway / pass-through: {g['rps'] / b['rps']:.2f}x (target >= 1.0x)")
-
-        print(f"streaming, {c} connections")
-        b = await load(bare + sgen, GEMINI, gkey, c, s, True)
-        g = await load(gw + "/v1/chat/completions", {**CHAT, "stream": True}, j, c, s, True)
-        print(row("bare mitmproxy pass-through", b))
-        print(row("gateway", g))
-        print(f"  ratio gateway / pass-through: {g['rps'] / b['rps']:.2f}x (target >= 0.8x)")
-
-        print("1 connection, latency")
-        d = await load(emu + gen, GEMINI, gkey, 1, s, False)
-        b = await load(bare + gen, GEMINI, gkey, 1, s, False)
-        g = await load(gw + "/v1/chat/completions", CHAT, j, 1, s, False)
-        ds = await load(emu + sgen, GEMINI, gkey, 1, s, True)
-        gs = await load(gw + "/v1/chat/completions", {**CHAT, "stream": True}, j, 1, s, True)
-        print(row("upstream directly", d))
-        print(row("bare mitmproxy pass-through", b))
-        print(row("gateway", g))
-        print(row("upstream directly, streaming", ds))
-        print(row("gateway, streaming", gs))
-        print(f"  p50 added by the gateway over the upstream: {g['p50'] - d['p50']:.2f} ms (target <= 1.5 ms;"
-              f" bare mitmproxy alone adds {b['p50'] - d['p50']:.2f} ms)")
-        added_first = gs["first_p50"] - ds["first_p50"]
-        print(f"  first byte added by the gateway (streaming): {added_first:.2f} ms (target <= 5 ms)")
-    finally:
-        for p in procs:
+    def close(self) -> None:
+        for p in self.procs:
             p.terminate()
-        for p in procs:
-            p.wait(10)
+        for p in self.procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# ---- load ------------------------------------------------------------------------------------
+
+def wrk(url: str, script: str, conns: int, seconds: float, stream: bool = False) -> dict:
+    out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--timeout", "30s", "-s", str(WRK / script),
+                          url], capture_output=True, text=True, env={**os.environ, "STREAM": "1" if stream else "0"})
+    m = re.search(r"WRK_JSON (\{.*\})", out.stdout)
+    if not m:
+        raise RuntimeError(f"wrk failed: {out.stdout}\n{out.stderr}")
+    r = json.loads(m.group(1))
+    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    r["errors"] = r["socket_errors"] + r["non_2xx"]
+    return r
+
+
+def wrk_parallel(jobs: list[tuple[str, str, int, float, bool]]) -> dict:
+    """Several wrk processes at once (one per gateway process); req/s add up."""
+    procs = [subprocess.Popen(["wrk", "-t1", f"-c{c}", f"-d{max(1, round(s))}s", "--timeout", "30s", "-s", str(WRK / script), url],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "STREAM": "1" if st else "0"})
+             for url, script, c, s, st in jobs]
+    results = []
+    for p in procs:
+        out, _ = p.communicate()
+        r = json.loads(re.search(r"WRK_JSON (\{.*\})", out).group(1))
+        r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+        results.append(r)
+    return {"rps": sum(r["rps"] for r in results), "p50_us": max(r["p50_us"] for r in results),
+            "p99_us": max(r["p99_us"] for r in results),
+            "errors": sum(r["socket_errors"] + r["non_2xx"] for r in results)}
+
+
+def compare(sides: dict[str, Callable[[], dict]], repeat: int) -> dict[str, list[dict]]:
+    """Alternate the sides `repeat` times: drift in machine load hits every side alike."""
+    out: dict[str, list[dict]] = {name: [] for name in sides}
+    for _ in range(repeat):
+        for name, run in sides.items():
+            out[name].append(run())
+    return out
+
+
+def med(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def span(runs: list[dict], key: str, scale: float = 1.0, fmt: str = "{:.0f}") -> str:
+    values = sorted(r[key] * scale for r in runs)
+    m = fmt.format(statistics.median(values))
+    return m if len(values) == 1 else f"{m} ({fmt.format(values[0])}–{fmt.format(values[-1])})"
+
+
+def ratio_span(a: list[dict], b: list[dict], key: str = "rps") -> str:
+    """Median and range of the per-round ratios a/b (each round ran side by side)."""
+    ratios = sorted(x[key] / y[key] for x, y in zip(a, b))
+    return f"{statistics.median(ratios):.2f}x ({ratios[0]:.2f}–{ratios[-1]:.2f})"
+
+
+def table(title: str, results: dict[str, list[dict]]) -> None:
+    print(f"\n{title}")
+    for name, runs in results.items():
+        print(f"  {name:<30} {span(runs, 'rps'):>22} req/s   p50 {span(runs, 'p50_us', 1e-3, '{:.2f}'):>22} ms"
+              f"   p99 {span(runs, 'p99_us', 1e-3, '{:.2f}'):>22} ms   errors {sum(r['errors'] for r in runs)}")
+
+
+# ---- time to first byte, open streams, memory per stream -------------------------------------
+
+async def ttfb(url: str, body: dict, headers: dict, n: int) -> dict:
+    """Median ms from sending a streaming request to its first body byte, one connection."""
+    firsts = []
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+        for i in range(n + 5):
+            t0 = time.perf_counter()
+            async with session.post(url, json=body, headers=headers) as resp:
+                await resp.content.readany()
+                t1 = time.perf_counter()
+                await resp.read()
+            if i >= 5:  # warm-up
+                firsts.append((t1 - t0) * 1000)
+    return {"ttfb_ms": statistics.median(firsts)}
+
+
+async def hold_streams(url: str, body: dict, headers: dict, n: int, pid: int) -> dict:
+    """n concurrent slow streams; the process's RSS while all are open."""
+    peak, opened, completed = 0.0, 0, 0
+    connector = aiohttp.TCPConnector(limit=0, force_close=True)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=180)) as session:
+        async def one() -> None:
+            nonlocal opened, completed
+            async with session.post(url, json=body, headers=headers) as resp:
+                await resp.content.readany()
+                opened += 1
+                await resp.read()
+                completed += resp.status == 200
+
+        async def sample() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, rss_mb(pid))
+                await asyncio.sleep(0.25)
+
+        idle = rss_mb(pid)
+        sampler = asyncio.create_task(sample())
+        await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+        sampler.cancel()
+    return {"idle_mb": idle, "peak_mb": peak, "completed": completed, "opened": opened}
+
+
+async def memory_per_stream(emu: str, n: int) -> dict:
+    """The engine's and the relay's own memory per open stream, without mitmproxy: n streams
+    through Engine.handle (upstream connection, decoder, encoder) then claimed from the relay by
+    raw sockets. tracemalloc attributes each allocation to the code on its stack."""
+    from addon.engine import Fixed, Incoming, Settings
+    from addon.mapping import parse_mappings
+    from addon.relay import Relay
+    from addon.wiring import Wiring, load_accounts
+
+    os.environ.update(GEMINI_API_KEY="bench-key", GEMINI_BASE_URL=emu)
+    tmp = Path(tempfile.mkdtemp(prefix="gateway-mem-"))
+    wiring = Wiring(settings=Settings(), mappings=Fixed(parse_mappings({"default": "gemini-2.5-flash"})),
+                    accounts=load_accounts(""), state_path=tmp / "state.json")
+    relay = Relay()
+    await relay.start()
+    body = json.dumps({**CHAT, "stream": True}).encode()
+    incoming = Incoming("POST", "/v1/chat/completions", {"content-type": "application/json"}, body, "127.0.0.1")
+    await wiring.engine.handle(incoming)  # warm-up: imports, the session, the first connection
+    tracemalloc.start(30)
+    base = tracemalloc.take_snapshot()
+    outcomes = await asyncio.gather(*(wiring.engine.handle(incoming) for _ in range(n)))
+    after_engine = tracemalloc.take_snapshot()
+    conns = []
+    for out in outcomes:
+        path = relay.register(out.status, out.headers, out.stream)
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        writer.write(f"GET {path} HTTP/1.1\r\nhost: relay\r\n\r\n".encode())
+        conns.append((reader, writer))
+    for reader, _ in conns:
+        await reader.readuntil(b"\r\n\r\n")
+    await asyncio.sleep(0.5)
+    after_relay = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+
+    def attributed(snap: tracemalloc.Snapshot, pattern: str) -> int:
+        traces = snap.filter_traces([tracemalloc.Filter(True, pattern, all_frames=True)])
+        return sum(s.size for s in traces.statistics("filename"))
+
+    addon = str(ROOT / "addon" / "*")
+    relay_file = str(ROOT / "addon" / "relay.py")
+    engine_kb = (attributed(after_engine, addon) - attributed(base, addon)) / n / 1024
+    relay_kb = (attributed(after_relay, relay_file) - attributed(after_engine, relay_file)) / n / 1024
+    for _, writer in conns:
+        writer.close()
+    await relay.close()
+    await wiring.aclose()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return {"engine_kb": engine_kb, "relay_kb": relay_kb}
+
+
+# ---- the run ---------------------------------------------------------------------------------
+
+def emulator_rules(emu: str, *rules: dict) -> None:
+    import urllib.request
+
+    for path, payload in (("reset", {}), ("rules", {"rules": list(rules)})):
+        req = urllib.request.Request(f"{emu}/__control/{path}", json.dumps(payload).encode(),
+                                     {"content-type": "application/json"})
+        urllib.request.urlopen(req, timeout=10).read()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=5.0, help="per wrk run")
+    ap.add_argument("--connections", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of each side-by-side comparison")
+    ap.add_argument("--streams", type=int, default=1000, help="open streams for the memory measurement")
+    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--skip-redis", action="store_true")
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench: wrk is not installed; run scripts/bench (it installs it) or apt-get install wrk")
+
+    stack = Stack()
+    try:
+        emu_port = free_port()
+        stack.start([sys.executable, "-m", "tests.emulator", "--port", str(emu_port)], emu_port)
+        emu = f"http://127.0.0.1:{emu_port}"
+        emulator_rules(emu, {"reply": {"chunks": CHUNKS}})  # every answer: 20 chunks when streamed
+        gw, gw_proc = stack.gateway(emu)
+        bare, bare_proc = stack.bare(emu)
+        lite = stack.litellm(emu)
+        c, s, n = args.connections, args.seconds, args.repeat
+        print(f"bench {time.strftime('%Y-%m-%d %H:%M')} · {os.cpu_count()} cores · {c} connections · {s:.0f} s per run"
+              f" · {n} rounds (median, range)" + ("" if lite else " · litellm not on PATH"))
+        for url, script, path in ((gw, "chat.lua", "/v1/chat/completions"), (bare, "gemini.lua", GEN)):
+            wrk(url + path, script, 4, 1)  # warm-up
+        if lite:
+            wrk(lite[0] + "/v1/chat/completions", "chat.lua", 4, 2)
+
+        results = {}
+        for stream in (False, True):
+            sides = {"bare mitmproxy pass-through": lambda st=stream: wrk(bare + (SGEN if st else GEN), "gemini.lua",
+                                                                          c, s),
+                     "gateway": lambda st=stream: wrk(gw + "/v1/chat/completions", "chat.lua", c, s, st)}
+            if lite:
+                sides["LiteLLM (1 worker)"] = lambda st=stream: wrk(lite[0] + "/v1/chat/completions", "chat.lua",
+                                                                    c, s, st)
+            results[stream] = compare(sides, n)
+            table(f"{'streaming (20 chunks)' if stream else 'non-streaming'}, {c} connections", results[stream])
+            target = 0.8 if stream else 1.0
+            print(f"  gateway / pass-through: {ratio_span(results[stream]['gateway'], results[stream]['bare mitmproxy pass-through'])}"
+                  f" (target >= {target}x)")
+            if lite:
+                print(f"  gateway / LiteLLM: {ratio_span(results[stream]['gateway'], results[stream]['LiteLLM (1 worker)'])}")
+
+        one = compare({"upstream directly": lambda: wrk(emu + GEN, "gemini.lua", 1, s),
+                       "bare mitmproxy pass-through": lambda: wrk(bare + GEN, "gemini.lua", 1, s),
+                       "gateway": lambda: wrk(gw + "/v1/chat/completions", "chat.lua", 1, s)}, n)
+        table("non-streaming, 1 connection", one)
+        added = sorted((g["p50_us"] - b["p50_us"]) / 1000 for g, b in zip(one["gateway"],
+                                                                            one["bare mitmproxy pass-through"]))
+        print(f"  p50 added over pass-through: {statistics.median(added):.2f} ms ({added[0]:.2f}–{added[-1]:.2f})"
+              " (target <= 0.2 ms)")
+
+        gkey = {"x-goog-api-key": "bench-key"}
+        first = compare({"upstream directly": lambda: asyncio.run(ttfb(emu + SGEN, GEMINI, gkey, 100)),
+                         "bare mitmproxy pass-through": lambda: asyncio.run(ttfb(bare + SGEN, GEMINI, gkey, 100)),
+                         "gateway": lambda: asyncio.run(ttfb(gw + "/v1/chat/completions", {**CHAT, "stream": True},
+                                                             {}, 100))}, n)
+        print("\ntime to first byte of a stream, 1 connection (Python probe)")
+        for name, runs in first.items():
+            print(f"  {name:<30} {span(runs, 'ttfb_ms', fmt='{:.2f}')} ms")
+        print(f"  gateway over pass-through: {med(first['gateway'], 'ttfb_ms') - med(first['bare mitmproxy pass-through'], 'ttfb_ms'):.2f} ms")
+
+        if not args.skip_memory:
+            emulator_rules(emu, {"reply": {"chunks": CHUNKS[:10]}, "chunk_delay_ms": 1000})
+            print(f"\n{args.streams} open streams (10 chunks, 1 s apart)")
+            for name, url, body, headers, pid in (
+                    ("gateway", gw + "/v1/chat/completions", {**CHAT, "stream": True}, {}, gw_proc.pid),
+                    ("bare mitmproxy pass-through", bare + SGEN, GEMINI, gkey, bare_proc.pid)):
+                m = asyncio.run(hold_streams(url, body, headers, args.streams, pid))
+                print(f"  {name:<30} RSS idle {m['idle_mb']:.0f} MB, peak {m['peak_mb']:.0f} MB "
+                      f"({(m['peak_mb'] - m['idle_mb']) * 1024 / args.streams:.0f} KB per stream); "
+                      f"{m['completed']}/{args.streams} completed")
+            per = asyncio.run(memory_per_stream(emu, min(args.streams, 300)))
+            print(f"  per open stream, the gateway's own code: engine + upstream client {per['engine_kb']:.1f} KB, "
+                  f"relay {per['relay_kb']:.1f} KB (tracemalloc)")
+            emulator_rules(emu, {"reply": {"chunks": CHUNKS}})
+
+        if not args.skip_redis and shutil.which("redis-server"):
+            url = stack.redis()
+            g1, _ = stack.gateway(emu, f"state={url}")
+            g2, _ = stack.gateway(emu, f"state={url}")
+            for g in (g1, g2):
+                wrk(g + "/v1/chat/completions", "chat.lua", 4, 1)
+            for stream in (False, True):
+                scale = compare({
+                    "1 process": lambda st=stream: wrk(g1 + "/v1/chat/completions", "chat.lua", c, s, st),
+                    "2 processes": lambda st=stream: wrk_parallel([(g + "/v1/chat/completions", "chat.lua", c // 2, s,
+                                                                    st) for g in (g1, g2)])}, n)
+                table(f"{'streaming' if stream else 'non-streaming'}, gateway processes sharing one Redis, "
+                      f"{c} connections in all", scale)
+                print(f"  2 / 1 processes: {ratio_span(scale['2 processes'], scale['1 process'])}")
+    finally:
+        stack.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
