@@ -7,7 +7,6 @@ answered 200, so retries and rotation all happen before the first byte).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -24,7 +23,7 @@ from .mapping import ModelMap
 from .metrics import Metrics
 from .policy import MAX_ATTEMPTS, RetryPolicy
 from .protocol import canonical as c
-from .protocol import limits
+from .protocol import jsonfast, limits
 from .protocol.errors import GatewayError, UpstreamError
 from .redact import Redactor
 from .signature_store import MemorySignatureStore, SignatureStore, hydrate, in_completion, remembering
@@ -90,7 +89,7 @@ class Settings:
 
 
 def _json(status: int, obj: Any, headers: dict[str, str] | None = None) -> Outcome:
-    return Outcome(status, {**JSON_HEADERS, **(headers or {})}, json.dumps(obj, ensure_ascii=False).encode())
+    return Outcome(status, {**JSON_HEADERS, **(headers or {})}, jsonfast.dumps(obj))
 
 
 def _error(err: GatewayError, extra: dict[str, str] | None = None) -> Outcome:

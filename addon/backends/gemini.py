@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import canonical as c
+from ..protocol import jsonfast
 from ..protocol.errors import UnusableAnswer, UpstreamError, bad_request
 from ..protocol.ids import new_id
 from . import parse_duration, retry_after_header
@@ -780,7 +781,7 @@ def error_from(status: int, body: bytes, headers: Mapping[str, str]) -> Upstream
 def completion_from_body(body: bytes, n: int, reply: Reply | None = None) -> c.Completion:
     """A whole (possibly Cloud Code-wrapped) generateContent answer."""
     try:
-        data = unwrap(json.loads(body))
+        data = unwrap(jsonfast.loads(body))
         if not isinstance(data, dict):
             raise TypeError
         return completion_from(data, n, reply)
@@ -809,7 +810,7 @@ class GeminiStreamDecoder:
         if self._failure is not None:
             raise self._failure
         try:
-            data = json.loads(payload)
+            data = jsonfast.loads(payload)
         except ValueError:
             raise UpstreamError(502, "Upstream sent an SSE event that is not JSON.") from None
         if isinstance(data, list) or (isinstance(data, dict) and "error" in data):

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from ..protocol import canonical as c
+from ..protocol import jsonfast
 from ..protocol.errors import UpstreamError, bad_request
 from . import retry_after_header
 
@@ -54,7 +55,7 @@ def error_from(status: int, body: bytes, headers: Mapping[str, str]) -> Upstream
 
 def completion_from_body(body: bytes) -> c.Completion:
     try:
-        return completion_from(json.loads(body))
+        return completion_from(jsonfast.loads(body))
     except (ValueError, AttributeError, TypeError):
         raise UpstreamError(502, "Upstream returned a body that is not a chat completion.") from None
 
@@ -205,7 +206,7 @@ class OpenAIStreamDecoder:
         if payload.lstrip().startswith('{"error"'):
             raise error_from(502, payload.encode(), {})
         try:
-            data = json.loads(payload)
+            data = jsonfast.loads(payload)
         except ValueError:
             raise UpstreamError(502, "Upstream sent an SSE event that is not JSON.") from None
         events: list[c.StreamEvent] = []

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from ..protocol import canonical as c
+from ..protocol import jsonfast
 from ..protocol.errors import bad_request
 
 
@@ -94,7 +95,7 @@ def usage_json(u: c.Usage) -> dict[str, Any]:
 
 
 def sse_data(obj: Any) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + jsonfast.dumps(obj) + b"\n\n"
 
 
 DONE = b"data: [DONE]\n\n"

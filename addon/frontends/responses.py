@@ -12,7 +12,6 @@ which is what openai-python builds its final object from and what Codex CLI requ
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..protocol import canonical as c
+from ..protocol import jsonfast
 from ..protocol.errors import GatewayError, bad_request
 from ..protocol.ids import new_id
 from ..protocol.openai.responses import (
@@ -382,7 +382,7 @@ def _echo(req: ResponsesRequest, body: dict[str, Any]) -> dict[str, Any]:
 
 def sse_event(kind: str, data: dict[str, Any]) -> bytes:
     return (b"event: " + kind.encode() + b"\ndata: "
-            + json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n")
+            + jsonfast.dumps(data) + b"\n\n")
 
 
 ItemKind = Literal["reasoning", "message", "function_call", "custom_tool_call"]

@@ -7,13 +7,13 @@ discovered first (codeassist.py)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ..accounts import CloudCodeAccount
 from ..protocol import canonical as c
-from ..protocol.ids import new_id
+from ..protocol import jsonfast
 from ..protocol.errors import UpstreamError
+from ..protocol.ids import new_id
 from .codeassist import INDIVIDUALS_ENDED, AccountUnusable, ProjectDirectory
 from .gemini import JSON, GeminiProvider, verb
 from .http import HttpClient, UpstreamResponse
@@ -45,7 +45,7 @@ class CloudCodeProvider(GeminiProvider):
         # gemini-cli keeps one session id per conversation and a fresh prompt id per user turn.
         inner["session_id"] = c.conversation_key(req)
         wrapped = {"model": model, "project": project, "user_prompt_id": new_id("", 16), "request": inner}
-        data = json.dumps(wrapped, ensure_ascii=False).encode()
+        data = jsonfast.dumps(wrapped)
         url = f"{acc.base_url}/v1internal:{verb(stream)}"
         try:
             return await self.tokens.call_with_token(

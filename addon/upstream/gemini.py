@@ -22,6 +22,7 @@ from ..accounts import GeminiAccount, credential_id
 from ..backends import decoding, gemini, well_formed
 from ..backends.gemini_models import rules_for
 from ..protocol import canonical as c
+from ..protocol import jsonfast
 from ..protocol.errors import UpstreamError
 from .fanout import all_or_none, merge_completions, merge_streams, singles
 from .http import HttpClient, UpstreamResponse
@@ -60,7 +61,7 @@ class GeminiProvider:
                     stream: bool) -> UpstreamResponse:
         """One call with the prepared GenerateContentRequest `body` (`req` for what a provider's
         envelope needs)."""
-        data = json.dumps(body, ensure_ascii=False).encode()
+        data = jsonfast.dumps(body)
         url = f"{acc.base_url}/v1beta/models/{quote(model, safe='')}:{verb(stream)}"
         return await self._post(url, {**JSON, "x-goog-api-key": acc.api_key or ""}, data)
 
@@ -122,7 +123,7 @@ class GeminiProvider:
             raw = await resp.read()
             if resp.status != 200:
                 raise gemini.error_from(resp.status, raw, resp.headers)
-            data = json.loads(raw)
+            data = jsonfast.loads(raw)
             for m in data.get("models") or []:
                 if isinstance(m, dict) and "generateContent" in (m.get("supportedGenerationMethods") or []):
                     names.add(str(m.get("name") or m.get("baseModelId") or "").removeprefix("models/"))

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ..accounts import OpenAIAccount
 from ..backends import decoding, well_formed
 from ..backends import openai as tr
 from ..protocol import canonical as c
+from ..protocol import jsonfast
 from ..protocol.errors import UpstreamError
 from .http import HttpClient, UpstreamResponse
 from .streaming import StreamBatches, decode_stream
@@ -34,7 +34,7 @@ class OpenAIProvider:
     async def _send(self, acc: OpenAIAccount, body: dict[str, Any]) -> UpstreamResponse:
         headers = {"content-type": "application/json", **self._auth(acc)}
         resp = await self.http.post(f"{acc.base_url}/chat/completions",
-                                    json.dumps(body, ensure_ascii=False).encode(), headers)
+                                    jsonfast.dumps(body), headers)
         if resp.status != 200:
             raise tr.error_from(resp.status, await resp.read(), resp.headers)
         return resp
