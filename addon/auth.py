@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 from collections.abc import Collection, Mapping
@@ -44,6 +45,7 @@ def check(mode: str, api_key: str, is_health: bool, headers: Mapping[str, str]) 
         raise GatewayError(401, "Incorrect API key provided.", code="invalid_api_key")
 
 
+@functools.lru_cache(maxsize=4096)  # asked on every request; a client's address rarely changes
 def is_loopback(host: str | None) -> bool:
     if not host:
         return False

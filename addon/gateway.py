@@ -20,6 +20,7 @@ import os
 import resource
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +31,7 @@ if str(_ROOT) not in sys.path:
 
 from mitmproxy import command, ctx, exceptions, http  # noqa: E402
 from mitmproxy.connection import ConnectionState  # noqa: E402
+from mitmproxy.net.http import status_codes  # noqa: E402
 from mitmproxy.proxy.mode_specs import LocalMode, ProxyMode, ReverseMode  # noqa: E402
 from mitmproxy.utils import human  # noqa: E402
 
@@ -277,7 +279,7 @@ from addon.upstream.http import DEFAULT_CONNECTIONS_PER_HOST  # noqa: E402
     def _answer_now(self, flow: http.HTTPFlow, out: Outcome) -> None:
         """A whole answer, sent as the hook returns; its story is finished when the flow ends."""
         _tell(flow, out.story)
-        flow.response = http.Response.make(out.status, out.body, out.headers)
+        flow.response = _response(out.status, out.headers, out.body)
         self._handoffs[flow.id] = Handoff(out.story)
 
     def _refuse(self, flow: http.HTTPFlow, out: Outcome) -> None:
@@ -346,12 +348,13 @@ from addon.upstream.http import DEFAULT_CONNECTIONS_PER_HOST  # noqa: E402
         if self._watcher is None or self._watcher.done():
             self._watcher = asyncio.ensure_future(self._watch_clients())
         try:
-            await asyncio.wait((work,))
+            return await work  # a cancelled hook (shutdown) cancels the work with it
+        except asyncio.CancelledError:
+            if work.cancelled() and not asyncio.current_task().cancelling():
+                return None  # the watcher cancelled it: the client left
+            raise
         finally:
             self._inflight.pop(work, None)
-            if not work.done():  # the hook itself was cancelled (shutdown)
-                work.cancel()
-        return None if work.cancelled() else work.result()
 
     async def _watch_clients(self) -> None:
         # While a hook is pending, mitmproxy queues the client's disconnect for the layer and fires
@@ -453,6 +456,16 @@ def _tell(flow: http.HTTPFlow, story: Story) -> None:
 
 async def _once(body: bytes):
     yield body
+
+
+def _response(status: int, headers: dict[str, str], body: bytes) -> http.Response:
+    """http.Response.make without its per-call work (header normalisation, content re-encoding
+    checks): the engine's headers are already plain strings and the body is never encoded."""
+    now = time.time()
+    fields = [(k.encode(), v.encode("utf-8", "surrogateescape")) for k, v in headers.items()]
+    fields.append((b"content-length", b"%d" % len(body)))
+    return http.Response(b"HTTP/1.1", status, status_codes.RESPONSES.get(status, "").encode(), http.Headers(fields),
+                         body, None, now, now)
 
 
 def _show_client_address(flow: http.HTTPFlow) -> None:
