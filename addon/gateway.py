@@ -338,7 +338,9 @@ from addon.upstream.http import DEFAULT_CONNECTIONS_PER_HOST  # noqa: E402
         # Stream: let mitmproxy read it from the relay so it goes out chunk by chunk.
         path = self.relay.register(outcome.status, outcome.headers, outcome.stream)
         self._handoffs[flow.id] = Handoff(story, flow.request, path)
-        flow.request = http.Request.make("GET", f"http://127.0.0.1:{self.relay.port}{path}")
+        now = time.time()  # (the constructor, not Request.make: no URL parsing per stream)
+        flow.request = http.Request("127.0.0.1", self.relay.port, b"GET", b"http", b"", path.encode(), b"HTTP/1.1",
+                                    http.Headers(), b"", None, now, now)
 
     async def _answer(self, flow: http.HTTPFlow, incoming: Incoming, story: Story):
         """The engine's answer, or None if the client left first (the upstream call is then
