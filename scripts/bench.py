@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 WRK = ROOT / "scripts" / "wrk"
 sys.path.insert(0, str(ROOT))
+from tests.procstat import raise_fd_limit, rss_mb  # noqa: E402
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "benchmark the gateway please"}]}
 GEMINI = {"contents": [{"role": "user", "parts": [{"text": "benchmark the gateway please"}]}]}
@@ -68,14 +69,6 @@ def wait_port(port: int, timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"port {port} did not open")
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Stack:
@@ -143,7 +136,17 @@ class Stack:
 
 # ---- load ------------------------------------------------------------------------------------
 
-def wrk(url: str, script: str, conns: int, seconds: float, stream: bool = False) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, script: str, conns: int, seconds: float, stream: bool = False, pid: int | None = None) -> dict:
+    """One wrk run; with `pid`, also that process's CPU time per request (less sensitive than
+    req/s to whatever else the machine is doing)."""
+    cpu0 = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--timeout", "30s", "-s", str(WRK / script),
                           url], capture_output=True, text=True, env={**os.environ, "STREAM": "1" if stream else "0"})
     m = re.search(r"WRK_JSON (\{.*\})", out.stdout)
@@ -152,6 +155,7 @@ def wrk(url: str, script: str, conns: int, seconds: float, stream: bool = False)
     r = json.loads(m.group(1))
     r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
     r["errors"] = r["socket_errors"] + r["non_2xx"]
+    r["cpu_ms"] = (cpu_seconds(pid) - cpu0) * 1000 / max(1, r["requests"]) if pid else float("nan")
     return r
 
 
@@ -199,8 +203,10 @@ def ratio_span(a: list[dict], b: list[dict], key: str = "rps") -> str:
 def table(title: str, results: dict[str, list[dict]]) -> None:
     print(f"\n{title}")
     for name, runs in results.items():
-        print(f"  {name:<30} {span(runs, 'rps'):>22} req/s   p50 {span(runs, 'p50_us', 1e-3, '{:.2f}'):>22} ms"
-              f"   p99 {span(runs, 'p99_us', 1e-3, '{:.2f}'):>22} ms   errors {sum(r['errors'] for r in runs)}")
+        cpu = (f"   CPU/req {span(runs, 'cpu_ms', fmt='{:.2f}')} ms" if runs[0].get("cpu_ms", float("nan")) ==
+               runs[0].get("cpu_ms") else "")
+        print(f"  {name:<30} {span(runs, 'rps'):>18} req/s   p50 {span(runs, 'p50_us', 1e-3, '{:.2f}'):>20} ms"
+              f"   p99 {span(runs, 'p99_us', 1e-3, '{:.2f}'):>22} ms{cpu}   errors {sum(r['errors'] for r in runs)}")
 
 
 # ---- time to first byte, open streams, memory per stream -------------------------------------
@@ -316,6 +322,7 @@ def main() -> None:
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-redis", action="store_true")
     args = ap.parse_args()
+    raise_fd_limit()  # the memory run holds --streams client connections
     if shutil.which("wrk") is None:
         sys.exit("bench: wrk is not installed; run scripts/bench (it installs it) or apt-get install wrk")
 
@@ -339,22 +346,24 @@ def main() -> None:
         results = {}
         for stream in (False, True):
             sides = {"bare mitmproxy pass-through": lambda st=stream: wrk(bare + (SGEN if st else GEN), "gemini.lua",
-                                                                          c, s),
-                     "gateway": lambda st=stream: wrk(gw + "/v1/chat/completions", "chat.lua", c, s, st)}
+                                                                          c, s, pid=bare_proc.pid),
+                     "gateway": lambda st=stream: wrk(gw + "/v1/chat/completions", "chat.lua", c, s, st,
+                                                      pid=gw_proc.pid)}
             if lite:
                 sides["LiteLLM (1 worker)"] = lambda st=stream: wrk(lite[0] + "/v1/chat/completions", "chat.lua",
-                                                                    c, s, st)
+                                                                    c, s, st, pid=lite[1].pid)
             results[stream] = compare(sides, n)
             table(f"{'streaming (20 chunks)' if stream else 'non-streaming'}, {c} connections", results[stream])
             target = 0.8 if stream else 1.0
-            print(f"  gateway / pass-through: {ratio_span(results[stream]['gateway'], results[stream]['bare mitmproxy pass-through'])}"
-                  f" (target >= {target}x)")
+            g, b = results[stream]["gateway"], results[stream]["bare mitmproxy pass-through"]
+            print(f"  gateway / pass-through: {ratio_span(g, b)} req/s (target >= {target}x); "
+                  f"CPU per request, pass-through / gateway: {ratio_span(b, g, 'cpu_ms')}")
             if lite:
                 print(f"  gateway / LiteLLM: {ratio_span(results[stream]['gateway'], results[stream]['LiteLLM (1 worker)'])}")
 
         one = compare({"upstream directly": lambda: wrk(emu + GEN, "gemini.lua", 1, s),
-                       "bare mitmproxy pass-through": lambda: wrk(bare + GEN, "gemini.lua", 1, s),
-                       "gateway": lambda: wrk(gw + "/v1/chat/completions", "chat.lua", 1, s)}, n)
+                       "bare mitmproxy pass-through": lambda: wrk(bare + GEN, "gemini.lua", 1, s, pid=bare_proc.pid),
+                       "gateway": lambda: wrk(gw + "/v1/chat/completions", "chat.lua", 1, s, pid=gw_proc.pid)}, n)
         table("non-streaming, 1 connection", one)
         added = sorted((g["p50_us"] - b["p50_us"]) / 1000 for g, b in zip(one["gateway"],
                                                                             one["bare mitmproxy pass-through"]))

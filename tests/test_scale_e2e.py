@@ -15,32 +15,18 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import time
 
 import aiohttp
 import pytest
 
 from tests.conftest import Emulator, GatewayFactory, gemini_accounts
+from tests.procstat import raise_fd_limit, rss_mb
 
 pytestmark = pytest.mark.e2e
 
 LONG = bool(os.environ.get("LONG_TESTS"))
 CHUNKS = [f"piece {i} " for i in range(10)]
-
-
-def raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def one_stream(session: aiohttp.ClientSession, url: str) -> tuple[int, str, bool]:
