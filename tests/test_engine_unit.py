@@ -121,3 +121,15 @@ def test_redactor_hides_static_and_live_secrets() -> None:
     text = redact("key AIzaStaticKey123 token ya29.live-token-123 short")
     assert "AIzaStaticKey123" not in text and "ya29.live-token-123" not in text
     assert text.endswith("short")  # too short to be a secret worth masking: masking would garble text
+
+
+def test_fast_json_keeps_what_the_standard_library_accepts() -> None:
+    from addon.protocol import jsonfast
+
+    big = {"seed": 2**70, "text": "héllo ✓"}  # orjson refuses integers beyond 64 bits
+    assert json.loads(jsonfast.dumps(big)) == big
+    assert jsonfast.dumps({"a": [1, None, True]}) == b'{"a":[1,null,true]}'
+    assert jsonfast.loads(b'{"x": NaN}')["x"] != 0  # the stdlib's extension, still parsed
+    with pytest.raises(json.JSONDecodeError) as err:
+        jsonfast.loads(b'{"x": ')
+    assert err.value.pos == 6 and err.value.msg  # the engine quotes both in its 400
