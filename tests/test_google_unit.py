@@ -20,6 +20,7 @@ from addon.accounts import AccountPool, VertexAccount, env_accounts, parse_accou
 from addon.credentials import CredentialsError, application_default_credentials, load_credentials_file
 from addon.policy import RetryPolicy, why
 from addon.protocol.errors import CredentialsRejected, UpstreamError
+from addon.shared.local import FileTokenStore
 from addon.state import StateStore
 from addon.upstream.codeassist import AccountUnusable, CodeAssistClient, ProjectDirectory
 from addon.upstream.http import HttpClient
@@ -276,12 +277,12 @@ async def test_discovered_projects_are_remembered_per_credential(tmp_path: Path,
                                              "base_url": url}]}).accounts[0]
 
     store = StateStore(tmp_path / "state.json")
-    directory = ProjectDirectory(http, TokenManager(http, store), store)
+    directory = ProjectDirectory(http, TokenManager(http, FileTokenStore(store)), store)
     acc = account("onboard-1")
     assert (await asyncio.gather(*(directory.project(acc) for _ in range(5)))) == [state.onboarded["onboard-1"]] * 5
     assert sum(e["path"] == "/v1internal:onboardUser" for e in state.log) == 1  # one discovery at a time
     store.flush()
-    again = ProjectDirectory(http, TokenManager(http, StateStore(tmp_path / "state.json")),
+    again = ProjectDirectory(http, TokenManager(http, FileTokenStore(StateStore(tmp_path / "state.json"))),
                              StateStore(tmp_path / "state.json"))
     state.log.clear()
     assert await again.project(acc) == state.onboarded["onboard-1"] and not state.log  # from the state file
