@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -327,6 +328,8 @@ def main() -> None:
         sys.exit("bench: wrk is not installed; run scripts/bench (it installs it) or apt-get install wrk")
 
     stack = Stack()
+    # Ctrl-C or kill: stop what was started (the finally below), not leave it running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         emu_port = free_port()
         stack.start([sys.executable, "-m", "tests.emulator", "--port", str(emu_port)], emu_port)
