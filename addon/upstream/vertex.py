@@ -17,12 +17,12 @@ FunctionDeclaration and GenerationConfig have the same fields); Vertex errors ar
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from urllib.parse import quote
 
 from ..accounts import VertexAccount
 from ..protocol import canonical as c
+from ..protocol import jsonfast
 from ..protocol.errors import UpstreamError
 from .gemini import JSON, GeminiProvider, verb
 from .http import HttpClient, UpstreamResponse
@@ -50,7 +50,7 @@ class VertexProvider(GeminiProvider):
 
     async def _send(self, acc: VertexAccount, req: c.ChatRequest, request: dict[str, Any],  # type: ignore[override]
                     model: str, stream: bool) -> UpstreamResponse:
-        body = json.dumps(request, ensure_ascii=False).encode()
+        body = jsonfast.dumps(request)
         name = f"publishers/google/models/{quote(model, safe='')}:{verb(stream)}"
         if acc.api_key:
             return await self._post(f"{acc.base_url}/v1/{name}", {**JSON, "x-goog-api-key": acc.api_key}, body)
