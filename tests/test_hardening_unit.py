@@ -26,6 +26,7 @@ from addon.protocol import limits
 from addon.protocol.errors import GatewayError, UpstreamError
 from addon.redact import Redactor
 from addon.response_store import MemoryResponseStore
+from addon.shared.local import FileAccountRecords
 from addon.state import StateStore
 from addon.upstream.sse import SSEParser
 from tests.hostile_inputs import hostile_bodies, recursive_schemas
@@ -215,7 +216,7 @@ def test_upstream_waits_are_finite_and_capped(seconds: float) -> None:
 
 def test_cooldowns_never_persist_infinity(tmp_path) -> None:
     store = StateStore(tmp_path / "state.json")
-    pool = AccountPool(store)
+    pool = AccountPool(FileAccountRecords(store))
     pool.update(parse_accounts({"accounts": [{"provider": "gemini", "email": "a", "api_key": "k" * 12}]}))
     acc = pool.accounts[0]
     assert pool.cool_down(acc, 429, math.inf) <= MAX_BACKOFF_OR_CAP
