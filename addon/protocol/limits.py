@@ -15,6 +15,8 @@ import zlib
 from typing import Any
 from urllib.parse import quote
 
+import orjson
+
 from .errors import GatewayError, bad_request
 
 MAX_BODY_BYTES = 32 * 1024 * 1024  # default of the `max_body_size` option
@@ -73,6 +75,12 @@ def parse_json(raw: bytes) -> Any:
     """The JSON value of a request body, or a 400: strict UTF-8, no NaN/Infinity, no lone
     surrogates, bounded depth and size."""
     try:
+        value = orjson.loads(raw)  # strict already (UTF-8, no NaN/Infinity), and ~5x faster
+    except (orjson.JSONDecodeError, RecursionError):
+        pass  # the standard library below says precisely what is wrong (or accepts what orjson cannot)
+    else:
+        return _checked(value, raw)
+    try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise GatewayError(400, f"The request body is not valid UTF-8 (byte {exc.start}).",
@@ -86,6 +94,10 @@ def parse_json(raw: bytes) -> Any:
         raise _too_deep() from None
     except ValueError as exc:  # NaN/Infinity, integers beyond Python's digit limit
         raise GatewayError(400, f"The request body is not valid JSON ({str(exc)[:80]}).", code="invalid_json") from None
+    return _checked(value, raw)
+
+
+def _checked(value: Any, raw: bytes) -> Any:
     check_shape(value)
     if _SURROGATE_ESCAPE.search(raw) and _has_lone_surrogate(value):
         raise GatewayError(400, "The request body contains a lone UTF-16 surrogate escape (\\ud800-\\udfff); "
