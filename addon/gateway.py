@@ -129,7 +129,12 @@ class Gateway:
                           "before trying the next account (a non-streamed answer's headers come when it is complete).")
         loader.add_option("log_format", str, "logfmt", "One log line per request when it ends (route, models, "
                           "account, attempts, status, latency, tokens): logfmt | json | off.", choices=LOG_FORMATS)
-from addon.upstream.http import DEFAULT_CONNECTIONS_PER_HOST  # noqa: E402
+        loader.add_option("upstream_connections", int, DEFAULT_CONNECTIONS_PER_HOST, "Open connections per "
+                          "upstream host (all Gemini API keys share one host), i.e. concurrent upstream calls; "
+                          "more wait locally for a free one. 0 = no limit. Read at start-up.")
+        loader.add_option("upstream_connect_timeout", int, 10, "Seconds to open a connection to an upstream "
+                          "(a timeout cools the account down; waiting for a free local connection does not "
+                          "count). Read at start-up.")
 
     def configure(self, updated: set[str]) -> None:
         opts = ctx.options

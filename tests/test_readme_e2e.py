@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,7 +40,7 @@ from addon.accounts import parse_accounts
 from addon.mapping import parse_mappings
 from addon.story import Story
 from tests import readme
-from tests.conftest import ROOT, Emulator, free_port
+from tests.conftest import ROOT, Emulator, ensure_redis_server, free_port
 from tests.google_creds import service_account_file
 from tests.test_operator_e2e import parse_logfmt
 
@@ -118,7 +119,7 @@ def run_client(cmd: readme.Command, env: dict[str, str], subs: dict[str, str]) -
 
 def test_every_recipe_is_run() -> None:
     ran_here = {"servers", "try-it", "python", "accounts-file", "safety-settings", "mapping-example",
-                "regular-server", "regular-clients", "hosts-file", "log-line"}
+                "regular-server", "regular-clients", "hosts-file", "log-line", "shared-state"}
     ran_by_codex_test = {"codex-config", "codex"}
     assert set(RECIPES) == ran_here | ran_by_codex_test
 
@@ -158,6 +159,48 @@ def test_server_line_starts_answers_and_stops_cleanly_on_sigterm(line: readme.Co
     assert not any(tmp.iterdir()), f"left behind: {list(tmp.iterdir())}"
     leftover = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert not leftover, f"processes left in the script's session: {leftover}"
+
+
+def test_shared_state_recipe_runs_two_gateways_on_one_redis(tmp_path: Path) -> None:
+    """The README's Redis lines as written, with free ports for 6379, 8045 and 8046."""
+    ensure_redis_server()
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir(), tmp.mkdir()
+    accounts_home(home)
+    (tmp_path / "accounts.yaml").write_text(RECIPES["accounts-file"].text)
+    redis_port = free_port()
+    lines = [c.text.replace("6379", str(redis_port)) for c in readme.commands(RECIPES["shared-state"])]
+    assert lines[0].startswith("redis-server") and len(lines) == 3
+    procs: list[subprocess.Popen] = []
+    try:
+        procs.append(start(lines[0], clean_env(home, tmp), tmp_path / "redis.log"))
+        wait_port(redis_port, procs[0], tmp_path / "redis.log")
+        for i, line in enumerate(lines[1:]):
+            port = free_port()
+            text = re.sub(r"^PORT=\d+", f"PORT={port}", line)
+            text = text.replace("accounts=accounts.yaml", f"accounts={tmp_path / 'accounts.yaml'}")
+            log = tmp_path / f"gateway{i}.log"
+            procs.append(start(text, clean_env(home, tmp, **ACCOUNT_ENV), log))
+            wait_up(f"http://127.0.0.1:{port}/healthz", procs[-1], log)
+            assert f"gateway state: shared in redis://127.0.0.1:{redis_port}/0" in log.read_text()
+        for proc in reversed(procs):
+            stop(proc)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"exited early:\n{log.read_text()[-2000:]}"
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}:\n{log.read_text()[-2000:]}")
 
 
 def check_mitmweb_columns(log: Path, web_port: int) -> None:
