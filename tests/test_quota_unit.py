@@ -22,6 +22,7 @@ from addon.backends import MAX_UPSTREAM_DELAY, parse_duration
 from addon.backends.gemini import error_from
 from addon.policy import PACIFIC, Cooldown, RetryPolicy, Verdict, cooldown_for, judge, until_pacific_midnight
 from addon.protocol.errors import GatewayError, UpstreamError
+from addon.shared.local import FileAccountRecords
 from addon.state import StateStore
 from tests.test_pool_unit import Clock, config, gem, make_pool
 
@@ -178,7 +179,7 @@ def test_a_daily_quota_on_one_model_leaves_the_account_serving_others(tmp_path: 
     store.flush()
     saved = json.loads((tmp_path / "state.json").read_text())["accounts"]["a"]["model_cooldowns"]
     assert saved == {PRO: {"until": NOON_PDT + 12 * 3600, "why": "daily quota", "status": 429}}
-    again = AccountPool(StateStore(tmp_path / "state.json"), clock=clock)
+    again = AccountPool(FileAccountRecords(StateStore(tmp_path / "state.json")), clock=clock)
     again.update(config(gem("a")))
     with pytest.raises(NoAccount):
         again.pick(PRO, set())
@@ -200,7 +201,7 @@ def test_a_corrupt_model_cooldown_in_the_state_file_is_dropped(tmp_path: Path) -
     path = tmp_path / "state.json"
     path.write_text(json.dumps({"accounts": {"a": {"model_cooldowns": {
         PRO: {"until": "tomorrow"}, FLASH: "x", "gemini-3-flash": {"until": 5e9, "why": "daily quota"}}}}}))
-    pool = AccountPool(StateStore(path), clock=Clock(NOON_PDT))
+    pool = AccountPool(FileAccountRecords(StateStore(path)), clock=Clock(NOON_PDT))
     pool.update(config(gem("a")))
     assert set(pool.state(pool.accounts[0]).models) == {"gemini-3-flash"}
     assert pool.pick(PRO, set()).name == "a"

@@ -141,8 +141,8 @@ async def test_responses_round_trip_through_redis(redis_url: str) -> None:
     conversation = [
         c.Message("system", [c.TextPart("Be brief.")]),
         c.Message("user", [c.TextPart("look"), c.MediaPart("image/png", data="aGk="), c.MediaPart(url="https://x/y")]),
-        c.Message("assistant", [c.ReasoningPart("hmm", signature="sig==")],
-                  tool_calls=[c.ToolCall("call_1", "f", '{"a": 1}')]),
+        c.Message("assistant", [c.ReasoningPart("hmm", signature=c.Signature("sig==", origin="gemini:ab12"))],
+                  tool_calls=[c.ToolCall("call_1", "f", '{"a": 1}', c.Signature("sig2==", model="gemini-3-pro"))]),
         c.Message("tool", [c.TextPart("42")], tool_call_id="call_1", name="f"),
     ]
     assert decode(encode(conversation)) == conversation
@@ -181,3 +181,16 @@ def test_the_default_is_the_local_state_file(tmp_path) -> None:
     assert isinstance(state, LocalState) and state.state_file.path == tmp_path / "s.json"
     with pytest.raises(ValueError, match="redis://"):
         open_state("memcached://x", tmp_path / "s.json")
+
+
+async def test_a_model_resting_on_one_instance_rests_on_the_other(redis_url: str) -> None:
+    (sa, a), (sb, b) = await instance(redis_url, "x"), await instance(redis_url, "x")
+    try:
+        a.cool_down(a.accounts[0], 429, 3600.0, model="gemini-2.5-pro", why="daily quota")
+        await eventually(lambda: "gemini-2.5-pro" in b.state(b.accounts[0]).models, "B to see the model rest")
+        assert b.pick(FLASH, set()).name == "x"  # other models still served
+        b.succeeded(b.accounts[0], "gemini-2.5-pro")  # it recovered there: both forget the rest
+        await eventually(lambda: not a.state(a.accounts[0]).models, "A to see it served again")
+    finally:
+        await sa.aclose()
+        await sb.aclose()

@@ -12,7 +12,6 @@ the attempt (and is retried) before the client gets a byte."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
