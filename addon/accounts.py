@@ -9,6 +9,7 @@ counters survive restarts, and are shared between gateway instances, through an
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import math
 import os
@@ -630,4 +631,9 @@ def _fingerprint(acc: Account) -> str:
     grant = getattr(acc, "grant", None)
     secret = "|".join(acc.secrets()) + (grant.owner if grant is not None else "")
     # Persisted in the state file (mode 0600) to notice a credential edited while stopped; truncated.
-    return hashlib.sha256(f"{acc.provider}|{acc.base_url}|{secret}".encode()).hexdigest()[:16]
+    return _digest(f"{acc.provider}|{acc.base_url}|{secret}")
+
+
+@functools.lru_cache(maxsize=1024)  # asked on every request (thought signatures are bound to it)
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
