@@ -8,19 +8,24 @@ gateway keeps it here with its origin: key = the tool-call id (or a Responses re
 answer carried before the client can see the answer, and puts the records back on the canonical
 request (`hydrate`) before any attempt; the Gemini back end decides per attempt which to send.
 
-`SignatureStore` is the interface (async, so a store shared between gateway instances, e.g. in
-Redis, can implement it); `MemorySignatureStore` is the embedded default. A miss is never an
+`SignatureStore` is the interface; `MemorySignatureStore` is the embedded default and
+`SharedSignatureStore` keeps them in the shared state (Redis) when several instances serve. A miss is never an
 error: Gemini gets the documented dummy signature instead.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from typing import Protocol
 
 from .protocol import canonical as c
+from .shared import BoundedKV
+
+log = logging.getLogger(__name__)
 
 ENTRY_OVERHEAD = 200  # bytes an entry costs beyond its strings (dict slot, dataclass, floats)
 
@@ -83,6 +88,36 @@ class MemorySignatureStore:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class SharedSignatureStore:
+    """Signatures in a key-value namespace of the shared state (`state=redis://...`), so a tool
+    loop whose next step lands on another gateway instance still finds them. Redis trouble only
+    costs the real signature (the dummy is sent), never the request."""
+
+    def __init__(self, kv: BoundedKV) -> None:
+        self._kv = kv
+
+    async def put(self, records: Mapping[str, c.Signature]) -> None:
+        try:
+            for key, sig in records.items():
+                await self._kv.put(key, json.dumps([sig.value, sig.origin, sig.model]).encode())
+        except Exception as exc:  # the answer must not fail because a signature could not be kept
+            log.warning("could not keep thought signatures in the shared state: %s", type(exc).__name__)
+
+    async def get(self, keys: Collection[str]) -> dict[str, c.Signature]:
+        found: dict[str, c.Signature] = {}
+        try:
+            for key in keys:
+                raw = await self._kv.get(key)
+                if raw is None:
+                    continue
+                value, origin, model = json.loads(raw)
+                if isinstance(value, str):
+                    found[key] = c.Signature(value, origin, model, key=key)
+        except Exception as exc:
+            log.warning("could not read thought signatures from the shared state: %s", type(exc).__name__)
+        return found
 
 
 # ---- the engine's side: what to look up before a request, what to keep after an answer --------

@@ -15,7 +15,7 @@ from .model_check import unserved_targets
 from .reloading import ReloadingFile
 from .response_store import ResponseStore
 from .shared import SharedState, open_state
-from .signature_store import MemorySignatureStore, SignatureStore
+from .signature_store import MemorySignatureStore, SharedSignatureStore, SignatureStore
 from .upstream import HttpClient, TokenManager, build_providers
 from .upstream.http import DEFAULT_CONNECTIONS_PER_HOST
 
@@ -51,7 +51,14 @@ class Wiring:
                              providers=build_providers(self.http, self.tokens, self.shared.state_file),
                              frontends=build_frontends(responses or self.shared.responses),
                              live_secrets=self.tokens.active_tokens,
-                             signatures=signatures if signatures is not None else MemorySignatureStore())
+                             signatures=signatures if signatures is not None else self._signatures(state_url))
+
+    def _signatures(self, state_url: str) -> SignatureStore:
+        """In this process by default; in the shared state when instances share one (so a tool loop
+        can continue on any instance with Gemini's real signature)."""
+        if not state_url:
+            return MemorySignatureStore()
+        return SharedSignatureStore(self.shared.kv("signatures", max_items=100_000, ttl=86_400.0))
 
     @property
     def state(self):

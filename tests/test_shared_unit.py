@@ -194,3 +194,29 @@ async def test_a_model_resting_on_one_instance_rests_on_the_other(redis_url: str
     finally:
         await sa.aclose()
         await sb.aclose()
+
+
+async def test_thought_signatures_are_shared_between_instances(redis_url: str) -> None:
+    """With state=redis://, a tool loop's next step on another instance finds Gemini's real
+    signature (with its origin) instead of falling back to the dummy."""
+    from addon.signature_store import SharedSignatureStore
+
+    a, b = RedisState(redis_url), RedisState(redis_url)
+    try:
+        on_a = SharedSignatureStore(a.kv("signatures", max_items=100, ttl=60))
+        on_b = SharedSignatureStore(b.kv("signatures", max_items=100, ttl=60))
+        sig = c.Signature("c2lnbmF0dXJl", origin="gemini:ab12", model="gemini-3-pro", key="call_abc")
+        await on_a.put({"call_abc": sig})
+        assert await on_b.get(["call_abc", "call_missing"]) == {"call_abc": sig}
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_redis_trouble_costs_only_the_signature() -> None:
+    from addon.signature_store import SharedSignatureStore
+
+    state = _unreachable()
+    store = SharedSignatureStore(state.kv("signatures", max_items=10, ttl=60))
+    await store.put({"call_x": c.Signature("sig", origin="gemini:1", key="call_x")})  # logged, not raised
+    assert await store.get(["call_x"]) == {}
