@@ -169,6 +169,20 @@ async def test_service_account_exchange_once_under_concurrency(tmp_path: Path, e
     assert grants == ["urn:ietf:params:oauth:grant-type:jwt-bearer"]
 
 
+async def test_a_credential_probe_asks_for_a_fresh_token(tmp_path: Path, emu, http: HttpClient) -> None:
+    """The policy's probe must check the credentials themselves, not reuse a cached access token."""
+    from addon.upstream.vertex import VertexProvider
+
+    url, state = emu
+    info = service_account_file(tmp_path / "sa.json", f"{url}/token")
+    register(state, info)
+    acc = vertex(tmp_path / "sa.json")
+    tokens = TokenManager(http)
+    await tokens.token(acc)
+    assert await VertexProvider(http, tokens).probe(acc) is None
+    assert sum(1 for e in state.log if e["path"] == "/token") == 2  # the probe exchanged the key again
+
+
 async def test_a_key_google_does_not_know_is_rejected_for_good(tmp_path: Path, emu, http: HttpClient) -> None:
     url, state = emu
     info = service_account_file(tmp_path / "sa.json", f"{url}/token")

@@ -30,7 +30,7 @@ class CloudCodeProvider(GeminiProvider):
 
     async def probe(self, acc: CloudCodeAccount) -> UpstreamError | None:  # type: ignore[override]
         """A fresh access token (a refused refresh raises CredentialsRejected), then the project."""
-        self.tokens.invalidate(acc)
+        await self.tokens.invalidate(acc)
         try:
             await self.tokens.token(acc)
             await self.projects.project(acc)

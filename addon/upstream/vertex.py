@@ -41,7 +41,7 @@ class VertexProvider(GeminiProvider):
         it, so the policy cannot confirm its errors: such an account cools down, never disables."""
         if acc.api_key:
             return UpstreamError(0, "an express-mode key cannot be probed")
-        self.tokens.invalidate(acc)
+        await self.tokens.invalidate(acc)
         try:
             await self.tokens.token(acc)
         except UpstreamError as err:
