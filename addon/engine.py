@@ -15,19 +15,20 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from . import __version__, auth
-from .accounts import Account, AccountPool, AccountsFile
-from .codex_catalog import codex_catalog
+from .pool.accounts_file import Account, AccountsFile
+from .pool.pool import AccountPool
+from .config.codex_catalog import codex_catalog
 from .backends.schema import check_schemas
 from .frontends import Frontend, encode_stream
-from .mapping import ModelMap
-from .metrics import Metrics
-from .policy import MAX_ATTEMPTS, RetryPolicy
+from .config.mapping import ModelMap
+from .ops.metrics import Metrics
+from .pool.policy import MAX_ATTEMPTS, RetryPolicy
 from .protocol import canonical as c
 from .protocol import jsonfast, limits
 from .protocol.errors import GatewayError, UpstreamError
-from .redact import Redactor
-from .signature_store import MemorySignatureStore, SignatureStore, hydrate, in_completion, remembering
-from .story import Story
+from .ops.redact import Redactor
+from .stores.signature_store import MemorySignatureStore, SignatureStore, hydrate, in_completion, remembering
+from .ops.story import Story
 from .upstream import Provider
 
 log = logging.getLogger(__name__)

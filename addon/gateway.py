@@ -39,8 +39,8 @@ from addon import auth  # noqa: E402
 from addon.engine import Incoming, Outcome, Settings  # noqa: E402
 from addon.protocol import limits  # noqa: E402
 from addon.protocol.errors import GatewayError  # noqa: E402
-from addon.relay import Relay  # noqa: E402
-from addon.story import LOG_FORMATS, MARKS, Story  # noqa: E402
+from addon.mitm.relay import Relay  # noqa: E402
+from addon.ops.story import LOG_FORMATS, MARKS, Story  # noqa: E402
 from addon.upstream.http import DEFAULT_CONNECTIONS_PER_HOST  # noqa: E402
 from addon.wiring import Wiring, load_accounts, load_mappings  # noqa: E402
 

@@ -7,15 +7,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .accounts import AccountPool, AccountsFile, env_accounts, parse_accounts
+from .pool.pool import AccountPool
+from .pool.accounts_file import AccountsFile, env_accounts, parse_accounts
 from .engine import Engine, Fixed, Settings, Source
 from .frontends import build_frontends
-from .mapping import ModelMap, parse_mappings
-from .model_check import unserved_targets
-from .reloading import ReloadingFile
-from .response_store import ResponseStore
-from .shared import SharedState, open_state
-from .signature_store import MemorySignatureStore, SharedSignatureStore, SignatureStore
+from .config.mapping import ModelMap, parse_mappings
+from .pool.model_check import unserved_targets
+from .config.reloading import ReloadingFile
+from .stores.response_store import ResponseStore
+from .stores.shared import SharedState, open_state
+from .stores.signature_store import MemorySignatureStore, SharedSignatureStore, SignatureStore
 from .upstream import HttpClient, TokenManager, build_providers
 from .upstream.http import DEFAULT_CONNECTIONS_PER_HOST
 

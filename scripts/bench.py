@@ -260,8 +260,8 @@ async def memory_per_stream(emu: str, n: int) -> dict:
     through Engine.handle (upstream connection, decoder, encoder) then claimed from the relay by
     raw sockets. tracemalloc attributes each allocation to the code on its stack."""
     from addon.engine import Fixed, Incoming, Settings
-    from addon.mapping import parse_mappings
-    from addon.relay import Relay
+    from addon.config.mapping import parse_mappings
+    from addon.mitm.relay import Relay
     from addon.wiring import Wiring, load_accounts
 
     os.environ.update(GEMINI_API_KEY="bench-key", GEMINI_BASE_URL=emu)

@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 
 from addon import auth
-from addon.accounts import AccountPool, AccountsFile
+from addon.pool.pool import AccountPool
+from addon.pool.accounts_file import AccountsFile
 from addon.engine import Engine, Fixed, Incoming, Settings
 from addon.frontends import build_frontends
-from addon.mapping import parse_mappings
-from addon.redact import Redactor
-from addon.response_store import MemoryResponseStore
+from addon.config.mapping import parse_mappings
+from addon.ops.redact import Redactor
+from addon.stores.response_store import MemoryResponseStore
 
 
 def make_engine(*, default: str | None = "gemini-2.5-flash", **settings: Any) -> Engine:

@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from addon.policy import until_pacific_midnight
+from addon.pool.policy import until_pacific_midnight
 from tests.conftest import Emulator, Gateway, GatewayFactory
 from tests.test_pool_e2e import PROBE, accounts, email, gemini, key, state, wait_for
 from tests.test_quota_unit import DAILY

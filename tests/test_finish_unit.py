@@ -1,7 +1,7 @@
 """Gemini finish reasons through every translator: none becomes a silent empty `stop`.
 
 The reasons are google-genai's FinishReason values and promptFeedback.blockReason (the SDK's
-types.py); what each becomes is decided in addon/backends/gemini.py (the table above
+types.py); what each becomes is decided in addon/backends/gemini/finish.py (the table above
 `finish_reason`) and pinned here in one golden file: tests/fixtures/gemini/finish_reasons.golden.json
 (`UPDATE_GOLDEN=1` rewrites it; review the diff). For each reason and each candidate shape (some
 text, no content, a function call) it records what a Chat Completions client and a Responses
@@ -20,10 +20,10 @@ import pytest
 from addon.backends import gemini
 from addon.frontends import chat, encode_stream
 from addon.frontends.responses import ResponsesFrontend
-from addon.policy import RetryPolicy
+from addon.pool.policy import RetryPolicy
 from addon.protocol import canonical as c
 from addon.protocol.errors import GatewayError, UnusableAnswer
-from addon.response_store import MemoryResponseStore
+from addon.stores.response_store import MemoryResponseStore
 from addon.upstream.streaming import decode_stream, read_ahead
 from tests.golden import golden
 from tests.test_pool_unit import gem, make_pool

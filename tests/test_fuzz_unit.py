@@ -9,15 +9,16 @@ import json
 import random
 from typing import Any
 
-from addon.accounts import AccountPool, parse_accounts
+from addon.pool.pool import AccountPool
+from addon.pool.accounts_file import parse_accounts
 from addon.backends import gemini
 from addon.backends import openai as openai_upstream
 from addon.backends.schema import response_schema, tool_parameters
 from addon.engine import Engine, Fixed, Incoming, Settings
 from addon.frontends import build_frontends
-from addon.mapping import parse_mappings
+from addon.config.mapping import parse_mappings
 from addon.protocol import canonical as c
-from addon.response_store import MemoryResponseStore
+from addon.stores.response_store import MemoryResponseStore
 from tests import emulator as emu
 
 # ---- JSON Schema junk -> tool_parameters / response_schema -> the emulator's Gemini validator -----------------

@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from addon.backends import gemini
-from addon.backends.gemini_models import nearest_level, rules_for
-from addon.backends.gemini_names import ToolNames
+from addon.backends.gemini.models import nearest_level, rules_for
+from addon.backends.gemini.names import ToolNames
 from addon.frontends import chat, completions, responses
 from addon.protocol import canonical as c
+from addon.protocol.errors import UpstreamError
 from addon.upstream.fanout import all_or_none, merge_completions, merge_streams, singles
 from tests import emulator as emu
 
@@ -198,7 +199,7 @@ def test_names_round_trip_through_chat_history_tool_choice_and_answers() -> None
 
 def test_names_round_trip_through_responses_items() -> None:
     async def parse() -> c.ChatRequest:
-        front = responses.ResponsesFrontend(__import__("addon.response_store", fromlist=["x"]).MemoryResponseStore())
+        front = responses.ResponsesFrontend(__import__("addon.stores.response_store", fromlist=["x"]).MemoryResponseStore())
         req, _ = await front.parse({"model": "gpt-5", "tools": [{"type": "function", "name": "fs/read file"}],
                                     "input": [{"role": "user", "content": "q"},
                                               {"type": "function_call", "call_id": "c1", "name": "fs/read file",
@@ -340,8 +341,8 @@ async def test_merged_streams_renumber_choices_and_sum_usage() -> None:
     assert sorted((e.choice, e.text) for e in out if isinstance(e, c.TextDelta)) == [(0, "a"), (1, "b")]
     assert [e for e in out if isinstance(e, c.UsageUpdate)] == [c.UsageUpdate(c.Usage(2, 5))]
     assert isinstance(out[-1], c.UsageUpdate)
-    failing = merge_streams([_batches([c.TextDelta(0, "x")]), _batches(fail=gemini.UpstreamError(502, "cut"))])
-    with pytest.raises(gemini.UpstreamError):
+    failing = merge_streams([_batches([c.TextDelta(0, "x")]), _batches(fail=UpstreamError(502, "cut"))])
+    with pytest.raises(UpstreamError):
         async for _ in failing:
             pass
 
@@ -358,13 +359,13 @@ async def test_all_or_none_cancels_and_discards_on_a_failure() -> None:
 
     async def bad() -> str:
         await asyncio.sleep(0.01)
-        raise gemini.UpstreamError(429, "quota")
+        raise UpstreamError(429, "quota")
 
     async def discard(x: str) -> None:
         discarded.append(x)
 
     assert await all_or_none([ok("a"), ok("b")]) == ["a", "b"]
-    with pytest.raises(gemini.UpstreamError):
+    with pytest.raises(UpstreamError):
         await all_or_none([ok("a"), slow(), bad()], discard=discard)
     assert discarded == ["a"]
 
@@ -372,9 +373,9 @@ async def test_all_or_none_cancels_and_discards_on_a_failure() -> None:
 # ---- the startup check of mapping targets ----------------------------------------------------------
 
 async def test_the_model_list_is_paged_filtered_and_compared_with_the_targets(caplog) -> None:
-    from addon.accounts import GeminiAccount
-    from addon.mapping import parse_mappings
-    from addon.model_check import unserved_targets
+    from addon.pool.accounts_file import GeminiAccount
+    from addon.config.mapping import parse_mappings
+    from addon.pool.model_check import unserved_targets
     from addon.upstream.gemini import GeminiProvider
     from addon.upstream.http import HttpClient
 

@@ -285,10 +285,10 @@ def test_gateway_accounts_shows_the_pool_without_secrets(gateways: GatewayFactor
 # ---- scripts/login: the installed-app sign-in ------------------------------------------------
 
 class Login:
-    """`python -m addon.login cloudcode` against the emulator, reading its output as a user would."""
+    """`python -m addon.ops.login cloudcode` against the emulator, reading its output as a user would."""
 
     def __init__(self, emu: Emulator, accounts: Path, *extra: str) -> None:
-        cmd = [sys.executable, "-m", "addon.login", "cloudcode", "--client-id", "desktop-client.apps.example",
+        cmd = [sys.executable, "-m", "addon.ops.login", "cloudcode", "--client-id", "desktop-client.apps.example",
                "--client-secret-env", "LOGIN_TEST_SECRET", "--accounts", str(accounts),
                "--authorize-url", f"{emu.url}/o/oauth2/v2/auth", "--token-url", f"{emu.url}/token",
                "--userinfo-url", f"{emu.url}/oauth2/v2/userinfo", "--base-url", emu.url, *extra]

@@ -15,13 +15,14 @@ import pytest_asyncio
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
-from addon import login
-from addon.accounts import AccountPool, VertexAccount, env_accounts, parse_accounts
-from addon.credentials import CredentialsError, application_default_credentials, load_credentials_file
-from addon.policy import RetryPolicy, why
+from addon.ops import login
+from addon.pool.pool import AccountPool
+from addon.pool.accounts_file import VertexAccount, env_accounts, parse_accounts
+from addon.pool.credentials import CredentialsError, application_default_credentials, load_credentials_file
+from addon.pool.policy import RetryPolicy, why
 from addon.protocol.errors import CredentialsRejected, UpstreamError
-from addon.shared.local import FileTokenStore
-from addon.state import StateStore
+from addon.stores.shared.local import FileTokenStore
+from addon.pool.state import StateStore
 from addon.upstream.codeassist import AccountUnusable, CodeAssistClient, ProjectDirectory
 from addon.upstream.http import HttpClient
 from addon.upstream.jwt import service_account_assertion

@@ -14,20 +14,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from addon.accounts import MAX_COOLDOWN, MAX_USAGE_MODELS, OTHER_MODELS, AccountPool, AccountState, parse_accounts
+from addon.pool.pool import MAX_COOLDOWN, MAX_USAGE_MODELS, OTHER_MODELS, AccountPool, AccountState
+from addon.pool.accounts_file import parse_accounts
 from addon.backends import MAX_UPSTREAM_DELAY, gemini, parse_duration, retry_after_header, well_formed
 from addon.backends.schema import MAX_CLIENT_SCHEMA_NODES, check_schemas, tool_parameters
 from addon.engine import Engine, Fixed, Incoming, Settings
 from addon.frontends import build_frontends
-from addon.mapping import parse_mappings
-from addon.policy import RetryPolicy
+from addon.config.mapping import parse_mappings
+from addon.pool.policy import RetryPolicy
 from addon.protocol import canonical as c
 from addon.protocol import limits
 from addon.protocol.errors import GatewayError, UpstreamError
-from addon.redact import Redactor
-from addon.response_store import MemoryResponseStore
-from addon.shared.local import FileAccountRecords
-from addon.state import StateStore
+from addon.ops.redact import Redactor
+from addon.stores.response_store import MemoryResponseStore
+from addon.stores.shared.local import FileAccountRecords
+from addon.pool.state import StateStore
 from addon.upstream.sse import SSEParser
 from tests.hostile_inputs import hostile_bodies, recursive_schemas
 from tests.test_fuzz_unit import _TranslatingProvider

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from addon.mapping import ModelMap, Target, parse_mappings
-from addon.reloading import ReloadingFile
+from addon.config.mapping import ModelMap, Target, parse_mappings
+from addon.config.reloading import ReloadingFile
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from addon.accounts import AccountPool, parse_accounts
-from addon.metrics import LabelBudget, Metrics
-from addon.policy import Attempt
-from addon.story import MARKS, Story
+from addon.pool.pool import AccountPool
+from addon.pool.accounts_file import parse_accounts
+from addon.ops.metrics import LabelBudget, Metrics
+from addon.pool.policy import Attempt
+from addon.ops.story import MARKS, Story
 from tests.test_operator_e2e import parse_logfmt
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "docs" / "grafana-dashboard.json"

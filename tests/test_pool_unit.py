@@ -15,20 +15,15 @@ from typing import Any
 import pytest
 import yaml
 
-from addon.accounts import (
-    MAX_BACKOFF,
-    AccountPool,
-    AccountsFile,
-    NoAccount,
-    parse_accounts,
-)
+from addon.pool.pool import MAX_BACKOFF, AccountPool, NoAccount
+from addon.pool.accounts_file import AccountsFile, parse_accounts
 from addon.backends.gemini import error_from as google_error
-from addon.policy import Attempt, RetryPolicy, Verdict, judge
+from addon.pool.policy import Attempt, RetryPolicy, Verdict, judge
 from addon.protocol import canonical as c
 from addon.protocol.errors import GatewayError, StaleCredentials, UpstreamError
-from addon.redact import Redactor
-from addon.shared.local import FileAccountRecords, FileTokenStore
-from addon.state import StateStore
+from addon.ops.redact import Redactor
+from addon.stores.shared.local import FileAccountRecords, FileTokenStore
+from addon.pool.state import StateStore
 from addon.upstream.http import HttpClient
 from addon.upstream.oauth import TokenManager
 
@@ -582,7 +577,7 @@ async def test_state_store_writes_itself_a_second_after_a_change_off_the_event_l
     import asyncio
     import threading
 
-    from addon import state as state_module
+    from addon.pool import state as state_module
 
     path = tmp_path / "state.json"
     store = StateStore(path)

@@ -17,13 +17,21 @@ from typing import Any
 
 import pytest
 
-from addon.accounts import AccountPool, NoAccount
+from addon.pool.pool import AccountPool, NoAccount
 from addon.backends import MAX_UPSTREAM_DELAY, parse_duration
 from addon.backends.gemini import error_from
-from addon.policy import PACIFIC, Cooldown, RetryPolicy, Verdict, cooldown_for, judge, until_pacific_midnight
+from addon.pool.policy import (
+    PACIFIC,
+    Cooldown,
+    RetryPolicy,
+    Verdict,
+    cooldown_for,
+    judge,
+    until_pacific_midnight,
+)
 from addon.protocol.errors import GatewayError, UpstreamError
-from addon.shared.local import FileAccountRecords
-from addon.state import StateStore
+from addon.stores.shared.local import FileAccountRecords
+from addon.pool.state import StateStore
 from tests.test_pool_unit import Clock, config, gem, make_pool
 
 PRO, FLASH = "gemini-2.5-pro", "gemini-2.5-flash"
@@ -245,7 +253,7 @@ def test_a_model_resting_after_overloads_is_a_503_not_a_rate_limit() -> None:
 
 def test_model_cooldowns_per_account_are_bounded() -> None:
     """Model names may be the client's (a pass-through mapping): the map cannot grow without end."""
-    from addon.accounts import MAX_MODEL_COOLDOWN, MAX_USAGE_MODELS
+    from addon.pool.pool import MAX_MODEL_COOLDOWN, MAX_USAGE_MODELS
     pool = make_pool(gem("a"))
     a = pool.accounts[0]
     for i in range(MAX_USAGE_MODELS + 10):

@@ -36,9 +36,9 @@ import httpx
 import pytest
 import yaml
 
-from addon.accounts import parse_accounts
-from addon.mapping import parse_mappings
-from addon.story import Story
+from addon.pool.accounts_file import parse_accounts
+from addon.config.mapping import parse_mappings
+from addon.ops.story import Story
 from tests import readme
 from tests.conftest import ROOT, Emulator, ensure_redis_server, free_port
 from tests.google_creds import service_account_file

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from addon.relay import Relay
+from addon.mitm.relay import Relay
 
 
 class Source:

@@ -30,7 +30,7 @@ from addon.backends import gemini
 from addon.frontends.responses import ResponsesFrontend
 from addon.protocol import canonical as c
 from addon.protocol.errors import GatewayError
-from addon.response_store import MemoryResponseStore
+from addon.stores.response_store import MemoryResponseStore
 from tests import emulator as emu
 from tests.golden import cases as golden_cases
 from tests.golden import golden, normalise

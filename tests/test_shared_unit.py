@@ -9,13 +9,14 @@ from collections.abc import Callable
 
 import pytest
 
-from addon.accounts import AccountPool, parse_accounts
+from addon.pool.pool import AccountPool
+from addon.pool.accounts_file import parse_accounts
 from addon.protocol import canonical as c
 from addon.protocol.errors import GatewayError
-from addon.response_store import KVResponseStore, decode, encode
-from addon.shared import open_state
-from addon.shared.local import LocalState
-from addon.shared.redis_state import RedisState
+from addon.stores.response_store import KVResponseStore, decode, encode
+from addon.stores.shared import open_state
+from addon.stores.shared.local import LocalState
+from addon.stores.shared.redis_state import RedisState
 from addon.upstream.http import HttpClient
 from addon.upstream.oauth import TokenManager
 from tests import emulator as emu_pkg
@@ -199,7 +200,7 @@ async def test_a_model_resting_on_one_instance_rests_on_the_other(redis_url: str
 async def test_thought_signatures_are_shared_between_instances(redis_url: str) -> None:
     """With state=redis://, a tool loop's next step on another instance finds Gemini's real
     signature (with its origin) instead of falling back to the dummy."""
-    from addon.signature_store import SharedSignatureStore
+    from addon.stores.signature_store import SharedSignatureStore
 
     a, b = RedisState(redis_url), RedisState(redis_url)
     try:
@@ -214,7 +215,7 @@ async def test_thought_signatures_are_shared_between_instances(redis_url: str) -
 
 
 async def test_redis_trouble_costs_only_the_signature() -> None:
-    from addon.signature_store import SharedSignatureStore
+    from addon.stores.signature_store import SharedSignatureStore
 
     state = _unreachable()
     store = SharedSignatureStore(state.kv("signatures", max_items=10, ttl=60))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from addon.protocol import canonical as c
-from addon.signature_store import (
+from addon.stores.signature_store import (
     ENTRY_OVERHEAD,
     MemorySignatureStore,
     hydrate,

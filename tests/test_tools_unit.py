@@ -19,17 +19,17 @@ import pytest
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
-from addon.accounts import parse_accounts
+from addon.pool.accounts_file import parse_accounts
 from addon.backends import gemini
 from addon.backends import openai as openai_upstream
-from addon.codex_catalog import codex_catalog
+from addon.config.codex_catalog import codex_catalog
 from addon.frontends import chat
 from addon.frontends.common import custom_input
 from addon.frontends.responses import ResponsesFrontend
 from addon.protocol import canonical as c
 from addon.protocol.errors import GatewayError
-from addon.response_store import MemoryResponseStore
-from addon.safety import parse_safety_settings
+from addon.stores.response_store import MemoryResponseStore
+from addon.config.safety import parse_safety_settings
 from tests import emulator as emu
 from tests.emulator import start
 from tests.golden import golden, load

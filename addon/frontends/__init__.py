@@ -7,7 +7,7 @@ the engine serves its `path` with and without the `/v1` prefix, plus any extra `
 
 from __future__ import annotations
 
-from ..response_store import ResponseStore
+from ..stores.response_store import ResponseStore
 from .base import Frontend, Route, StreamEncoder, encode_stream
 from .chat import ChatFrontend
 from .completions import CompletionsFrontend

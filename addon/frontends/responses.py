@@ -40,7 +40,7 @@ from ..protocol.openai.responses import (
     WebSearchToolDef,
     validate_request,
 )
-from ..response_store import ResponseStore
+from ..stores.response_store import ResponseStore
 from .base import Frontend, Route
 from .common import check_json_args, custom_arguments, custom_input, custom_tool, media_from_url
 

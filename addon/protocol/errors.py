@@ -3,7 +3,7 @@
 GatewayError is what a client sees: every failure goes through it, so the body is always
 {"error": {"message", "type", "param", "code"}} with a status the OpenAI SDKs map to the right
 exception class. UpstreamError is what an upstream said (or that it could not be reached): plain
-data that the back ends parse and the retry policy (addon/policy.py) interprets.
+data that the back ends parse and the retry policy (addon/pool/policy.py) interprets.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 A provider turns one attempt on one account into an HTTP call: `complete` returns the whole
 canonical Completion; `stream` returns once the upstream has accepted the request (status 200),
 handing back the canonical event batches to come; `probe` checks the account's credentials alone.
-`complete` and `stream` raise UpstreamError; the retry policy
-(addon/policy.py) decides what an error means for the account. To add a provider, write a module
-with a class implementing `Provider`, give its accounts a model in addon/accounts.py (the
+`complete` and `stream` raise UpstreamError; the retry policy (addon/pool/policy.py) decides
+what an error means for the account. To add a provider, write a module with a class
+implementing `Provider`, give its accounts a model in addon/pool/accounts_file.py (the
 `provider:` value), and register it in `build_providers`.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 from ..protocol import canonical as c
-from ..state import StateStore
+from ..pool.state import StateStore
 from ..protocol.errors import UpstreamError
 from .cloudcode import CloudCodeProvider
 from .codeassist import ProjectDirectory

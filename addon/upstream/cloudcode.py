@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..accounts import CloudCodeAccount
+from ..pool.accounts_file import CloudCodeAccount
 from ..protocol import canonical as c
 from ..protocol import jsonfast
 from ..protocol.errors import UpstreamError

@@ -28,10 +28,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..accounts import CloudCodeAccount
-from ..backends import gemini
+from ..pool.accounts_file import CloudCodeAccount
+from ..backends.gemini.errors import error_from as google_error
 from ..protocol.errors import CredentialsRejected, UpstreamError
-from ..state import StateStore
+from ..pool.state import StateStore
 from .gemini import JSON
 from .http import HttpClient
 from .oauth import TokenManager
@@ -98,7 +98,7 @@ class CodeAssistClient:
                 resp = await self.http.post(f"{self.base_url}/v1internal:{method}", json.dumps(body).encode(), headers)
             raw = await resp.read()
             if resp.status != 200:
-                raise gemini.error_from(resp.status, raw, resp.headers)
+                raise google_error(resp.status, raw, resp.headers)
             try:
                 data = json.loads(raw)
             except ValueError:

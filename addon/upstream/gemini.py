@@ -17,9 +17,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import quote
 
-from ..accounts import GeminiAccount, credential_id
+from ..pool.accounts_file import GeminiAccount, credential_id
 from ..backends import decoding, gemini, well_formed
-from ..backends.gemini_models import rules_for
+from ..backends.gemini.models import rules_for
 from ..protocol import canonical as c
 from ..protocol import jsonfast
 from ..protocol.errors import UpstreamError

@@ -18,7 +18,7 @@ import base64
 import json
 import time
 
-from ..credentials import OAuthGrant
+from ..pool.credentials import OAuthGrant
 
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 LIFETIME = 3600  # Google refuses assertions valid for longer than an hour

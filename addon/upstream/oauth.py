@@ -11,14 +11,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from ..backends import gemini
-from ..credentials import CredentialsError, OAuthGrant, read_gemini_cli_refresh_token
+from ..backends.gemini.errors import error_from as google_error
+from ..pool.credentials import CredentialsError, OAuthGrant, read_gemini_cli_refresh_token
 from ..protocol.errors import CredentialsRejected, StaleCredentials, UpstreamError
 from .http import HttpClient
 from .jwt import JWT_BEARER, service_account_assertion
 
 if TYPE_CHECKING:
-    from ..shared import Token, TokenStore
+    from ..stores.shared import Token, TokenStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -121,7 +121,7 @@ class TokenManager:
         assert grant is not None, f"{acc.name} has no OAuth grant"
         status, headers, body = await self.http.post_form(grant.token_url, await _token_form(grant))
         if status != 200:
-            err = gemini.error_from(status, body, headers)
+            err = google_error(status, body, headers)
             if err.reason == "invalid_grant" or err.status in (400, 401, 403):
                 # invalid_grant, invalid_client, unauthorized_client...: the account's credentials,
                 # not the client's request, are at fault: the policy disables it with this reason.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..accounts import OpenAIAccount
+from ..pool.accounts_file import OpenAIAccount
 from ..backends import decoding, well_formed
 from ..backends import openai as tr
 from ..protocol import canonical as c

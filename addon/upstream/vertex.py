@@ -8,7 +8,7 @@ key calls `https://aiplatform.googleapis.com/v1/publishers/google/models/{model}
 in `x-goog-api-key` and no project or location
 (https://cloud.google.com/vertex-ai/generative-ai/docs/start/express-mode/vertex-ai-express-mode-api-reference).
 
-Requests and answers are the Gemini API's (addon/backends/gemini.py) with no envelope. Where
+Requests and answers are the Gemini API's (addon/backends/gemini/) with no envelope. Where
 Vertex's rules differ, the shared translation stays on the common ground: tool and response
 schemas go as `parametersJsonSchema` / `responseJsonSchema`, which both take (Vertex's
 FunctionDeclaration and GenerationConfig have the same fields); Vertex errors are a plain
@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from ..accounts import VertexAccount
+from ..pool.accounts_file import VertexAccount
 from ..protocol import canonical as c
 from ..protocol import jsonfast
 from ..protocol.errors import UpstreamError

@@ -22,7 +22,7 @@ catch translation bugs, while staying cheap enough to serve benchmarks: no per-r
 work beyond a single walk of the request JSON and the google-genai oracle (oracle.py: every
 GenerateContentRequest must also validate against google-genai's pydantic types). What each
 model accepts (thinking budgets and levels, penalties, candidateCount, tools with JSON mode)
-follows addon/backends/gemini_models.py, refused with Google's texts (gemini_request.py).
+follows addon/backends/gemini/models.py, refused with Google's texts (gemini_request.py).
 
 Thought signatures (Gemini 3 models): each answer carries one, bound to the credential that asked
 (the API key; for Cloud Code the account behind the access token), on the first functionCall, or
@@ -107,13 +107,7 @@ Only stdlib + aiohttp (and ``cryptography``, a mitmproxy dependency, to check JW
 from __future__ import annotations
 
 from .app import make_app, serve, start
-from .gemini_request import (
-    SCHEMA_KEYS,
-    SCHEMA_TYPES,
-    GeminiInvalid,
-    GenRequest,
-    validate_generate_request,
-)
+from .gemini_request import SCHEMA_KEYS, SCHEMA_TYPES, GeminiInvalid, GenRequest, validate_generate_request
 from .gemini_response import gemini_answer, gemini_events
 from .state import EmulatorState
 

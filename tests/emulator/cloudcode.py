@@ -34,15 +34,7 @@ from .gemini import gemini_model_ok
 from .gemini_request import GeminiInvalid, validate_generate_request
 from .gemini_response import respond_generate
 from .state import EmulatorState
-from .wire import (
-    GOOGLE_MESSAGES,
-    Call,
-    bearer,
-    begin,
-    error_response,
-    google_error_body,
-    read_body,
-)
+from .wire import GOOGLE_MESSAGES, Call, bearer, begin, error_response, google_error_body, read_body
 
 STANDARD = {"id": "standard-tier", "name": "Gemini Code Assist Standard", "isDefault": True,
             "userDefinedCloudaicompanionProject": True}

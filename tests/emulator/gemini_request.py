@@ -4,7 +4,7 @@ accepts (thinking, penalties, candidates, tools with JSON mode), function-call t
 Gemini 3 thought signatures, with the real API's error texts (each rule names its source), and
 finally the google-genai request oracle (tests/emulator/oracle.py).
 
-What each model accepts comes from the gateway's own table (addon/backends/gemini_models.py, with
+What each model accepts comes from the gateway's own table (addon/backends/gemini/models.py, with
 its sources): one list of facts, enforced here with Google's wording."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from addon.backends.gemini_models import rules_for
+from addon.backends.gemini.models import rules_for
 from addon.backends.schema import json_pointer
 
 from .oracle import oracle_problem
@@ -618,7 +618,7 @@ _LEARN_MORE = "Learn more: https://cloud.google.com/vertex-ai/generative-ai/docs
 
 def _check_model_rules(model: str, config: dict[str, Any], thinking: dict[str, Any], declared: set[str],
                        fc_mode: str, flavor: str) -> None:
-    """What this model accepts (addon/backends/gemini_models.py has the table and its sources);
+    """What this model accepts (addon/backends/gemini/models.py has the table and its sources);
     the texts are Google's, as quoted in the issues named here."""
     rules = rules_for(model)
     if not rules.known:

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from addon.backends.gemini_models import rules_for
+from addon.backends.gemini.models import rules_for
 
 from .answers import Answer, apply_limits, compose_answer, n_answers, words
 from .gemini_request import GenRequest

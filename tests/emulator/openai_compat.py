@@ -9,24 +9,8 @@ from typing import Any
 
 from aiohttp import web
 
-from .answers import (
-    GEMINI_TO_OPENAI_FINISH,
-    Answer,
-    apply_limits,
-    compose_answer,
-    n_answers,
-    words,
-)
-from .wire import (
-    Call,
-    bearer,
-    begin,
-    compact,
-    error_response,
-    rand_id,
-    read_body,
-    write_stream,
-)
+from .answers import GEMINI_TO_OPENAI_FINISH, Answer, apply_limits, compose_answer, n_answers, words
+from .wire import Call, bearer, begin, compact, error_response, rand_id, read_body, write_stream
 
 OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-5", "o3-mini", "emulator-echo")
 OPENAI_ROLES = ("system", "developer", "user", "assistant", "tool", "function")

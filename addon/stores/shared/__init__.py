@@ -2,7 +2,7 @@
 
 One option (`state`) picks the backend:
   * empty (default): this process only; account records and OAuth tokens persist in the local
-    state file (addon/state.py), Responses and other bounded data live in memory;
+    state file (addon/pool/state.py), Responses and other bounded data live in memory;
   * `redis://host:port/db` (or `rediss://`, `unix://`): every instance pointed at the same Redis
     shares cooldowns, disabled flags, usage counters, refreshed OAuth tokens (one refresh at a
     time across instances), the Responses behind `previous_response_id`, and any bounded
@@ -20,6 +20,7 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..bounded import BoundedKV
 from ..response_store import ResponseStore
 
 Token = tuple[str, float, str]  # access token, expiry (epoch seconds), fingerprint of the refresh token
@@ -64,16 +65,6 @@ class TokenStore(Protocol):
 
     def lock(self, name: str) -> AbstractAsyncContextManager[None]:
         """Held while refreshing `name`'s token: one refresh at a time (across instances with Redis)."""
-
-
-class BoundedKV(Protocol):
-    """Bytes by key, at most `max_items` (least recently used go first), each for `ttl` seconds."""
-
-    async def get(self, key: str) -> bytes | None: ...
-
-    async def put(self, key: str, value: bytes) -> None: ...
-
-    async def delete(self, key: str) -> bool: ...
 
 
 class SharedState(Protocol):

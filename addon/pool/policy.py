@@ -50,8 +50,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .accounts import Account, AccountPool, NoAccount
-from .protocol.errors import (
+from .accounts_file import Account
+from .pool import AccountPool, NoAccount
+from ..protocol.errors import (
     CredentialsRejected,
     GatewayError,
     StaleCredentials,

@@ -1,15 +1,26 @@
-"""A bounded in-memory map: at most `max_items` entries (least recently used go first), each
-kept for at most `ttl` seconds after it was stored. The in-memory Responses store and the local
-key-value store are both this."""
+"""Bounded key-value data: the `BoundedKV` interface (kept in memory, or in Redis with
+state=redis://) and `BoundedMap`, a bounded in-memory map: at most `max_items` entries (least
+recently used go first), each kept for at most `ttl` seconds after it was stored. The in-memory
+Responses store and the local key-value store are both this."""
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 V = TypeVar("V")
+
+
+class BoundedKV(Protocol):
+    """Bytes by key, at most `max_items` (least recently used go first), each for `ttl` seconds."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def put(self, key: str, value: bytes) -> None: ...
+
+    async def delete(self, key: str) -> bool: ...
 
 
 class BoundedMap(Generic[V]):

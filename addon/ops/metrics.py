@@ -23,7 +23,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from .accounts import AccountPool
+from ..pool.pool import AccountPool
 from .story import Story
 
 OTHER = "other"

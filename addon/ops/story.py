@@ -3,7 +3,7 @@
 One Story per request, filled in by the engine as the request goes (route, models, attempts,
 tokens, times) and told three ways when the flow ends: mitmweb's comment column and marker
 (`comment()`, `mark()`), one structured log line (`log_line()`), and the /metrics counters
-(addon/metrics.py). Nothing in it is a secret: account labels are names from the accounts file,
+(addon/ops/metrics.py). Nothing in it is a secret: account labels are names from the accounts file,
 stream errors are redacted before they get here, and client-chosen text is length-capped.
 """
 
@@ -13,7 +13,7 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from .policy import Attempt
+from ..pool.policy import Attempt
 
 LOG_FORMATS = ("logfmt", "json", "off")
 MAX_TEXT = 100  # client-chosen strings (model names) are cut to this in logs and comments

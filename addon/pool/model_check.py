@@ -12,10 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from .accounts import Account, GeminiAccount
-from .mapping import ModelMap
-from .protocol.errors import UpstreamError
-from .upstream.gemini import GeminiProvider
+from .accounts_file import Account, GeminiAccount
+from ..config.mapping import ModelMap
+from ..protocol.errors import UpstreamError
+from ..upstream.gemini import GeminiProvider
 
 log = logging.getLogger(__name__)
 

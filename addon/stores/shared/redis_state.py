@@ -35,7 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 import redis.asyncio as aioredis
 
-from ..protocol.errors import GatewayError
+from ...protocol.errors import GatewayError
 from ..response_store import KVResponseStore
 from . import RecordSource, Token
 

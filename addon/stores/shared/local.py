@@ -1,5 +1,5 @@
 """The embedded default: state for this process only, account records and tokens persisted in
-the local state file (addon/state.py), Responses and other bounded data in memory."""
+the local state file (addon/pool/state.py), Responses and other bounded data in memory."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from ..bounded import BoundedMap
 from ..response_store import MemoryResponseStore
-from ..state import StateStore
+from ...pool.state import StateStore
 from . import RecordSource, Token
 
 

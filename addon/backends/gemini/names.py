@@ -19,7 +19,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 
-from ..protocol import canonical as c
+from ...protocol import canonical as c
 
 VALID = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
 _BAD_CHARS = re.compile(r"[^A-Za-z0-9_.:-]")

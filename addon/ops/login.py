@@ -42,11 +42,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from aiohttp import web
 
-from .accounts import CLOUDCODE_BASE
-from .credentials import GOOGLE_TOKEN_URL
-from .protocol.errors import UpstreamError
-from .upstream.codeassist import AccountUnusable, CodeAssistClient
-from .upstream.http import HttpClient
+from ..pool.accounts_file import CLOUDCODE_BASE
+from ..pool.credentials import GOOGLE_TOKEN_URL
+from ..protocol.errors import UpstreamError
+from ..upstream.codeassist import AccountUnusable, CodeAssistClient
+from ..upstream.http import HttpClient
 
 AUTHORIZE_URL = "https://accounts.google.com/o/oauth2/v2/auth"
 USERINFO_URL = "https://www.googleapis.com/oauth2/v2/userinfo"

@@ -1,7 +1,7 @@
 """What each Gemini model accepts, in one table: thinking controls, penalties, several candidates,
 function calling together with JSON mode, the output limit.
 
-The request translator (addon/backends/gemini.py) reads it to send only what a model accepts; the
+The request translator (request.py, thinking.py) reads it to send only what a model accepts; the
 test emulator reads it to refuse what Google refuses. Rows are matched by name prefix, the longest
 prefix first; a name that no row matches gets `UNKNOWN` (send what the client asked, unchanged).
 
@@ -24,6 +24,7 @@ Sources (all public):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 LEVELS = ("minimal", "low", "medium", "high")  # thinkingLevel values, weakest first
@@ -86,3 +87,12 @@ def nearest_level(rules: ModelRules, wanted: str) -> str:
         return wanted
     want = LEVELS.index(wanted) if wanted in LEVELS else len(LEVELS) - 1
     return min(rules.levels, key=lambda lv: (abs(LEVELS.index(lv) - want), -LEVELS.index(lv)))
+
+
+_MAJOR = re.compile(r"^gemini-(\d+)")
+
+
+def gemini_major(model: str) -> int:
+    """2 for gemini-2.5-pro, 3 for gemini-3-pro-preview / gemini-3.1-flash; 0 when unknown."""
+    m = _MAJOR.match(model)
+    return int(m.group(1)) if m else 0

@@ -22,8 +22,8 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from typing import Protocol
 
-from .protocol import canonical as c
-from .shared import BoundedKV
+from ..protocol import canonical as c
+from .bounded import BoundedKV
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ The Responses API is stateful where Chat Completions is not: `previous_response_
 earlier answer whose whole conversation the new input continues, and `GET`/`DELETE
 /v1/responses/{id}` read the same store. `ResponseStore` is the interface (async, so a store
 shared between gateway instances can implement it); `MemoryResponseStore` is the embedded
-default, `KVResponseStore` the shared one (Redis, through addon/shared).
+default, `KVResponseStore` the shared one (Redis, through addon/stores/shared).
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from .protocol import canonical as c
-
-if TYPE_CHECKING:
-    from .shared import BoundedKV
+from ..protocol import canonical as c
+from .bounded import BoundedKV
 
 
 @dataclass(slots=True)
@@ -119,7 +117,7 @@ class KVResponseStore:
     whole conversation as JSON; bounds and expiry are the key-value store's, and an entry larger
     than `max_entry_bytes` is not kept (as the memory store keeps none beyond its budget)."""
 
-    def __init__(self, kv: "BoundedKV", max_entry_bytes: int = 64 * 1024 * 1024) -> None:
+    def __init__(self, kv: BoundedKV, max_entry_bytes: int = 64 * 1024 * 1024) -> None:
         self.kv = kv
         self.max_entry_bytes = max_entry_bytes
 

@@ -1,0 +1,2 @@
+"""Configuration files: the model mapping, hot reloading of YAML files, Gemini safety settings,
+the Codex CLI model catalog."""

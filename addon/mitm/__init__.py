@@ -1,0 +1,2 @@
+"""The mitmproxy side beside addon/gateway.py: the loopback relay that lets mitmproxy stream a
+response the engine produces."""
