@@ -119,6 +119,7 @@ class ChatRequest:
     include_usage: bool = False
     temperature: float | None = None
     top_p: float | None = None
+    top_k: int | None = None  # Anthropic's top_k -> Gemini topK; OpenAI-compatible upstreams have none
     max_tokens: int | None = None
     stop: list[str] = field(default_factory=list)
     n: int = 1
@@ -131,6 +132,8 @@ class ChatRequest:
     response_format: ResponseFormat | None = None
     reasoning_effort: str | None = None  # none|minimal|low|medium|high
     thinking_level: str | None = None  # minimal|low|medium|high, implied by the model mapping's target
+    thinking_budget: int | None = None  # an explicit thinking budget in tokens (Anthropic's budget_tokens)
+    show_reasoning: bool | None = None  # show thoughts whatever the effort (Anthropic's thinking); None: if an effort is asked
     user: str | None = None
     web_search: bool = False  # the client offered a hosted web search tool (Responses) / web_search_options (chat)
 

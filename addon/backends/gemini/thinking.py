@@ -38,11 +38,20 @@ class OutputPlan:
     visible_limit: int | None = None  # cut visible text to this (headroom was added for thoughts)
 
 
+def _budget_effort(budget: int) -> str:
+    """An explicit thinking budget as the effort it amounts to (for models that take levels)."""
+    return "low" if budget <= 1024 else "medium" if budget <= 8192 else "high"
+
+
 def _legacy_thinking(req: c.ChatRequest, model: str) -> dict[str, Any] | None:
     """A model the table does not know: the effort mapped as for 2.5 (budgets) or 3 (levels)."""
     effort = req.reasoning_effort
+    if effort is None and req.thinking_budget is not None:
+        if not model.startswith("gemini-3"):
+            return {"thinkingBudget": req.thinking_budget, "includeThoughts": req.show_reasoning is not False}
+        effort = _budget_effort(req.thinking_budget)
     if effort is None:
-        return None
+        return {"includeThoughts": True} if req.show_reasoning else None
     if model.startswith("gemini-3"):
         if effort == "none":
             return {"thinkingLevel": "low"}
@@ -54,11 +63,15 @@ def _legacy_thinking(req: c.ChatRequest, model: str) -> dict[str, Any] | None:
 def output_plan(req: c.ChatRequest, model: str, rules: ModelRules | None = None) -> OutputPlan:
     rules = rules or rules_for(model)
     effort, level_hint, limit = req.reasoning_effort, req.thinking_level, req.max_tokens
+    asked_budget = req.thinking_budget if effort != "none" else None  # Anthropic's budget_tokens
     if not rules.known:
         return OutputPlan(_legacy_thinking(req, model), limit)
-    show = effort not in (None, "none")
-    quiet = effort == "none" or (effort is None and level_hint is None and limit is not None
-                                 and limit <= SMALL_ANSWER)
+    # Whether thoughts are shown: what the client said (Anthropic's thinking), else any effort but none
+    show = effort not in (None, "none") if req.show_reasoning is None else req.show_reasoning and effort != "none"
+    quiet = effort == "none" or (effort is None and level_hint is None and asked_budget is None
+                                 and limit is not None and limit <= SMALL_ANSWER)
+    if effort is None and asked_budget is not None and rules.levels:
+        effort = _budget_effort(asked_budget)
     thinking: dict[str, Any] | None = None
     headroom = 0
     if rules.levels:
@@ -78,6 +91,8 @@ def output_plan(req: c.ChatRequest, model: str, rules: ModelRules | None = None)
             budget = 0 if rules.budget_zero else low
             if effort is None and not rules.thinks_by_default:
                 budget = None  # already off: nothing to say
+        elif asked_budget is not None:
+            budget = asked_budget
         elif effort:
             budget = _BUDGETS.get(effort, _DEFAULT_BUDGET)
         elif limit is not None and rules.thinks_by_default:
@@ -85,8 +100,8 @@ def output_plan(req: c.ChatRequest, model: str, rules: ModelRules | None = None)
         if budget is not None:
             budget = 0 if budget == 0 and rules.budget_zero else min(max(budget, low), high)
             thinking = {"thinkingBudget": budget}
-            if show and budget:
-                thinking["includeThoughts"] = True
+        if show and (budget or (budget is None and rules.thinks_by_default)):
+            thinking = {**(thinking or {}), "includeThoughts": True}
         headroom = budget or 0
     if limit is None:
         return OutputPlan(thinking)

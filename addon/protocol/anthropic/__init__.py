@@ -1,0 +1,1 @@
+"""Wire models of Anthropic's Messages API requests (what Claude Code and the `anthropic` SDKs send)."""
