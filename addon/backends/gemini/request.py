@@ -172,8 +172,8 @@ def prepare(req: c.ChatRequest, model: str, origin: str | None = None, *,
 
     gen: dict[str, Any] = {}
     penalties = (("presencePenalty", req.presence_penalty), ("frequencyPenalty", req.frequency_penalty))
-    for key, value in (("temperature", req.temperature), ("topP", req.top_p), ("topK", req.top_k), ("seed", req.seed),
-                       *(penalties if rules.penalties else ())):
+    for key, value in (("temperature", req.temperature), ("topP", req.top_p), ("topK", req.top_k),
+                       ("seed", req.seed), *(penalties if rules.penalties else ())):
         if value is not None:
             gen[key] = value
     plan = output_plan(req, model, rules)
