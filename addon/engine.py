@@ -21,6 +21,7 @@ from .config.codex_catalog import codex_catalog
 from .backends.schema import check_schemas
 from .frontends import Frontend, encode_stream
 from .config.mapping import ModelMap
+from .frontends import embeddings
 from .ops.metrics import Metrics
 from .pool.policy import MAX_ATTEMPTS, RetryPolicy
 from .protocol import canonical as c
@@ -98,6 +99,7 @@ def _error(err: GatewayError, extra: dict[str, str] | None = None) -> Outcome:
 
 
 _MODEL_PATH = re.compile(r"^/v1/models/(.+)$")
+_EMBEDDINGS = ("/v1/embeddings", "/embeddings")
 # Monitoring traffic is counted, but its log lines go to debug so probes do not drown the log.
 _QUIET_ROUTES = frozenset({"/healthz", "/metrics"})
 
@@ -272,6 +274,9 @@ class Engine:
         if m:
             self._allow(req, "GET")
             return self._retrieve_model(m.group(1))
+        if path in _EMBEDDINGS:
+            self._allow(req, "POST")
+            return await self._embeddings(req, story)
         frontend = self.frontends.get(path)
         if frontend is not None:
             self._allow(req, "POST")
@@ -299,6 +304,8 @@ class Engine:
             return "/v1/models" if path == "/models" else path
         if _MODEL_PATH.match(path):
             return "/v1/models/{id}"
+        if path in _EMBEDDINGS:
+            return "/v1/embeddings"
         frontend = self.frontends.get(path)
         if frontend is not None:
             return frontend.path
@@ -417,6 +424,58 @@ class Engine:
         rendered = frontend.render(result, creq, ctx)
         await frontend.settle(ctx)
         return _json(200, rendered)
+
+    # ---- other operations through the pool (embeddings) ----------------------------------------
+    async def run(self, client_model: str, op: Any, story: Story, *, capability: str = "chat") -> Any:
+        """`op(provider, account, upstream model)` through the mapping and the retry policy, on
+        accounts whose provider has `capability` (a method name, e.g. "embed"); fills the story."""
+        limits.check_model_name(client_model)
+        story.client_model = client_model
+        if not self._model_exists(client_model):
+            raise self._no_such_model(client_model)
+        mapped = self.mappings.resolve(client_model)
+        story.mapped_model = mapped
+        unable = frozenset(a.name for a in self.pool.accounts
+                           if getattr(self.providers.get(a.provider), capability, None) is None)
+        serving = [a for a in self.pool.candidates(mapped)]
+        if serving and all(a.name in unable for a in serving):
+            kinds = ", ".join(sorted({f"'{a.provider}'" for a in serving}))
+            raise GatewayError(400, f"{_CAPABILITY_NAMES.get(capability, capability)} are not served by {kinds} "
+                                    f"accounts, and no other account serves '{mapped}'.",
+                               code="unsupported_operation")
+
+        async def attempt(acc: Account) -> Any:
+            story.account = acc.name
+            return await op(self.providers[acc.provider], acc, mapped)
+
+        acc, result = await self.policy.run(mapped, attempt, attempts=story.attempts, skip=unable)
+        story.account = acc.name
+        return result
+
+    async def _embeddings(self, req: Incoming, story: Story) -> Outcome:
+        if len(req.body) > self.settings.max_body_size:
+            raise limits.too_large(self.settings.max_body_size)
+        body = limits.parse_json(req.body) if req.body else None
+        limits.check_counts(body)
+        creq, as_base64 = embeddings.parse(body)
+        story.client_model = creq.model
+        target = self.mappings.target(creq.model)
+        if creq.task_type is None and target.task_type:
+            creq.task_type = target.task_type
+        if creq.dimensions is None and target.dimensions:
+            creq.dimensions = target.dimensions
+        result = await embeddings.embed_all(creq, lambda model, op: self.run(model, op, story, capability="embed"))
+        tokens = embeddings.usage_tokens(creq, result)
+        story.tokens_in = tokens
+        acc = next((a for a in self.pool.accounts if a.name == story.account), None)
+        if acc is not None and story.mapped_model:
+            self.pool.record_usage(acc, story.mapped_model, c.Usage(input_tokens=tokens))
+        data = await embeddings.render_off_loop(creq, result, as_base64, tokens, jsonfast.dumps)
+        return Outcome(200, dict(JSON_HEADERS), data)
+
+
+_CAPABILITY_NAMES = {"embed": "Embeddings"}
+
 
 async def _timed(stream: AsyncIterator[bytes], story: Story) -> AsyncIterator[bytes]:
     """Notes in the story when the first answer byte was ready and when the stream ended."""

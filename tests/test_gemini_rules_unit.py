@@ -387,7 +387,8 @@ async def test_the_model_list_is_paged_filtered_and_compared_with_the_targets(ca
         acc = GeminiAccount(provider="gemini", email="a@x", api_key="k", base_url=url)
         names = await provider.list_models(acc, page_size=4)
         assert {"gemini-3.8-flash", "gemini-3.1-pro-preview", "gemini-2.5-flash-lite"} <= names
-        assert "gemini-embedding-001" not in names and "gemini-3.8-live" not in names  # no generateContent
+        assert "gemini-3.8-live" not in names  # neither generateContent nor embedContent
+        assert {"gemini-embedding-001", "gemini-embedding-2"} <= names  # embedding targets are served too
         assert "gemini-3-pro-preview" not in names  # shut down
         pages = [e for e in state.log if e["path"] == "/v1beta/models"]
         assert len(pages) == 5 and pages[1]["query"] == {"pageSize": "4", "pageToken": "4"}

@@ -7,7 +7,9 @@ so the result never depends on hash order. A target of null keeps the requested 
 
 A target is a model name, or `{model: NAME, thinking_level: LEVEL}` when the client's name
 implies a setting: Antigravity's `gemini-3-pro-high` is Gemini's `gemini-3.1-pro-preview`
-thinking at level `high`.
+thinking at level `high`. An embedding name may imply Gemini's task type the same way:
+`{model: gemini-embedding-001, task_type: RETRIEVAL_QUERY}`, and the vector width OpenAI's name
+has by default: `{model: gemini-embedding-001, dimensions: 1536}`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..protocol.canonical import TASK_TYPES
+
 THINKING_LEVELS = ("minimal", "low", "medium", "high")
 
 
@@ -23,6 +27,8 @@ THINKING_LEVELS = ("minimal", "low", "medium", "high")
 class Target:
     model: str | None  # None: keep the requested name
     thinking_level: str | None = None
+    task_type: str | None = None  # embeddings: Gemini's taskType, unless the request names one
+    dimensions: int | None = None  # embeddings: the width, unless the request asks for one
 
 
 _KEEP = Target(None)
@@ -49,7 +55,7 @@ class ModelMap:
         found = self.exact.get(model)
         if found is None:
             found = next((w.target for w in self.wildcards if w.regex.fullmatch(model)), self.default_target)
-        return found if found.model else Target(model, found.thinking_level)
+        return found if found.model else Target(model, found.thinking_level, found.task_type, found.dimensions)
 
     def resolve(self, model: str) -> str:
         return self.target(model).model or model
@@ -80,12 +86,13 @@ def _target(pattern: str, raw: Any) -> Target:
         return _KEEP
     if isinstance(raw, str):
         return Target(raw)
-    if isinstance(raw, dict) and set(raw) <= {"model", "thinking_level"}:
-        model, level = raw.get("model"), raw.get("thinking_level")
-        if (model is None or isinstance(model, str)) and (level is None or level in THINKING_LEVELS):
-            return Target(model or None, level)
+    if isinstance(raw, dict) and set(raw) <= {"model", "thinking_level", "task_type", "dimensions"}:
+        model, level, task, dims = raw.get("model"), raw.get("thinking_level"), raw.get("task_type"), raw.get("dimensions")
+        if ((model is None or isinstance(model, str)) and (level is None or level in THINKING_LEVELS)
+                and (task is None or task in TASK_TYPES) and (dims is None or (type(dims) is int and dims > 0))):
+            return Target(model or None, level, task, dims)
     raise ValueError(f"target of {pattern!r} must be a model name, null, or {{model: NAME, thinking_level: "
-                     f"{'|'.join(THINKING_LEVELS)}}}")
+                     f"{'|'.join(THINKING_LEVELS)}, task_type: {'|'.join(TASK_TYPES)}, dimensions: N}}")
 
 
 def parse_mappings(data: Any) -> ModelMap:

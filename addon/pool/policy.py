@@ -190,14 +190,16 @@ class RetryPolicy:
         self._vouched: dict[str, float] = {}  # account -> when its credentials last passed a probe
 
     async def run(self, model: str, call: Callable[[Account], Awaitable[T]], *, sticky_key: str | None = None,
-                  attempts: list[Attempt] | None = None) -> tuple[Account, T]:
+                  attempts: list[Attempt] | None = None, skip: frozenset[str] = frozenset()) -> tuple[Account, T]:
         """`call(account)` on one account after another until one succeeds; raises GatewayError.
 
-        `attempts` (if given) receives one entry per attempt, for the operator's story."""
+        `attempts` (if given) receives one entry per attempt, for the operator's story; accounts
+        named in `skip` are never picked (e.g. their provider cannot do what is asked)."""
         attempts = attempts if attempts is not None else []
-        tried: set[str] = set()
+        tried: set[str] = set(skip)
         last: UpstreamError | None = None
-        budget = max(1, min(self.max_attempts, self.pool.eligible_count(model)))
+        eligible = sum(1 for a in self.pool.candidates(model) if a.name not in skip)
+        budget = max(1, min(self.max_attempts, eligible))
         retried, made = False, 0
         while made < budget:
             made += 1

@@ -249,3 +249,27 @@ class GroundingUpdate:
 
 
 StreamEvent = TextDelta | ReasoningDelta | ToolCallDelta | Finish | UsageUpdate | GroundingUpdate
+
+
+# ---- embeddings ----------------------------------------------------------------------------
+
+# Gemini's embedding TaskType values (ai.google.dev/api/embeddings#tasktype)
+TASK_TYPES = ("TASK_TYPE_UNSPECIFIED", "RETRIEVAL_QUERY", "RETRIEVAL_DOCUMENT", "SEMANTIC_SIMILARITY", "CLASSIFICATION",
+              "CLUSTERING", "QUESTION_ANSWERING", "FACT_VERIFICATION", "CODE_RETRIEVAL_QUERY")
+
+
+@dataclass(slots=True)
+class EmbedRequest:
+    """Texts to embed, one vector each, answered in the same order."""
+
+    model: str  # the name the client asked for; the mapped name travels separately
+    inputs: list[str]
+    dimensions: int | None = None  # Gemini's outputDimensionality (the vector is truncated to it)
+    task_type: str | None = None  # Gemini's TaskType: RETRIEVAL_QUERY, RETRIEVAL_DOCUMENT, SEMANTIC_SIMILARITY, ...
+    title: str | None = None  # Gemini's title of the document, for every input (RETRIEVAL_DOCUMENT only)
+
+
+@dataclass(slots=True)
+class Embeddings:
+    vectors: list[list[float]]  # one per input, in the request's order
+    input_tokens: int | None = None  # what the upstream reported; None when it does not say

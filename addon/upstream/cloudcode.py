@@ -22,6 +22,9 @@ from .oauth import TokenManager
 
 class CloudCodeProvider(GeminiProvider):
     name = "cloudcode"
+    # Code Assist has no embedding method: gemini-cli's CodeAssistServer.embedContent only throws
+    # (packages/core/src/code_assist/server.ts). No `embed` capability, so embeddings skip these accounts.
+    embed = None
 
     def __init__(self, http: HttpClient, tokens: TokenManager, projects: ProjectDirectory | None = None) -> None:
         super().__init__(http)

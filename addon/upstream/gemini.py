@@ -19,9 +19,11 @@ from urllib.parse import quote
 
 from ..pool.accounts_file import GeminiAccount, credential_id
 from ..backends import decoding, gemini, well_formed
+from ..backends import embeddings as emb
 from ..backends.gemini.models import rules_for
 from ..protocol import canonical as c
 from ..protocol import jsonfast
+from ..protocol.batching import in_batches
 from ..protocol.errors import UpstreamError
 from .fanout import all_or_none, merge_completions, merge_streams, singles
 from .http import HttpClient, UpstreamResponse
@@ -112,8 +114,20 @@ class GeminiProvider:
         streams = await all_or_none([open_one(one) for one in calls], discard=lambda s: s.aclose())
         return streams[0] if len(streams) == 1 else merge_streams(streams)
 
+    async def embed(self, acc: GeminiAccount, req: c.EmbedRequest, model: str) -> c.Embeddings:
+        """`batchEmbedContents`, at most 100 texts per call (Google refuses more)."""
+        url = f"{acc.base_url}/v1beta/models/{quote(model, safe='')}:batchEmbedContents"
+        headers = {**JSON, "x-goog-api-key": acc.api_key or ""}
+
+        async def call(part: c.EmbedRequest) -> c.Embeddings:
+            resp = await self._post(url, headers, jsonfast.dumps(emb.gemini_batch_body(part, model)))
+            return emb.gemini_embeddings_from(await resp.read(), len(part.inputs), part.dimensions is not None)
+
+        return await in_batches(req, emb.GEMINI_BATCH, call)
+
     async def list_models(self, acc: GeminiAccount, page_size: int = MODELS_PAGE) -> set[str]:
-        """Names (without `models/`) of the models this key may call generateContent on."""
+        """Names (without `models/`) of the models this key may call generateContent or, for
+        embedding models, embedContent on."""
         names: set[str] = set()
         token = ""
         for _ in range(100):  # a bound, in case an upstream keeps handing out page tokens
@@ -124,7 +138,8 @@ class GeminiProvider:
                 raise gemini.error_from(resp.status, raw, resp.headers)
             data = jsonfast.loads(raw)
             for m in data.get("models") or []:
-                if isinstance(m, dict) and "generateContent" in (m.get("supportedGenerationMethods") or []):
+                methods = m.get("supportedGenerationMethods") if isinstance(m, dict) else None
+                if isinstance(methods, list) and ("generateContent" in methods or "embedContent" in methods):
                     names.add(str(m.get("name") or m.get("baseModelId") or "").removeprefix("models/"))
             token = data.get("nextPageToken") or ""
             if not token:

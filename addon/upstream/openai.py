@@ -7,6 +7,7 @@ from typing import Any
 
 from ..pool.accounts_file import OpenAIAccount
 from ..backends import decoding, well_formed
+from ..backends import embeddings as emb
 from ..backends import openai as tr
 from ..protocol import canonical as c
 from ..protocol import jsonfast
@@ -53,3 +54,13 @@ class OpenAIProvider:
     async def stream(self, acc: OpenAIAccount, req: c.ChatRequest, model: str) -> StreamBatches:
         resp = await self._send(acc, self._body(acc, req, model, stream=True))
         return decode_stream(resp, tr.OpenAIStreamDecoder())
+
+    async def embed(self, acc: OpenAIAccount, req: c.EmbedRequest, model: str) -> c.Embeddings:
+        """`POST {base_url}/embeddings`, the request passed through (as floats: the front end
+        encodes base64 itself)."""
+        headers = {"content-type": "application/json", **self._auth(acc)}
+        resp = await self.http.post(f"{acc.base_url}/embeddings", jsonfast.dumps(emb.openai_body(req, model)), headers)
+        raw = await resp.read()
+        if resp.status != 200:
+            raise tr.error_from(resp.status, raw, resp.headers)
+        return emb.openai_embeddings_from(raw, len(req.inputs))

@@ -20,9 +20,11 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from ..backends import embeddings as emb
 from ..pool.accounts_file import VertexAccount
 from ..protocol import canonical as c
 from ..protocol import jsonfast
+from ..protocol.batching import in_batches
 from ..protocol.errors import UpstreamError
 from .gemini import JSON, GeminiProvider, verb
 from .http import HttpClient, UpstreamResponse
@@ -50,8 +52,11 @@ class VertexProvider(GeminiProvider):
 
     async def _send(self, acc: VertexAccount, req: c.ChatRequest, request: dict[str, Any],  # type: ignore[override]
                     model: str, stream: bool) -> UpstreamResponse:
-        body = jsonfast.dumps(request)
-        name = f"publishers/google/models/{quote(model, safe='')}:{verb(stream)}"
+        return await self._call(acc, model, verb(stream), jsonfast.dumps(request))
+
+    async def _call(self, acc: VertexAccount, model: str, method: str, body: bytes) -> UpstreamResponse:
+        """POST `body` to the publisher model's `method` (e.g. `generateContent`, `predict`)."""
+        name = f"publishers/google/models/{quote(model, safe='')}:{method}"
         if acc.api_key:
             return await self._post(f"{acc.base_url}/v1/{name}", {**JSON, "x-goog-api-key": acc.api_key}, body)
         url = f"{acc.base_url}/v1/projects/{quote(acc.project or '', safe='')}/locations/{acc.location}/{name}"
@@ -60,3 +65,19 @@ class VertexProvider(GeminiProvider):
             headers["x-goog-user-project"] = acc.quota_project
         return await self.tokens.call_with_token(
             acc, lambda token: self._post(url, {**headers, "authorization": f"Bearer {token}"}, body))
+
+    async def embed(self, acc: VertexAccount, req: c.EmbedRequest, model: str) -> c.Embeddings:  # type: ignore[override]
+        """Vertex's text embeddings API (`:predict` with `instances`): at most 250 texts per call,
+        one for gemini-embedding-001 (Vertex's documented limits); `:embedContent`, one text per
+        call, for the Gemini embedding models only served there."""
+        method = emb.vertex_method(model)
+
+        async def call(part: c.EmbedRequest) -> c.Embeddings:
+            shortened = part.dimensions is not None
+            if method == "embedContent":
+                resp = await self._call(acc, model, method, jsonfast.dumps(emb.vertex_embed_content_body(part)))
+                return emb.gemini_embeddings_from(await resp.read(), 1, shortened)
+            resp = await self._call(acc, model, method, jsonfast.dumps(emb.vertex_predict_body(part)))
+            return emb.vertex_embeddings_from(await resp.read(), len(part.inputs), shortened)
+
+        return await in_batches(req, emb.vertex_batch_size(model), call)

@@ -19,7 +19,7 @@ from .control import (
 )
 from .gemini import gemini_generate, gemini_model_get, gemini_models
 from .oauth import oauth_authorize, oauth_token, oauth_userinfo
-from .openai_compat import openai_chat, openai_models
+from .openai_compat import openai_chat, openai_embeddings, openai_models
 from .state import STATE, EmulatorState
 from .vertex import vertex_express_generate, vertex_generate
 
@@ -43,6 +43,7 @@ def make_app(state: EmulatorState | None = None) -> web.Application:
     r.add_post("/token", oauth_token)
     r.add_get("/oauth2/v2/userinfo", oauth_userinfo)
     r.add_post("/openai/v1/chat/completions", openai_chat)
+    r.add_post("/openai/v1/embeddings", openai_embeddings)
     r.add_get("/openai/v1/models", openai_models)
     r.add_route("*", "/__control/rules", control_rules)
     r.add_post("/__control/reset", control_reset)

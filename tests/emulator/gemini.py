@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .embeddings import GEMINI_EMBEDDERS, gemini_embed, not_found
 from .gemini_request import GeminiInvalid, validate_generate_request
 from .gemini_response import request_words, respond_generate
 from .state import EmulatorState
@@ -24,7 +25,8 @@ GEMINI_MODELS = (
 )
 OTHER_MODELS = {
     "gemini-3.8-live": ["bidiGenerateContent"],
-    "gemini-embedding-001": ["embedContent", "countTokens"],
+    "gemini-embedding-001": ["embedContent", "countTokens", "countTextTokens", "asyncBatchEmbedContent"],
+    "gemini-embedding-2": ["embedContent", "countTokens", "countTextTokens", "asyncBatchEmbedContent"],
 }
 PAGE_SIZE, MAX_PAGE_SIZE = 50, 1000  # ai.google.dev/api/models: default 50, at most 1000
 
@@ -65,6 +67,12 @@ async def gemini_generate(request: web.Request) -> web.StreamResponse:
     call, early = await begin(request, "gemini", body, key, model, auth=_gemini_auth)
     if early is not None:
         return early
+    if method in ("embedContent", "batchEmbedContents"):
+        if not parsed:
+            return error_response("gemini", 400, "Invalid JSON payload received. Unexpected token.")
+        return await gemini_embed(call, body, model, method)
+    if model in GEMINI_EMBEDDERS:  # embedding models do not generate (or count: only embedContent)
+        return not_found(model, method)
     if method not in ("generateContent", "streamGenerateContent", "countTokens") or not gemini_model_ok(model):
         return error_response("gemini", 404, f"models/{model} is not found for API version v1beta, or is not "
                               f"supported for {method}. Call ListModels to see the list of available models "

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from .answers import GEMINI_TO_OPENAI_FINISH, Answer, apply_limits, compose_answer, n_answers, words
+from .embeddings import openai_embed
 from .wire import Call, bearer, begin, compact, error_response, rand_id, read_body, write_stream
 
 OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-5", "o3-mini", "emulator-echo")
@@ -228,3 +229,14 @@ async def openai_models(request: web.Request) -> web.StreamResponse:
         return early
     return web.json_response({"object": "list", "data": [
         {"id": m, "object": "model", "created": 1700000000, "owned_by": "emulator"} for m in OPENAI_MODELS]})
+
+
+async def openai_embeddings(request: web.Request) -> web.StreamResponse:
+    body, parsed = await read_body(request)
+    call, early = await begin(request, "openai", body, bearer(request), body.get("model") if isinstance(body, dict)
+                              else None, auth=_openai_auth)
+    if early is not None:
+        return early
+    if not parsed:
+        return error_response("openai", 400, "We could not parse the JSON body of your request.")
+    return await openai_embed(call, body)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .embeddings import vertex_embed
 from .gemini import gemini_model_ok
 from .gemini_request import GeminiInvalid, validate_generate_request
 from .gemini_response import respond_generate
@@ -46,6 +47,10 @@ async def _generate(request: web.Request, resource: str, key: str | None, auth) 
     call, early = await begin(request, "gemini", body, key, model, auth=auth)
     if early is not None:
         return early
+    if method in ("predict", "embedContent"):
+        if not parsed:
+            return error_response("gemini", 400, "Invalid JSON payload received. Unexpected token.")
+        return await vertex_embed(call, body, model, method, resource)
     if method not in METHODS or not gemini_model_ok(model):
         return error_response("gemini", 404, f"Publisher Model `{resource}{model}` was not found or your project "
                                              "does not have access to it. Please ensure you are using a valid model "
