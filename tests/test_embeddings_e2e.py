@@ -107,7 +107,8 @@ def test_rotation_on_429_from_the_first_account(pair: Gateway, emulator: Emulato
     assert raw.headers["x-account-email"] == "emb-bob@example.com"
     assert [d.embedding for d in raw.parse().data] == [f32(fake_vector(t, WIDE)) for t in ("one", "two")]
     assert [c["key"] for c in embed_calls(emulator)] == ["emb-alice", "emb-bob"]
-    assert "outcome=rotated" in pair.log() and "attempts=emb-alice@example.com:429,emb-bob@example.com:200" in pair.log()
+    log = pair.log()
+    assert "outcome=rotated" in log and "attempts=emb-alice@example.com:429,emb-bob@example.com:200" in log
 
 
 def test_a_failure_mid_way_resends_only_the_missing_batches(gateways: GatewayFactory, emulator: Emulator) -> None:

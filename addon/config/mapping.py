@@ -87,7 +87,8 @@ def _target(pattern: str, raw: Any) -> Target:
     if isinstance(raw, str):
         return Target(raw)
     if isinstance(raw, dict) and set(raw) <= {"model", "thinking_level", "task_type", "dimensions"}:
-        model, level, task, dims = raw.get("model"), raw.get("thinking_level"), raw.get("task_type"), raw.get("dimensions")
+        model, level = raw.get("model"), raw.get("thinking_level")
+        task, dims = raw.get("task_type"), raw.get("dimensions")
         if ((model is None or isinstance(model, str)) and (level is None or level in THINKING_LEVELS)
                 and (task is None or task in TASK_TYPES) and (dims is None or (type(dims) is int and dims > 0))):
             return Target(model or None, level, task, dims)

@@ -66,7 +66,8 @@ class VertexProvider(GeminiProvider):
         return await self.tokens.call_with_token(
             acc, lambda token: self._post(url, {**headers, "authorization": f"Bearer {token}"}, body))
 
-    async def embed(self, acc: VertexAccount, req: c.EmbedRequest, model: str) -> c.Embeddings:  # type: ignore[override]
+    async def embed(self, acc: VertexAccount, req: c.EmbedRequest,  # type: ignore[override]
+                    model: str) -> c.Embeddings:
         """Vertex's text embeddings API (`:predict` with `instances`): at most 250 texts per call,
         one for gemini-embedding-001 (Vertex's documented limits); `:embedContent`, one text per
         call, for the Gemini embedding models only served there."""

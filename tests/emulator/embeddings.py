@@ -139,7 +139,8 @@ def _one_request(req: Any, where: str, model: str) -> tuple[tuple[str, int | Non
         return None, problem
     name = req.get("model")
     if name is not None and (not isinstance(name, str) or not name.startswith("models/")):
-        return None, _bad(f"* BatchEmbedContentsRequest.{where}.model: unexpected model name format")
+        field = f"BatchEmbedContentsRequest.{where}" if where else "EmbedContentRequest"
+        return None, _bad(f"* {field}.model: unexpected model name format")
     problem = _config({k: v for k, v in req.items() if k in CONFIG_KEYS}, where)
     if problem:
         return None, problem
@@ -157,8 +158,7 @@ async def gemini_embed(call: Call, body: Any, model: str, method: str) -> web.Re
     if not isinstance(body, dict):
         return _bad("Invalid JSON payload received. Expected an object.")
     if method == "embedContent":
-        one, problem = _one_request(body, "", model) if set(body) <= EMBED_KEYS else (None, _unknown(body, EMBED_KEYS,
-                                                                                                       ""))
+        one, problem = _one_request(body, "", model)
         if problem or one is None:
             return problem or _bad(GENERIC)
         return web.json_response({"embedding": {"values": embedding(one[0], width, one[1])}})
@@ -196,7 +196,8 @@ async def vertex_embed(call: Call, body: Any, model: str, method: str, resource:
         text, bad_text = _text_of(body.get("content"), "content")
         if problem or bad_text:
             return problem or bad_text  # type: ignore[return-value]
-        return web.json_response({"embedding": {"values": embedding(text or "", width, cfg.get("outputDimensionality"))},
+        values = embedding(text or "", width, cfg.get("outputDimensionality"))
+        return web.json_response({"embedding": {"values": values},
                                   "usageMetadata": {"promptTokenCount": words(text or "")}})
     problem = _unknown(body, frozenset({"instances", "parameters"}), "")
     if problem:
