@@ -372,6 +372,8 @@ def test_codex_catalog_offers_freeform_apply_patch() -> None:
     assert {"slug", "display_name", "supported_reasoning_levels", "shell_type", "visibility", "supported_in_api",
             "priority", "base_instructions", "support_verbosity", "truncation_policy", "supports_parallel_tool_calls",
             "experimental_supported_tools"} <= info.keys()
+    upstream = {"gpt-5": "gemini-2.5-pro", "text-embedding-3-small": "gemini-embedding-001"}
+    assert [i["slug"] for i in codex_catalog(list(upstream), upstream.__getitem__)] == ["gpt-5"]  # no embedders
 
 
 # ---- emulator rules ------------------------------------------------------------------------------

@@ -60,4 +60,7 @@ def model_info(name: str, upstream: str, priority: int) -> dict[str, Any]:
 
 
 def codex_catalog(names: list[str], resolve: Callable[[str], str]) -> list[dict[str, Any]]:
-    return [model_info(name, resolve(name), priority) for priority, name in enumerate(names, start=1)]
+    """Chat models only: an embedding model (text-embedding-3-small -> gemini-embedding-001) is no
+    agent for Codex's picker."""
+    chat = [(name, upstream) for name in names if "embedding" not in (upstream := resolve(name))]
+    return [model_info(name, upstream, priority) for priority, (name, upstream) in enumerate(chat, start=1)]
