@@ -98,6 +98,7 @@ class Gateway:
         self._inflight: dict[asyncio.Future, http.HTTPFlow] = {}  # engine calls awaiting an answer
         self._watcher: asyncio.Task | None = None
         self._model_check: asyncio.Future | None = None
+        self._start_error = ""
 
     # ---- options ----------------------------------------------------------------------------
     def load(self, loader) -> None:
@@ -137,6 +138,19 @@ class Gateway:
                           "count). Read at start-up.")
 
     def configure(self, updated: set[str]) -> None:
+        try:
+            self._configure(updated)
+        except exceptions.OptionsError as exc:
+            server = ctx.master.addons.get("proxyserver")
+            if self.wiring is not None or server is None or server.is_running:
+                raise  # a change while running: mitmproxy refuses it and keeps the old value
+            # Starting: one line saying what is wrong, not the script loader's traceback (an error
+            # logged during start-up makes mitmproxy exit).
+            if str(exc) != self._start_error:
+                self._start_error = str(exc)
+                log.error("gateway: %s", exc)
+
+    def _configure(self, updated: set[str]) -> None:
         opts = ctx.options
         if "auth_mode" in updated and opts.auth_mode not in auth.AUTH_MODES:
             raise exceptions.OptionsError(f"auth_mode must be one of {', '.join(auth.AUTH_MODES)}")
@@ -161,10 +175,6 @@ class Gateway:
         settings = Settings(auth_mode=mode, api_key=api_key, allow_lan_access=opts.allow_lan_access,
                             max_attempts=opts.max_attempts, max_body_size=max_body, allowed_hosts=frozenset(allowed),
                             log_format=opts.log_format)
-        if hasattr(opts, "keep_host_header") and not opts.keep_host_header:
-            # In reverse mode mitmproxy replaces the client's Host header with the (never contacted)
-            # placeholder target before any hook runs; the DNS-rebinding check needs the original.
-            ctx.options.keep_host_header = True
         # "a,b" in one value is accepted too (the option used to be a comma-separated string)
         self._hosts = frozenset(h.strip().lower() for v in opts.gateway_hosts for h in v.split(",") if h.strip())
         self.relay.keepalive = float(opts.keepalive_seconds)
@@ -192,12 +202,28 @@ class Gateway:
                 self.wiring.state.mark_dirty()
         if first or updated & {"listen_host", "allow_lan_access"}:
             self._check_listen_host()
+        self._own_options()
         if "stream_large_bodies" in updated and opts.stream_large_bodies:
             # mitmproxy then streams large *request* bodies straight to the server, past the
             # `request` hook: the gateway never sees them. Its responses stream regardless.
             log.warning("stream_large_bodies=%s also streams request bodies past the gateway: requests larger "
                         "than that (e.g. with big images) cannot be answered. Leave it unset; gateway responses "
                         "are streamed anyway.", opts.stream_large_bodies)
+
+    @staticmethod
+    def _own_options() -> None:
+        """mitmproxy options the gateway cannot work without, set once the rest is valid (setting
+        one re-enters configure)."""
+        opts = ctx.options
+        if "connection_strategy" in opts and opts.connection_strategy != "lazy":
+            # eager would connect to the reverse target (a placeholder) before every request the addon
+            # answers itself, and answer with an empty reply when nothing listens there
+            log.info("connection_strategy set to lazy: the gateway answers requests itself")
+            opts.connection_strategy = "lazy"
+        if "keep_host_header" in opts and not opts.keep_host_header:
+            # In reverse mode mitmproxy replaces the client's Host header with the (never contacted)
+            # placeholder target before any hook runs; the DNS-rebinding check needs the original.
+            opts.keep_host_header = True
 
     @staticmethod
     def _source(what: str, path: str, load):

@@ -9,6 +9,9 @@ always succeed, so only the misbehaviour under test is seen:
   hang       no response headers for 30 s
   echokey    400 whose message echoes the key URL-encoded
   waitinf    429 with Retry-After: inf and RetryInfo of 31 years
+  cutkey     400 with a plain-text (not JSON) body in which the key straddles characters 500 and
+             2000 (where the gateway cut such text, and cuts it now), then 3000 more characters
+  echoauth   400 (OpenAI's error shape) whose message echoes the Authorization header it got
 `hits` counts requests per mode (and `leak`).
 """
 
@@ -85,6 +88,15 @@ class HostileUpstream:
             key = request.headers.get("x-goog-api-key", "")
             return web.json_response({"error": {"code": 400, "status": "INVALID_ARGUMENT",
                                                 "message": f"bad request for key={quote(key, safe='')}"}}, status=400)
+        if mode == "cutkey":
+            key = request.headers.get("x-goog-api-key", "")
+            text = "x" * (500 - len(key) // 2 - 5) + " key=" + key + " "
+            text += "y" * (2000 - len(key) // 2 - 5 - len(text)) + " key=" + key + " " + "z" * 3000
+            return web.Response(status=400, text=text, content_type="text/plain")
+        if mode == "echoauth":
+            auth = request.headers.get("authorization", "(none)")
+            return web.json_response({"error": {"message": f"refused credentials {auth}", "type": "invalid_request",
+                                                "code": None}}, status=400)
         if mode == "waitinf":
             return web.json_response({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota",
                                                 "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo",

@@ -249,6 +249,19 @@ def test_encoded_forms_of_secrets_are_redacted() -> None:
         assert "[redacted]" in red(f"key={form} was refused") and form not in red(f"key={form}")
 
 
+def test_a_secret_cut_by_an_earlier_truncation_leaves_no_fragment() -> None:
+    from addon.protocol.errors import ERROR_TEXT_CHARS, clip
+
+    secret = "AIzaSECRETGEMINI-0123456789"
+    red = Redactor([secret], lambda: ["ya29.live-access-token-42"])
+    for token in (secret, quote(secret, safe=""), "ya29.live-access-token-42"):
+        for at in range(1, len(token)):
+            text = "x" * (ERROR_TEXT_CHARS - at) + token + " tail"
+            shown = red(f"Upstream error (400): {clip(text)} (more)")
+            assert not [token[i:i + 4] for i in range(len(token) - 3) if token[i:i + 4] in shown[-60:]], shown[-60:]
+    assert red(clip("y" * 3000)).endswith("y\u2026")  # no secret there: nothing masked
+
+
 # ---- 7. unbounded state ------------------------------------------------------------------------
 
 def test_usage_counters_per_account_are_bounded() -> None:

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from ..protocol import canonical as c
 from ..protocol import jsonfast
-from ..protocol.errors import UpstreamError, bad_request
+from ..protocol.errors import ERROR_TEXT_CHARS, UpstreamError, bad_request, clip
 from . import retry_after_header
 
 LimitField = Literal["auto", "max_tokens", "max_completion_tokens"]
@@ -38,16 +38,16 @@ def limit_field(model: str, base_url: str, setting: LimitField = "auto") -> str:
 
 def error_from(status: int, body: bytes, headers: Mapping[str, str]) -> UpstreamError:
     """OpenAI-style error bodies ({"error": {"message", "type", "code"}}), or whatever text came."""
-    message = body.decode("utf-8", "replace")[:500] or f"HTTP {status}"
+    message = clip(body[:4 * ERROR_TEXT_CHARS].decode("utf-8", "replace")) or f"HTTP {status}"
     reason = None
     try:
         data = json.loads(body)
         err = data.get("error") if isinstance(data, dict) else None
         if isinstance(err, dict):
-            message = str(err.get("message") or message)
+            message = clip(str(err.get("message") or message))
             reason = err.get("code") or err.get("type")
         elif isinstance(err, str):
-            message = err
+            message = clip(err)
     except ValueError:
         pass
     return UpstreamError(status, message, retry_after=retry_after_header(headers), reason=reason)

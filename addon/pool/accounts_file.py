@@ -3,11 +3,13 @@ picks it), read from YAML or from the environment; plus each account's credentia
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import functools
 import hashlib
 import os
 from typing import Annotated, Any, Literal, Union
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -195,11 +197,44 @@ class OpenAIAccount(_AccountBase):
     # which field carries the output-token limit; auto: see backends.openai.limit_field
     max_tokens_field: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"
 
+    _basic: str | None = PrivateAttr(default=None)  # "user:password" taken out of base_url
+
     @model_validator(mode="after")
     def _key(self) -> "OpenAIAccount":
         self.api_key = _secret(self.api_key, self.api_key_env, "api_key")
-        self.base_url = self.base_url.rstrip("/")
+        self.base_url, self._basic = _split_credentials(self.base_url.rstrip("/"))
+        if self._basic is not None and self.api_key:
+            raise ValueError("base_url carries credentials (user:password@) and api_key is set too; an upstream "
+                             "takes one Authorization header: keep one of them")
         return self
+
+    @property
+    def authorization(self) -> str | None:
+        """The Authorization header value: Bearer api_key, or Basic from base_url's user:password."""
+        if self.api_key:
+            return f"Bearer {self.api_key}"
+        if self._basic is not None:
+            return "Basic " + base64.b64encode(self._basic.encode()).decode()
+        return None
+
+    def secrets(self) -> list[str]:
+        if self._basic is None:
+            return super().secrets()
+        password = self._basic.partition(":")[2]
+        # and the header's base64 value: an upstream echoing the header shows it that way
+        return super().secrets() + [s for s in (password, base64.b64encode(self._basic.encode()).decode()) if s]
+
+
+def _split_credentials(url: str) -> tuple[str, str | None]:
+    """`http://user:pass@host/v1` -> (`http://host/v1`, "user:pass"): aiohttp would send URL
+    credentials as its own Authorization header, which clashes with an api_key and escapes redaction."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, sep, password = userinfo.partition(":")
+    basic = unquote(user) + (":" + unquote(password) if sep else ":")
+    return urlunsplit(parts._replace(netloc=host)), basic
 
 
 Account = GeminiAccount | CloudCodeAccount | VertexAccount | OpenAIAccount

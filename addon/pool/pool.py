@@ -143,9 +143,14 @@ class AccountPool:
             fp = fingerprint(acc)
             # A credential edited in the file deserves a fresh chance, also when the edit
             # happened while the gateway was stopped (the fingerprint is in the state file).
+            # The state belongs to the credential, not to the label: another key under the same label
+            # (e.g. env:GEMINI_API_KEY, the emulator's then a real one) starts with none of its cooldowns.
             if st.credential is not None and st.credential != fp:
-                st.disabled_reason, st.cooldown_until, st.failures = None, 0.0, 0
-                self._changed(acc.name, "disabled_reason", "cooldown_until", "failures")
+                st.disabled_reason, st.cooldown_until, st.failures, st.why = None, 0.0, 0, None
+                st.last_status, st.last_error = None, None
+                st.models.clear()
+                self._changed(acc.name, "disabled_reason", "cooldown_until", "failures", "why", "last_status",
+                              "last_error", "model_cooldowns")
             if st.credential != fp:
                 st.credential = fp
                 self._changed(acc.name, "credential")

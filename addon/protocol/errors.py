@@ -69,6 +69,18 @@ def bad_request(message: str, param: str | None = None, code: str | None = "inva
     return GatewayError(400, message, param=param, code=code)
 
 
+# An upstream's error text is kept up to this many characters (it may be a whole HTML page). It is
+# cut *before* the secrets are known to be out of it, so the cut ends with CUT: the redactor then
+# also removes a secret's beginning left just before it (addon/redact.py).
+ERROR_TEXT_CHARS = 2000
+CUT = "…"
+
+
+def clip(text: str, limit: int = ERROR_TEXT_CHARS) -> str:
+    """`text` at most `limit` characters, a cut marked with CUT."""
+    return text if len(text) <= limit else text[:limit] + CUT
+
+
 class UpstreamError(Exception):
     """An upstream answered with an error, or could not be reached (status 0)."""
 

@@ -24,7 +24,8 @@ class OpenAIProvider:
 
     @staticmethod
     def _auth(acc: OpenAIAccount) -> dict[str, str]:
-        return {"authorization": f"Bearer {acc.api_key}"} if acc.api_key else {}
+        value = acc.authorization
+        return {"authorization": value} if value else {}
 
     async def probe(self, acc: OpenAIAccount) -> UpstreamError | None:
         """The key alone, without the client's request: list the models."""

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from ...protocol.errors import UpstreamError
+from ...protocol.errors import ERROR_TEXT_CHARS, UpstreamError, clip
 from .. import parse_duration, retry_after_header
 
 _PLEASE_RETRY = re.compile(r"Please retry in ([0-9.]+(?:ms|s))")
@@ -41,7 +41,8 @@ def error_from(status: int, body: bytes, headers: Mapping[str, str]) -> Upstream
     """Gemini / Cloud Code error bodies: {"error": {...}} or a JSON array of them; OAuth token
     endpoints answer {"error": "invalid_grant", "error_description": ...}. Quota details (which
     quota ran out, when it resets) are kept as data for the retry policy (addon/pool/policy.py)."""
-    message, reason, delay = body.decode("utf-8", "replace")[:500] or f"HTTP {status}", None, None
+    message = clip(body[:4 * ERROR_TEXT_CHARS].decode("utf-8", "replace")) or f"HTTP {status}"
+    reason, delay = None, None
     quota_ids: list[str] = []
     try:
         data = json.loads(body)
@@ -51,7 +52,7 @@ def error_from(status: int, body: bytes, headers: Mapping[str, str]) -> Upstream
         data = data[0]
     if isinstance(data, dict) and isinstance(data.get("error"), dict):
         err = data["error"]
-        message = str(err.get("message") or message)
+        message = clip(str(err.get("message") or message))
         info_reason, delay, quota_ids, links = _google_details(err)
         reason = info_reason or err.get("status")
         message += "".join(f" ({url})" for url in dict.fromkeys(links) if url not in message)
@@ -60,7 +61,7 @@ def error_from(status: int, body: bytes, headers: Mapping[str, str]) -> Upstream
             delay = parse_duration(m.group(1)) if m else None
     elif isinstance(data, dict) and isinstance(data.get("error"), str):  # OAuth token endpoint
         reason = data["error"]
-        message = data.get("error_description") or reason
+        message = clip(str(data.get("error_description") or reason))
     if delay is None:
         delay = retry_after_header(headers)
     return UpstreamError(status, message, retry_after=delay, reason=reason, quota_ids=tuple(quota_ids))
