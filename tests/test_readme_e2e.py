@@ -118,7 +118,7 @@ def run_client(cmd: readme.Command, env: dict[str, str], subs: dict[str, str]) -
 
 
 def test_every_recipe_is_run() -> None:
-    ran_here = {"servers", "try-it", "python", "accounts-file", "safety-settings", "mapping-example",
+    ran_here = {"servers", "try-it", "python", "embeddings", "accounts-file", "safety-settings", "mapping-example",
                 "regular-server", "regular-clients", "hosts-file", "log-line", "shared-state"}
     ran_by_codex_test = {"codex-config", "codex"}
     assert set(RECIPES) == ran_here | ran_by_codex_test
@@ -273,6 +273,13 @@ def test_client_recipes_print_what_they_promise(running: tuple[int, dict[str, st
     assert "route=/v1/chat/completions" in text and "stream=true" in text
     # streamed answers are kept (no "content missing"), and the relay hop is not in the log
     assert "content missing" not in text and "server connect" not in text and "Streaming response" not in text
+
+
+def test_embeddings_recipe_prints_what_it_promises(running: tuple[int, dict[str, str], Path]) -> None:
+    port, env, log = running
+    for cmd in readme.commands(RECIPES["embeddings"], inline_expect=True):
+        run_client(cmd, env, {"127.0.0.1:8045": f"127.0.0.1:{port}"})
+    assert "route=/v1/embeddings" in log.read_text()
 
 
 def test_regular_mode_recipe_with_proxy_settings(emulator: Emulator, tmp_path: Path) -> None:
