@@ -333,6 +333,34 @@ def test_client_chosen_model_names_do_not_grow_the_state_file(strict: Gateway, e
         assert len(st_["usage"]) <= 65
 
 
+def test_stored_responses_count_every_byte_they_keep(gateways: GatewayFactory, emulator: Emulator) -> None:
+    """A Response object repeats what the client sent (tools, text, reasoning, metadata, with any
+    extra fields in them): the store's 256 MB budget counts all of it, not only the conversation.
+    Metadata beyond OpenAI's bounds (16 pairs, 64-character keys, 512-character values) is refused
+    with OpenAI's 400."""
+    gw = gateways.start(gemini_accounts(emulator.url, "stored"))
+    client = gw.openai()
+    for metadata, param, code in (({f"k{i}": "v" for i in range(17)}, "metadata", "object_above_max_properties"),
+                                  ({"k" * 65: "v"}, "metadata", "string_above_max_length"),
+                                  ({"note": "v" * 513}, "metadata.note", "string_above_max_length")):
+        with pytest.raises(openai.BadRequestError) as info:
+            client.responses.create(model="gpt-4o", input="hi", metadata=metadata)
+        assert info.value.code == code and info.value.param == param, info.value.body
+    limits = {f"key{i:02d}": "v" * 512 for i in range(16)}
+    assert client.responses.create(model="gpt-4o", input="hi", metadata=limits).metadata == limits
+
+    pad = "x" * (8 << 20)  # kept in the Response object's `reasoning`, never sent upstream
+    ids = []
+    with httpx.Client(timeout=60) as http:
+        for _ in range(40):  # 320 MB of padding against a 256 MB budget
+            r = http.post(gw.v1 + "/responses", json={"model": "gpt-4o", "input": "hi",
+                                                      "reasoning": {"summary": None, "pad": pad}})
+            assert r.status_code == 200, r.text[:300]
+            ids.append(r.json()["id"])
+        assert http.get(f"{gw.v1}/responses/{ids[-1]}").status_code == 200
+        assert http.get(f"{gw.v1}/responses/{ids[0]}").status_code == 404  # evicted: over the budget
+
+
 # ---- 8. noise and wrong signals -------------------------------------------------------------------
 
 def test_one_5xx_on_a_single_account_is_a_503_not_a_rate_limit(gateways: GatewayFactory, emulator: Emulator) -> None:

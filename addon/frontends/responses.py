@@ -22,6 +22,7 @@ from ..protocol import canonical as c
 from ..protocol import jsonfast
 from ..protocol.errors import GatewayError, bad_request
 from ..protocol.ids import new_id
+from ..protocol.openai.common import check_metadata
 from ..protocol.openai.responses import (
     CustomToolCallItem,
     CustomToolDef,
@@ -594,6 +595,7 @@ class ResponsesFrontend(Frontend):
 
     async def parse(self, body: Any) -> tuple[c.ChatRequest, ResponseContext]:
         req = validate_request(body)
+        check_metadata(req.metadata)
         if req.background:
             raise bad_request("Background responses are not supported by this gateway; use stream: true "
                               "for long requests.", "background")

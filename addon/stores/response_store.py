@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..protocol import canonical as c
+from ..protocol import jsonfast
 from .bounded import BoundedKV
 
 
@@ -32,6 +33,12 @@ class StoredResponse:
 
 def _signature_size(sig: c.Signature | None) -> int:
     return 0 if sig is None else len(sig.value) + len(sig.key or "") + len(sig.origin or "")
+
+
+def stored_size(response: dict[str, Any], conversation: list[c.Message]) -> int:
+    """What keeping a response costs: its conversation and every byte of the Response object it
+    is returned as (metadata, tools, instructions, output): each can be as large as a request body."""
+    return approx_size(conversation) + len(jsonfast.dumps(response))
 
 
 def approx_size(conversation: list[c.Message]) -> int:
@@ -56,11 +63,12 @@ class ResponseStore(Protocol):
 class MemoryResponseStore:
     """Responses kept in this process.
 
-    Limits: at most `max_items` responses and `max_bytes` of their conversations (default 1000
+    Limits: at most `max_items` responses and `max_bytes` of what they keep (default 1000
     and 256 MB; the least recently used go first) and each for at most `ttl` seconds after it was
     stored (default 1 hour); `store: false` responses are never kept (the front end does not call
-    `put`). Each entry is charged for its whole conversation, shared history included: an upper
-    bound of the memory held, so that chains of huge inputs cannot grow past the budget. Empty
+    `put`). Each entry is charged for its Response object (metadata, tools, output, ...) and its
+    whole conversation, shared history included: an upper bound of the memory held, so that chains
+    of huge inputs (or huge tool lists) cannot grow past the budget. Empty
     after a restart and not shared between gateway instances, so a client chaining
     `previous_response_id` must keep talking to the same instance (or send the full input, as
     Codex CLI does), unless the gateway runs with `state=redis://...` (KVResponseStore).
@@ -78,7 +86,7 @@ class MemoryResponseStore:
         self.bytes = 0
 
     async def put(self, response: dict[str, Any], conversation: list[c.Message]) -> None:
-        size = approx_size(conversation)
+        size = stored_size(response, conversation)
         self._drop(response["id"])
         if size > self.max_bytes:
             return  # larger than the whole budget: not kept (a later previous_response_id gets a 404)
@@ -122,7 +130,7 @@ class KVResponseStore:
         self.max_entry_bytes = max_entry_bytes
 
     async def put(self, response: dict[str, Any], conversation: list[c.Message]) -> None:
-        size = approx_size(conversation)
+        size = stored_size(response, conversation)
         if size > self.max_entry_bytes:
             return
         # a long conversation takes longer than the event loop may be held: serialise it aside

@@ -80,6 +80,31 @@ def validation_error(exc: ValidationError, what: str = "request") -> GatewayErro
     return GatewayError(400, text, param=param, code=code)
 
 
+# OpenAI's bounds on `metadata` (Responses, Chat Completions with store): at most 16 pairs, keys of
+# at most 64 characters, values of at most 512 (its API reference for the field). The gateway keeps
+# it with a stored Response, so the bounds also cap what a client can make the store hold.
+METADATA_PAIRS, METADATA_KEY_CHARS, METADATA_VALUE_CHARS = 16, 64, 512
+
+
+def check_metadata(metadata: dict[str, str] | None) -> None:
+    """Refuse metadata beyond OpenAI's bounds with OpenAI's 400."""
+    if not metadata:
+        return
+    if len(metadata) > METADATA_PAIRS:
+        raise GatewayError(400, f"Invalid 'metadata': too many properties. Expected an object with at most "
+                                f"{METADATA_PAIRS} properties, but got an object with {len(metadata)} properties "
+                                "instead.", param="metadata", code="object_above_max_properties")
+    for key, value in metadata.items():
+        if len(key) > METADATA_KEY_CHARS:
+            raise GatewayError(400, f"Invalid 'metadata': key too long. Expected a key with maximum length "
+                                    f"{METADATA_KEY_CHARS}, but got a key with length {len(key)} instead.",
+                               param="metadata", code="string_above_max_length")
+        if len(value) > METADATA_VALUE_CHARS:
+            raise GatewayError(400, f"Invalid 'metadata.{key}': string too long. Expected a string with maximum "
+                                    f"length {METADATA_VALUE_CHARS}, but got a string with length {len(value)} "
+                                    "instead.", param=f"metadata.{key}", code="string_above_max_length")
+
+
 def validate_body(model: type[W], body: Any) -> W:
     """A request body as `model`, or the 400 a client can act on."""
     if not isinstance(body, dict):
