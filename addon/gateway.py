@@ -47,7 +47,10 @@ from addon.wiring import Wiring, load_accounts, load_mappings  # noqa: E402
 log = logging.getLogger("gateway")
 DEFAULT_MAPPINGS = str(_ROOT / "mappings.yaml")
 WATCH_INTERVAL = 0.5  # seconds between looks at the clients of in-flight calls
-_CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-goog-api-key")
+# Where a client may put a key: the headers the gateway reads, and those it does not (a proxy's
+# credentials, Azure OpenAI's api-key, Google's ?key=) but which must not be recorded either.
+_CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key", b"x-goog-api-key", b"proxy-authorization", b"api-key"})
+_CREDENTIAL_PARAMS = ("key", "api_key", "api-key", "access_token")
 # mitmweb's flow list: its default columns plus the comment, where each flow's story is told.
 WEB_COLUMNS_DEFAULT = ["tls", "icon", "path", "method", "status", "size", "time"]
 WEB_COLUMNS = ["icon", "path", "method", "status", "size", "time", "comment"]
@@ -412,6 +415,12 @@ class Gateway:
         self._end(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
+        # Also the end of requests mitmproxy refused itself before any other hook (duplicate
+        # Content-Length, Content-Length with Transfer-Encoding, a bad header name, CONNECT in
+        # reverse mode): their flows go to mitmweb and -w files too. (Script addons run before
+        # mitmproxy's own Save addon and mitmweb's view, so those get the redacted flow.)
+        if flow.request is not None and self._ours(flow):
+            _hide_credentials(flow.request)
         handoff = self._end(flow, failed=True)
         if handoff is not None and handoff.relay_path is not None:
             # The client may have left before mitmproxy reached the relay: close that upstream
@@ -513,11 +522,19 @@ def _show_client_address(flow: http.HTTPFlow) -> None:
 
 def _hide_credentials(request: http.Request) -> None:
     """Flows are shown in mitmweb and saved to files: keep the client's key (the gateway key, or a
-    real OpenAI key from an intercepted tool) out of them once it has been checked."""
-    for name in _CREDENTIAL_HEADERS:
-        if name in request.headers:
-            scheme = request.headers[name].split(" ", 1)[0] if name == "authorization" else ""
-            request.headers[name] = f"{scheme} [redacted]".strip() if scheme.lower() == "bearer" else "[redacted]"
+    real OpenAI key from an intercepted tool) out of them once it has been checked. Names are
+    matched as a lenient server would read them (`Authorization :` included)."""
+    fields = request.headers.fields
+    if any(name.strip().lower() in _CREDENTIAL_HEADERS for name, _ in fields):
+        request.headers.fields = tuple((name, _redacted(name, value)) if name.strip().lower() in _CREDENTIAL_HEADERS
+                                       else (name, value) for name, value in fields)
+    if b"?" in request.data.path and any(p in request.query for p in _CREDENTIAL_PARAMS):
+        request.query = [(k, "[redacted]" if k in _CREDENTIAL_PARAMS else v) for k, v in request.query.items(multi=True)]
+
+
+def _redacted(name: bytes, value: bytes) -> bytes:
+    scheme = value.split(b" ", 1)[0] if name.strip().lower().endswith(b"authorization") else b""
+    return scheme + b" [redacted]" if scheme.lower() in (b"bearer", b"basic") else b"[redacted]"
 
 
 addons = [Gateway()]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -82,3 +83,42 @@ def test_a_key_at_a_truncation_point_leaves_no_fragment(gateways: GatewayFactory
     text = httpx.get(gw.url + "/gateway/accounts", timeout=10).text + gw.log()
     assert not [f for f in fragments(key) if f in text]
 
+
+
+def test_keys_leave_flows_mitmproxy_refused_and_headers_the_gateway_does_not_read(
+        gateways: GatewayFactory, emulator: Emulator, tmp_path: Path) -> None:
+    """Requests mitmproxy refuses before any gateway hook still become flows (mitmweb, -w files):
+    their keys must go too, as must keys in headers the gateway never reads."""
+    from mitmproxy import io
+
+    key = "flow-file-gateway-key-5150"
+    flows = tmp_path / "flows.mitm"
+    gw = gateways.start(f"accounts:\n  - provider: gemini\n    label: a\n    api_key: k-123456\n"
+                        f"    base_url: {emulator.url}\n", auth_mode="strict", api_key=key,
+                        extra_args=["--set", f"save_stream_file={flows}"])
+    auth = b"Authorization: Bearer " + key.encode() + b"\r\n"
+    raw = [
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n" + auth
+        + b"Content-Length: 2\r\nContent-Length: 3\r\nContent-Type: application/json\r\n\r\n{}",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n" + auth
+        + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\n0\r\n\r\n",
+        b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n" + auth + b"\r\n",
+        b"GET /v1/models HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization : Bearer " + key.encode() + b"\r\n\r\n",
+        b"GET /v1/models?key=" + key.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nProxy-Authorization: Basic "
+        + key.encode() + b"\r\napi-key: " + key.encode() + b"\r\n" + auth + b"\r\n",
+    ]
+    port = int(gw.url.rsplit(":", 1)[1])
+    answers = []
+    for request in raw:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(request)
+            answers.append(s.recv(200).split(b"\r\n", 1)[0])
+    assert answers[:4] == [b"HTTP/1.1 400 Bad Request"] * 4 and answers[4] == b"HTTP/1.1 200 OK", answers
+    time.sleep(0.5)
+    gateways.stop(gw)
+    with open(flows, "rb") as f:
+        recorded = list(io.FlowReader(f).stream())
+    probed = [f for f in recorded if f.request.path != "/healthz"]  # (the fixture's start-up probes)
+    assert len(probed) == 5 and sum(f.error is not None for f in probed) == 4
+    assert key.encode() not in flows.read_bytes()
+    assert probed[4].request.query["key"] == "[redacted]"
