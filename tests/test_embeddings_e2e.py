@@ -109,6 +109,12 @@ def test_rotation_on_429_from_the_first_account(pair: Gateway, emulator: Emulato
     assert [c["key"] for c in embed_calls(emulator)] == ["emb-alice", "emb-bob"]
     log = pair.log()
     assert "outcome=rotated" in log and "attempts=emb-alice@example.com:429,emb-bob@example.com:200" in log
+    assert "route=/v1/embeddings" in log and "mapped_model=gemini-embedding-001" in log
+    metrics = httpx.get(f"{pair.url}/metrics", timeout=5).text
+    assert ('gateway_requests_total{account="emb-bob@example.com",client_model="gemini-embedding-001",'
+            'mapped_model="gemini-embedding-001",outcome="rotated",route="/v1/embeddings",status="200"} 1.0') in metrics
+    assert ('gateway_tokens_total{account="emb-bob@example.com",direction="in",mapped_model="gemini-embedding-001"}'
+            ' 2.0') in metrics  # "one", "two": estimated, a token each
 
 
 def test_a_failure_mid_way_resends_only_the_missing_batches(gateways: GatewayFactory, emulator: Emulator) -> None:

@@ -157,3 +157,23 @@ def test_chunks_done_on_a_failed_account_are_not_asked_again() -> None:
     assert [v[0] for v in result.vectors] == [float(i) for i in range(350)] and result.input_tokens == 350
     second = [first for acc, first in provider.asked if acc == "second"]
     assert "t100" in second and "t0" not in second  # the first chunk came from the first account
+
+
+def test_large_answers_decode_off_the_event_loop() -> None:
+    body = {"embeddings": [{"values": [0.5] * 3072} for _ in range(100)]}
+    raw = jsonfast.dumps(body)
+    assert len(raw) > batching.OFF_LOOP_BYTES
+
+    async def main() -> tuple[c.Embeddings, bool]:
+        loop_thread = []
+
+        def spy(data: bytes, n: int) -> c.Embeddings:
+            import threading
+            loop_thread.append(threading.current_thread() is threading.main_thread())
+            return emb.gemini_embeddings_from(data, n)
+
+        result = await batching.decode(spy, raw, 100)
+        return result, loop_thread[0]
+
+    result, on_loop = asyncio.run(main())
+    assert len(result.vectors) == 100 and not on_loop

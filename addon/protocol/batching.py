@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from . import canonical as c
 
 T = TypeVar("T")
+OFF_LOOP_BYTES = 256 * 1024  # an upstream answer this large is decoded in a worker thread
 CONCURRENT_BATCHES = 4  # per client request: enough to overlap round trips, polite to one account's quota
 CHARS_PER_TOKEN = 4  # the estimate when an upstream reports no token count (OpenAI's rule of thumb)
 
@@ -65,3 +66,11 @@ async def in_batches(req: c.EmbedRequest, size: int, call: Callable[[c.EmbedRequ
             return await call(part)
 
     return merge(await gather_or_cancel([one(p) for p in parts]))
+
+
+async def decode(fn: Callable[..., T], raw: bytes, *args: Any) -> T:
+    """`fn(raw, *args)`; for a large answer (100 vectors of 3072 numbers are ~6 MB of JSON) in a
+    worker thread, so parsing and rescaling it never hold up the event loop."""
+    if len(raw) < OFF_LOOP_BYTES:
+        return fn(raw, *args)
+    return await asyncio.to_thread(fn, raw, *args)

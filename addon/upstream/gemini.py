@@ -23,7 +23,7 @@ from ..backends import embeddings as emb
 from ..backends.gemini.models import rules_for
 from ..protocol import canonical as c
 from ..protocol import jsonfast
-from ..protocol.batching import in_batches
+from ..protocol.batching import decode, in_batches
 from ..protocol.errors import UpstreamError
 from .fanout import all_or_none, merge_completions, merge_streams, singles
 from .http import HttpClient, UpstreamResponse
@@ -121,7 +121,8 @@ class GeminiProvider:
 
         async def call(part: c.EmbedRequest) -> c.Embeddings:
             resp = await self._post(url, headers, jsonfast.dumps(emb.gemini_batch_body(part, model)))
-            return emb.gemini_embeddings_from(await resp.read(), len(part.inputs), part.dimensions is not None)
+            return await decode(emb.gemini_embeddings_from, await resp.read(), len(part.inputs),
+                                part.dimensions is not None)
 
         return await in_batches(req, emb.GEMINI_BATCH, call)
 

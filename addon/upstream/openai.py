@@ -11,6 +11,7 @@ from ..backends import embeddings as emb
 from ..backends import openai as tr
 from ..protocol import canonical as c
 from ..protocol import jsonfast
+from ..protocol.batching import decode
 from ..protocol.errors import UpstreamError
 from .http import HttpClient, UpstreamResponse
 from .streaming import StreamBatches, decode_stream
@@ -64,4 +65,4 @@ class OpenAIProvider:
         raw = await resp.read()
         if resp.status != 200:
             raise tr.error_from(resp.status, raw, resp.headers)
-        return emb.openai_embeddings_from(raw, len(req.inputs))
+        return await decode(emb.openai_embeddings_from, raw, len(req.inputs))

@@ -24,7 +24,7 @@ from ..backends import embeddings as emb
 from ..pool.accounts_file import VertexAccount
 from ..protocol import canonical as c
 from ..protocol import jsonfast
-from ..protocol.batching import in_batches
+from ..protocol.batching import decode, in_batches
 from ..protocol.errors import UpstreamError
 from .gemini import JSON, GeminiProvider, verb
 from .http import HttpClient, UpstreamResponse
@@ -77,8 +77,8 @@ class VertexProvider(GeminiProvider):
             shortened = part.dimensions is not None
             if method == "embedContent":
                 resp = await self._call(acc, model, method, jsonfast.dumps(emb.vertex_embed_content_body(part)))
-                return emb.gemini_embeddings_from(await resp.read(), 1, shortened)
+                return await decode(emb.gemini_embeddings_from, await resp.read(), 1, shortened)
             resp = await self._call(acc, model, method, jsonfast.dumps(emb.vertex_predict_body(part)))
-            return emb.vertex_embeddings_from(await resp.read(), len(part.inputs), shortened)
+            return await decode(emb.vertex_embeddings_from, await resp.read(), len(part.inputs), shortened)
 
         return await in_batches(req, emb.vertex_batch_size(model), call)

@@ -2,18 +2,21 @@
 
 Emulates, on one aiohttp server:
   * the Gemini API (``/v1beta/models/{model}:generateContent`` / ``:streamGenerateContent`` /
-    ``:countTokens``, ``GET /v1beta/models[/{model}]`` with the late-2026 model list, paged by
+    ``:countTokens``, ``:embedContent`` / ``:batchEmbedContents`` for the embedding models,
+    ``GET /v1beta/models[/{model}]`` with the late-2026 model list, paged by
     ``pageSize``/``pageToken``; API key in ``x-goog-api-key`` or ``?key=``),
   * Google Cloud Code (``/v1internal:generateContent`` / ``:streamGenerateContent`` /
     ``:loadCodeAssist`` / ``:onboardUser``, ``GET /v1internal/operations/{id}``; bearer access
     tokens issued by ``/token``; who signed in picks the answer, see cloudcode.py),
   * Vertex AI (``/v1/projects/{p}/locations/{l}/publishers/google/models/{model}:...`` with a
-    bearer token, express mode ``/v1/publishers/google/models/{model}:...`` with an API key),
+    bearer token, express mode ``/v1/publishers/google/models/{model}:...`` with an API key;
+    ``:predict`` and ``:embedContent`` for the embedding models),
   * Google's OAuth endpoints: consent ``GET /o/oauth2/v2/auth`` (scripted: consents at once for
     ``login_hint`` and redirects to the loopback ``redirect_uri``), token ``/token`` (refresh_token,
     authorization_code with PKCE, service-account JWT bearer checked with the registered public
     key) and ``GET /oauth2/v2/userinfo``,
-  * an OpenAI-compatible server (``/openai/v1/chat/completions``, ``/openai/v1/models``),
+  * an OpenAI-compatible server (``/openai/v1/chat/completions``, ``/openai/v1/embeddings``,
+    ``/openai/v1/models``),
 and a JSON control API under ``/__control/`` for fault rules and inspection.
 
 The point is to be *strict where the real services are strict* (request validation,
@@ -37,7 +40,7 @@ The emulated model is deterministic: it answers ``Echo(<model>): <last user text
 tool; tool results come back as ``Tool NAME returned: {...}``; JSON mode (or ``[[json]]``)
 answers ``{"echo": ...}``; with a ``googleSearch`` tool a text answer comes back grounded
 (``groundingMetadata`` citing one source for the whole text). Tokens are counted as
-whitespace-separated words. Thinking models think first, and those thought tokens count against
+whitespace-separated words. Embeddings are deterministic too (embeddings.py: ``fake_vector``). Thinking models think first, and those thought tokens count against
 ``maxOutputTokens`` as on the real API (2.5 Flash/Pro by default and ``thinkingBudget``: 64,
 capped by the budget; levels minimal 8, low 32, medium 64, high 128): a small limit ends
 ``MAX_TOKENS`` with no content. API keys that start with ``bad`` are rejected with 401, refresh
@@ -77,7 +80,8 @@ field is optional and unknown fields are refused with 400:
   ``retry_delay``     ...with a Google ``RetryInfo`` detail, e.g. ``"30s"`` (Gemini, Cloud Code),
                       after any ``details``
   ``retry_after``     ...with a ``Retry-After`` header
-  ``reply``           answer with this instead of the emulated model (not with ``status``):
+  ``reply``           answer with this instead of the emulated model (not with ``status``; the
+                      embedding endpoints ignore it):
                       ``{"text", "chunks": [stream pieces], "function_calls": [{"name", "args"}],
                       "finish_reason" (Gemini or OpenAI vocabulary), "thought", "grounding"}``;
                       token limits and stop sequences do not shorten it. ``grounding``
