@@ -31,9 +31,14 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-api-key") or headers.get("x-goog-api-key") or None
 
 
+def exempt(mode: str, is_health: bool) -> bool:
+    """Whether this request needs no key at all (`mode` is already effective)."""
+    return mode == "off" or (mode == "all_except_health" and is_health)
+
+
 def check(mode: str, api_key: str, is_health: bool, headers: Mapping[str, str]) -> None:
     """Raises a 401 GatewayError unless the request may pass. `mode` is already effective."""
-    if mode == "off" or (mode == "all_except_health" and is_health):
+    if exempt(mode, is_health):
         return
     key = presented_key(headers)
     if key is None:

@@ -19,6 +19,7 @@ from .pool.accounts_file import Account, AccountsFile
 from .pool.pool import AccountPool
 from .config.codex_catalog import codex_catalog
 from .backends.schema import check_schemas
+from .clients import ClientGate
 from .frontends import Frontend, encode_stream
 from .config.mapping import ModelMap
 from .frontends import embeddings
@@ -67,6 +68,7 @@ class Incoming:
     query: str = ""  # the raw query string, without "?"
     host: str | None = None  # the Host header when the client called the listener itself (reverse mode)
     admitted: bool = False  # admit() already passed on these headers (the adapter does it before the body)
+    client: str | None = None  # the clients file's name for the key admit() accepted (None: operator / no file)
 
 
 @dataclass(slots=True)
@@ -107,8 +109,10 @@ _QUIET_ROUTES = frozenset({"/healthz", "/metrics"})
 class Engine:
     def __init__(self, *, settings: Settings, mappings: Source[ModelMap], accounts: Source[AccountsFile],
                  pool: AccountPool, providers: Mapping[str, Provider], frontends: Iterable[Frontend],
-                 live_secrets: Any = tuple, signatures: SignatureStore | None = None) -> None:
+                 live_secrets: Any = tuple, signatures: SignatureStore | None = None,
+                 clients: ClientGate | None = None) -> None:
         self.settings = settings
+        self.clients = clients  # per-client keys, model allow-lists and limits (None: no clients file)
         self.signatures = signatures if signatures is not None else MemorySignatureStore()
         self.mapping_source = mappings
         self.accounts_source = accounts
@@ -203,7 +207,7 @@ class Engine:
 
     def _story(self, req: Incoming, story: Story | None = None) -> Story:
         story = story if story is not None else Story()
-        story.method, story.path = req.method, req.path
+        story.method, story.path, story.client = req.method, req.path, req.client
         story.route = self._route_name(req.path.rstrip("/") or "/")
         return story
 
@@ -213,6 +217,8 @@ class Engine:
             out.headers["x-mapped-model"] = limits.header_value(story.mapped_model)
         if story.account:
             out.headers["x-account-email"] = limits.header_value(story.account)
+        if story.limit_headers:
+            out.headers.update(story.limit_headers)
         story.status = out.status
         if out.stream is None:
             story.first_byte = story.ended = time.monotonic()
@@ -225,6 +231,8 @@ class Engine:
         """The request is over (a stream: it ended, or its client left): count it and log its line."""
         if story.ended is None:
             story.ended = time.monotonic()
+        if self.clients is not None:
+            self.clients.finished(story)  # its tokens count against the client's budget; its slot frees
         self.metrics.observe(story)
         if self.settings.log_format != "off":
             level = logging.DEBUG if story.route in _QUIET_ROUTES and story.outcome() == "ok" else logging.INFO
@@ -243,7 +251,11 @@ class Engine:
         # checks). The gateway serves no pages and answers no preflight (OPTIONS gets a 405).
         auth.check_browser_headers(req.host, req.headers.get("origin"), settings.allowed_hosts)
         path = req.path.rstrip("/") or "/"
-        auth.check(settings.auth_mode, settings.api_key, path in ("/healthz", "/health"), req.headers)
+        is_health = path in ("/healthz", "/health")
+        if self.clients is None:
+            auth.check(settings.auth_mode, settings.api_key, is_health, req.headers)
+        elif not auth.exempt(settings.auth_mode, is_health):
+            req.client = self.clients.authenticate(req.headers, settings.api_key)
         if req.method == "POST":
             length = req.headers.get("content-length")
             if length is None and req.headers.get("transfer-encoding"):
@@ -266,14 +278,20 @@ class Engine:
             return Outcome(200, {"content-type": self.metrics.content_type}, self.metrics.render())
         if path in ("/v1/models", "/models"):
             self._allow(req, "GET")
-            return _json(200, self._models(req.query))
+            return _json(200, self._models(req.query, req.client))
         if path == "/gateway/accounts":
             self._allow(req, "GET")
             return _json(200, {"object": "list", "data": self.accounts_view()})
+        if path == "/gateway/clients":  # the operator sees every client, a client only itself
+            self._allow(req, "GET")
+            if self.clients is None:
+                raise GatewayError(404, "No clients file is configured (--set clients=clients.yaml).",
+                                   code="no_clients_file")
+            return _json(200, {"object": "list", "data": await self.clients.view(req.client)})
         m = _MODEL_PATH.match(path)
         if m:
             self._allow(req, "GET")
-            return self._retrieve_model(m.group(1))
+            return self._retrieve_model(m.group(1), req.client)
         if path in _EMBEDDINGS:
             self._allow(req, "POST")
             return await self._embeddings(req, story)
@@ -300,7 +318,7 @@ class Engine:
         """The route template a path belongs to: a bounded label for logs and metrics."""
         if path in ("/healthz", "/health"):
             return "/healthz"
-        if path in ("/metrics", "/gateway/accounts", "/v1/models", "/models"):
+        if path in ("/metrics", "/gateway/accounts", "/gateway/clients", "/v1/models", "/models"):
             return "/v1/models" if path == "/models" else path
         if _MODEL_PATH.match(path):
             return "/v1/models/{id}"
@@ -341,8 +359,10 @@ class Engine:
             names += [m for m in acc.models or [] if "*" not in m]
         return list(dict.fromkeys(names))
 
-    def _models(self, query: str) -> dict[str, Any]:
+    def _models(self, query: str, client: str | None = None) -> dict[str, Any]:
         names = self._model_ids()
+        if client is not None and self.clients is not None:  # only what this client may use
+            names = [n for n in names if self.clients.allows(client, n)]
         listing: dict[str, Any] = {"object": "list", "data": [self._model_obj(m) for m in names]}
         if "client_version=" in query:
             # Codex CLI (model_catalog_url) reads its own catalog from the same answer: see codex_catalog
@@ -371,10 +391,12 @@ class Engine:
         return GatewayError(404, f"The model '{name}' does not exist: no mapping rule covers it and the mapping file "
                                  "has no default.", param="model", code="model_not_found")
 
-    def _retrieve_model(self, name: str) -> Outcome:
+    def _retrieve_model(self, name: str, client: str | None = None) -> Outcome:
         limits.check_model_name(name)
         if not self._model_exists(name):
             raise self._no_such_model(name)
+        if self.clients is not None:
+            self.clients.check_model(client, name)
         return _json(200, self._model_obj(name), {"x-mapped-model": self.mappings.resolve(name)})
 
     # ---- completions ----------------------------------------------------------------------
@@ -388,6 +410,8 @@ class Engine:
         story.client_model, story.stream = creq.model, creq.stream
         if not self._model_exists(creq.model):
             raise self._no_such_model(creq.model)
+        if self.clients is not None:
+            self.clients.check_model(req.client, creq.model, story)
         await hydrate(self.signatures, creq)  # the history's thought signatures, with their origin
         target = self.mappings.target(creq.model)
         mapped = target.model or creq.model
@@ -405,6 +429,8 @@ class Engine:
         rf = creq.response_format
         check_schemas([t.parameters for t in creq.tools], rf.schema if rf is not None else None)
         sticky = c.conversation_key(creq) if self.pool.sticky else None
+        if self.clients is not None:  # last, so a request refused for its content costs no rate
+            await self.clients.admit(req.client, story)
         acc, result = await self.policy.run(mapped, attempt, sticky_key=sticky, attempts=story.attempts)
         if creq.stream:
             def on_usage(usage: c.Usage) -> None:
@@ -433,6 +459,8 @@ class Engine:
         story.client_model = client_model
         if not self._model_exists(client_model):
             raise self._no_such_model(client_model)
+        if self.clients is not None:
+            self.clients.check_model(story.client, client_model, story)
         mapped = self.mappings.resolve(client_model)
         story.mapped_model = mapped
         unable = frozenset(a.name for a in self.pool.accounts
@@ -448,6 +476,8 @@ class Engine:
             story.account = acc.name
             return await op(self.providers[acc.provider], acc, mapped)
 
+        if self.clients is not None:
+            await self.clients.admit(story.client, story)
         acc, result = await self.policy.run(mapped, attempt, attempts=story.attempts, skip=unable)
         story.account = acc.name
         return result

@@ -42,6 +42,7 @@ from addon.protocol.errors import GatewayError  # noqa: E402
 from addon.mitm.relay import Relay  # noqa: E402
 from addon.ops.story import LOG_FORMATS, MARKS, Story  # noqa: E402
 from addon.upstream.http import DEFAULT_CONNECTIONS_PER_HOST  # noqa: E402
+from addon.clients import load_clients  # noqa: E402
 from addon.wiring import Wiring, load_accounts, load_mappings  # noqa: E402
 
 log = logging.getLogger("gateway")
@@ -113,6 +114,10 @@ class Gateway:
                           "(auto = all_except_health with LAN access, else off).")
         loader.add_option("api_key", str, "", "Key clients must present when auth is on "
                           "(default: $GATEWAY_API_KEY). Accepted as Bearer, x-api-key or x-goog-api-key.")
+        loader.add_option("clients", str, "", "Clients YAML file (scripts/clients add NAME writes it): per-client "
+                          "keys (their SHA-256), model allow-lists, rpm, tokens_per_day, max_concurrent. Every route "
+                          "but /healthz then needs a client key, or api_key as the operator's (no limits). The file "
+                          "is reloaded on change; the option is read at start-up.")
         loader.add_option("allow_lan_access", bool, False, "Serve clients that are not on this machine.")
         loader.add_option("gateway_hosts", Sequence[str], ["api.openai.com"], "Outside reverse mode: hosts "
                           "whose requests the gateway answers (others pass through untouched).")
@@ -169,8 +174,11 @@ class Gateway:
         if opts.upstream_connections < 0 or opts.upstream_connect_timeout <= 0:
             raise exceptions.OptionsError("upstream_connections must be >= 0 and upstream_connect_timeout > 0")
         api_key = opts.api_key or os.environ.get("GATEWAY_API_KEY", "")
-        mode = auth.effective_mode(opts.auth_mode, opts.allow_lan_access, bool(api_key))
-        if mode != "off" and not api_key:
+        mode = auth.effective_mode(opts.auth_mode, opts.allow_lan_access, bool(api_key or opts.clients))
+        if opts.clients and mode == "off":
+            raise exceptions.OptionsError("a clients file needs client keys checked: drop auth_mode=off (auto, "
+                                          "all_except_health or strict)")
+        if mode != "off" and not api_key and not opts.clients:
             raise exceptions.OptionsError(f"auth mode '{mode}' needs a key: --set api_key=... or $GATEWAY_API_KEY")
         allowed = {h.strip().lower() for v in opts.allowed_hosts for h in v.split(",") if h.strip()}
         if opts.listen_host:
@@ -189,8 +197,10 @@ class Gateway:
         state_path = opts.state_file or (str(Path(opts.accounts).with_suffix(".state.json")) if opts.accounts
                                          else os.path.join(os.path.expanduser(opts.confdir), "gateway-state.json"))
         if self.wiring is None:
+            clients = self._source("clients", opts.clients, load_clients) if opts.clients else None
             try:
                 self.wiring = Wiring(settings=settings, mappings=mappings, accounts=accounts, state_path=state_path,
+                                     clients=clients,
                                      state_url=opts.state, headers_timeout=float(opts.upstream_headers_timeout),
                                      connections_per_host=opts.upstream_connections,
                                      connect_timeout=opts.upstream_connect_timeout)
@@ -198,6 +208,9 @@ class Gateway:
                 raise exceptions.OptionsError(str(exc)) from None
             log.info("gateway state: %s", self.wiring.shared.describe())
         else:
+            if "clients" in updated:
+                log.warning("the clients option is read at start-up: restart the gateway to use %r (edits of "
+                            "the file itself are picked up while running)", opts.clients)
             self.wiring.engine.configure(settings, mappings, accounts)
             self.wiring.http.headers_timeout = float(opts.upstream_headers_timeout)
             if self.wiring.state is not None and Path(state_path) != self.wiring.state.path:
@@ -301,12 +314,14 @@ class Gateway:
         (or anyone decodes) the body; the client's key leaves the recorded flow at once."""
         if flow.response or flow.error or not flow.live or not self._ours(flow) or flow.id in self._handoffs:
             return
+        incoming = self._incoming(flow)
         try:
-            refusal = self.wiring.engine.refusal(self._incoming(flow))
+            refusal = self.wiring.engine.refusal(incoming)
         finally:
             _hide_credentials(flow.request)
         if refusal is None:
             flow.metadata["gateway_admitted"] = True
+            flow.metadata["gateway_client"] = incoming.client  # a name from the clients file, never a key
         else:
             self._refuse(flow, refusal)
 
@@ -345,11 +360,14 @@ class Gateway:
 
     async def _serve(self, flow: http.HTTPFlow) -> None:
         admitted = bool(flow.metadata.get("gateway_admitted"))
+        client = flow.metadata.get("gateway_client")
         if not admitted:  # requestheaders did not run (e.g. a flow replayed from a file)
-            refusal = self.wiring.engine.refusal(self._incoming(flow))
+            incoming = self._incoming(flow)
+            refusal = self.wiring.engine.refusal(incoming)
             if refusal is not None:
                 self._answer_now(flow, refusal)
                 return
+            client = incoming.client
         try:
             body = limits.decode_body(flow.request.raw_content or b"",
                                       flow.request.headers.get("content-encoding", ""),
@@ -358,7 +376,9 @@ class Gateway:
             self._answer_now(flow, self.wiring.engine.refused(self._incoming(flow), err))
             return
         story = Story()
-        outcome = await self._answer(flow, self._incoming(flow, body, admitted=True), story)
+        incoming = self._incoming(flow, body, admitted=True)
+        incoming.client = client
+        outcome = await self._answer(flow, incoming, story)
         _show_client_address(flow)
         if outcome is None:
             story.client_gone = True

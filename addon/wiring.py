@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .pool.pool import AccountPool
 from .pool.accounts_file import AccountsFile, env_accounts, parse_accounts
+from .clients import ClientsFile, build_gate
 from .engine import Engine, Fixed, Settings, Source
 from .frontends import build_frontends
 from .config.mapping import ModelMap, parse_mappings
@@ -39,7 +40,8 @@ class Wiring:
     def __init__(self, *, settings: Settings, mappings: Source[ModelMap], accounts: Source[AccountsFile],
                  state_path: str | Path, state_url: str = "", responses: ResponseStore | None = None,
                  headers_timeout: float = 300.0, connections_per_host: int = DEFAULT_CONNECTIONS_PER_HOST,
-                 connect_timeout: float = 10.0, signatures: SignatureStore | None = None) -> None:
+                 connect_timeout: float = 10.0, signatures: SignatureStore | None = None,
+                 clients: Source[ClientsFile] | None = None) -> None:
         """`state_url`: empty for the local state file, or redis://... to share state between
         instances (raises ValueError if it cannot be used)."""
         self.shared: SharedState = open_state(state_url, state_path)
@@ -48,11 +50,14 @@ class Wiring:
         self.tokens = TokenManager(HttpClient(read_timeout=OAUTH_READ_TIMEOUT, headers_timeout=OAUTH_READ_TIMEOUT),
                                    self.shared.tokens)
         self.pool = AccountPool(self.shared.accounts)
+        # with a clients file: its keys, allow-lists and limits; counters where the other state lives
+        self.clients = build_gate(clients, self.shared) if clients is not None else None
         self.engine = Engine(settings=settings, mappings=mappings, accounts=accounts, pool=self.pool,
                              providers=build_providers(self.http, self.tokens, self.shared.state_file),
                              frontends=build_frontends(responses or self.shared.responses),
                              live_secrets=self.tokens.active_tokens,
-                             signatures=signatures if signatures is not None else self._signatures(state_url))
+                             signatures=signatures if signatures is not None else self._signatures(state_url),
+                             clients=self.clients)
 
     def _signatures(self, state_url: str) -> SignatureStore:
         """In this process by default; in the shared state when instances share one (so a tool loop
@@ -69,6 +74,8 @@ class Wiring:
     async def start(self) -> None:
         """Inside the running event loop: start following other instances' changes (Redis)."""
         await self.shared.start()
+        if self.clients is not None:
+            await self.clients.start()
 
     async def check_models(self) -> None:
         """Warn about mapping targets the Gemini accounts' upstream does not serve (see model_check)."""
@@ -76,6 +83,8 @@ class Wiring:
                                redact=self.engine.redact)
 
     async def aclose(self) -> None:
+        if self.clients is not None:
+            await self.clients.aclose()  # before the state: its last usage goes out first
         await self.shared.aclose()
         await self.http.aclose()
         await self.tokens.http.aclose()

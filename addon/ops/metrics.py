@@ -64,8 +64,10 @@ class Metrics:
         self._client_models = LabelBudget()
         self._mapped_models = LabelBudget()
         r = self.registry
-        self.requests = Counter("gateway_requests", "Requests by route, status, outcome, models and account.",
-                                ["route", "status", "outcome", "client_model", "mapped_model", "account"], registry=r)
+        # `client`: a name from the clients file ("" for the operator key or without a clients file): bounded
+        self.requests = Counter("gateway_requests", "Requests by route, status, outcome, models, account and client.",
+                                ["route", "status", "outcome", "client_model", "mapped_model", "account", "client"],
+                                registry=r)
         self.duration = Histogram("gateway_request_duration_seconds", "From the request's arrival to its last "
                                   "answer byte (a stream: to its end).", ["route", "stream"],
                                   buckets=LATENCY_BUCKETS, registry=r)
@@ -80,7 +82,10 @@ class Metrics:
         self.rotations = Counter("gateway_rotations", "Times a request moved on to another account after a "
                                  "failed attempt.", ["mapped_model"], registry=r)
         self.tokens = Counter("gateway_tokens", "Tokens reported by the upstream.",
-                              ["direction", "mapped_model", "account"], registry=r)
+                              ["direction", "mapped_model", "account", "client"], registry=r)
+        self.client_refusals = Counter("gateway_client_refusals", "Requests refused by a client's own limits "
+                                       "(rpm, max_concurrent, tokens_per_day) or model allow-list (model).",
+                                       ["client", "limit"], registry=r)
         self.open_streams = Gauge("gateway_open_streams", "Streamed answers in progress.", registry=r)
         r.register(_PoolCollector(pool))
 
@@ -94,7 +99,10 @@ class Metrics:
         client = self._client_models(story.client_model, story.client_model is not None
                                      and self._known_model(story.client_model))
         account = story.account or ""
-        self.requests.labels(story.route, str(story.status or 0), story.outcome(), client, mapped, account).inc()
+        who = story.client or ""
+        self.requests.labels(story.route, str(story.status or 0), story.outcome(), client, mapped, account, who).inc()
+        if story.limit and who:
+            self.client_refusals.labels(who, story.limit).inc()
         stream = "true" if story.stream else "false"
         if story.latency is not None:
             self.duration.labels(story.route, stream).observe(story.latency)
@@ -106,9 +114,9 @@ class Metrics:
         if len(story.attempts) > 1:
             self.rotations.labels(mapped).inc(len(story.attempts) - 1)
         if story.tokens_in:
-            self.tokens.labels("in", mapped, account).inc(story.tokens_in)
+            self.tokens.labels("in", mapped, account, who).inc(story.tokens_in)
         if story.tokens_out:
-            self.tokens.labels("out", mapped, account).inc(story.tokens_out)
+            self.tokens.labels("out", mapped, account, who).inc(story.tokens_out)
         if story.stream and story.status == 200:
             self.open_streams.dec()
 

@@ -49,6 +49,10 @@ class Story:
     started: float = field(default_factory=time.monotonic)
     first_byte: float | None = None  # monotonic time the first answer byte was ready
     ended: float | None = None
+    client: str | None = None  # the clients file's name of the caller (None: operator key, or no clients file)
+    limit: str | None = None  # the client limit that refused it: rpm, max_concurrent, tokens_per_day, model
+    limit_headers: dict[str, str] | None = None  # x-ratelimit-* for the client's answer
+    admission: tuple | None = None  # (client, ticket, holds a slot) until the request is settled
 
     # ---- what happened ---------------------------------------------------------------------
     def outcome(self) -> str:
@@ -90,6 +94,8 @@ class Story:
             "client_gone": ["client left"],
             "internal_error": [f"error {self.status}"],
         }.get(outcome, [])
+        if self.client:
+            parts.append(self.client)
         if self.client_model is not None:
             parts.append(f"{_cut(self.client_model)}→{self.mapped_model or '?'}")
         if self.account and outcome != "refused":
@@ -104,13 +110,14 @@ class Story:
         """The log line's fields, in a stable order; absent ones are left out."""
         out: dict[str, object] = {
             "method": self.method, "route": self.route, "status": self.status, "outcome": self.outcome(),
+            "client": self.client,
             "client_model": _cut(self.client_model) if self.client_model is not None else None,
             "mapped_model": self.mapped_model, "account": self.account,
             "attempts": ",".join(f"{a.account}:{a.status or 'conn'}" for a in self.attempts) or None,
             "stream": self.stream if self.client_model is not None else None,
             "latency_ms": _ms(self.latency), "ttfb_ms": _ms(self.ttfb),
             "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
-            "error": self.error_code, "stream_error": self.stream_error,
+            "error": self.error_code, "limit": self.limit, "stream_error": self.stream_error,
         }
         if self.route == "unknown":
             out["path"] = _cut(self.path)
