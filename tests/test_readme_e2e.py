@@ -119,7 +119,8 @@ def run_client(cmd: readme.Command, env: dict[str, str], subs: dict[str, str]) -
 
 def test_every_recipe_is_run() -> None:
     ran_here = {"servers", "try-it", "python", "embeddings", "accounts-file", "safety-settings", "mapping-example",
-                "regular-server", "regular-clients", "hosts-file", "log-line", "shared-state"}
+                "regular-server", "regular-clients", "hosts-file", "log-line", "shared-state",
+                "clients-setup", "clients-try", "clients-file"}
     ran_by_codex_test = {"codex-config", "codex"}
     assert set(RECIPES) == ran_here | ran_by_codex_test
 
@@ -316,6 +317,48 @@ def test_accounts_examples_and_log_line_sample_match_the_code(tmp_path: Path) ->
     full = Story(client_model="m", tokens_in=1, tokens_out=1, error_code="e", stream_error="x", ended=1.0,
                  first_byte=1.0, account="a", mapped_model="m", status=200)
     assert set(sample) <= set(full.fields()) | {"attempts"}, set(sample) - set(full.fields())
+
+
+# ---- clients and budgets -----------------------------------------------------------------------
+
+def test_clients_recipes_add_a_client_and_its_limits_hold(tmp_path: Path) -> None:
+    """`scripts/clients add` as written (its file in a temporary folder), the gateway started with
+    it, then the client lines with the key it printed in KEY."""
+    home, tmp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir(), tmp.mkdir()
+    clients_file = str(tmp_path / "clients.yaml")
+    add, server = readme.commands(RECIPES["clients-setup"])
+    env = clean_env(home, tmp)
+    proc = subprocess.run(["bash", "-c", add.text.replace("clients.yaml", clients_file)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert readme.missing(add.expect, proc.stdout) is None, proc.stdout
+    key = proc.stdout.strip().splitlines()[-1]
+    assert key.startswith("sk-gw-") and key not in Path(clients_file).read_text()
+    port = free_port()
+    log = tmp_path / "run.log"
+    gw = start(server.text.replace("clients.yaml", clients_file), {**env, "PORT": str(port)}, log)
+    try:
+        wait_up(f"http://127.0.0.1:{port}/healthz", gw, log)
+        for cmd in readme.commands(RECIPES["clients-try"]):
+            run_client(cmd, {**env, "KEY": key}, {"127.0.0.1:8045": f"127.0.0.1:{port}"})
+        stop(gw)
+    finally:
+        if gw.poll() is None:
+            os.killpg(gw.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "client=alice" in text and "limit=rpm" in text and "limit=model" in text
+    assert key not in text
+
+
+def test_clients_file_example_loads(tmp_path: Path) -> None:
+    from addon.clients import parse_clients
+
+    parsed = parse_clients(yaml.safe_load(RECIPES["clients-file"].text), env={"CI_BOT_KEY": "sk-gw-ci"})
+    alice = parsed.by_name["alice"]
+    assert [c.name for c in parsed.clients] == ["alice", "ci-bot"]
+    assert alice.allows("gpt-4o-mini") and not alice.allows("o3") and alice.rpm == 60
+    assert parsed.find("sk-gw-ci").name == "ci-bot"
 
 
 # ---- hard-coded api.openai.com: the hosts-file recipe ------------------------------------------
