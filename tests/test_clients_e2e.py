@@ -79,6 +79,9 @@ def test_keys_allow_lists_and_the_model_list(pair) -> None:
     assert "o3" in all_models and len(all_models) > len(alice_models)
     with pytest.raises(openai.NotFoundError):
         a.openai(api_key=KEYS["alice"]).models.retrieve("o3")
+    with pytest.raises(openai.NotFoundError) as err:  # every surface: embeddings too
+        a.openai(api_key=KEYS["alice"]).embeddings.create(model="text-embedding-3-small", input="hi")
+    assert err.value.code == "model_not_found"
     # the operator key has no allow-list and no limits; carol (key_env) may use any model
     assert chat(a, OPERATOR, model="o3").parse().choices[0].message.content
     assert chat(a, KEYS["carol"], model="o3").parse().choices[0].message.content
