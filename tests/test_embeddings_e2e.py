@@ -159,8 +159,10 @@ def test_refusals_are_openai_shaped(gateway: Gateway, emulator: Emulator) -> Non
     assert "models/text-embedding-004 is not found" in nf.value.message
     r = httpx.get(f"{gateway.v1}/embeddings", timeout=5)
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
-    r = httpx.post(f"{gateway.url}/embeddings", json={"model": "gemini-embedding-2", "input": "no v1"}, timeout=20)
+    r = httpx.post(f"{gateway.url}/embeddings", json={"model": "gemini-embedding-2", "input": "no v1 prefix"},
+                   timeout=20)
     assert r.status_code == 200 and len(r.json()["data"][0]["embedding"]) == WIDE  # floats by default
+    assert r.json()["usage"]["prompt_tokens"] == 3  # gemini-embedding-2 reports usageMetadata (3 words)
 
 
 def test_cloud_code_accounts_do_not_embed(gateways: GatewayFactory, emulator: Emulator) -> None:

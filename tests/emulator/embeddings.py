@@ -3,7 +3,9 @@
 
 Vectors are deterministic: ``fake_vector(text, width)`` (tests compute what to expect with it), unit
 length at the model's full width and cut (not rescaled) by ``outputDimensionality``, as Google's are.
-Tokens are whitespace-separated words. Refused as Google refuses, with its texts:
+Tokens are whitespace-separated words; the Gemini API reports them (top-level ``usageMetadata``) for
+gemini-embedding-2 only, as seen in maximhq/bifrost PR 7295 and pydantic/pydantic-ai issue 6781 (001
+answers vectors alone). Refused as Google refuses, with its texts:
   * more than 100 requests in one batchEmbedContents: "* BatchEmbedContentsRequest.requests: at most
     100 requests can be in one batch" (the Gemini API's limit, quoted in the gateway's issue 19);
   * a request ``model`` that is not ``models/...``: "* BatchEmbedContentsRequest.requests[0].model:
@@ -46,6 +48,7 @@ VERTEX_SINGLE = ("gemini-embedding-001",)  # :predict with one instance only
 VERTEX_EMBED_CONTENT = ("gemini-embedding-2",)  # served at :embedContent only, one content per call
 OPENAI_EMBEDDERS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "emulator-embed": 64}
 GEMINI_BATCH, VERTEX_BATCH = 100, 250
+REPORTS_USAGE = ("gemini-embedding-2",)  # Gemini API models whose embed answers carry usageMetadata
 TASK_TYPES = frozenset({"TASK_TYPE_UNSPECIFIED", "RETRIEVAL_QUERY", "RETRIEVAL_DOCUMENT", "SEMANTIC_SIMILARITY",
                         "CLASSIFICATION", "CLUSTERING", "QUESTION_ANSWERING", "FACT_VERIFICATION",
                         "CODE_RETRIEVAL_QUERY"})
@@ -161,7 +164,8 @@ async def gemini_embed(call: Call, body: Any, model: str, method: str) -> web.Re
         one, problem = _one_request(body, "", model)
         if problem or one is None:
             return problem or _bad(GENERIC)
-        return web.json_response({"embedding": {"values": embedding(one[0], width, one[1])}})
+        return web.json_response(_usage({"embedding": {"values": embedding(one[0], width, one[1])}}, model,
+                                        words(one[0])))
     problem = _unknown(body, frozenset({"requests", "model"}), "")
     if problem:
         return problem
@@ -170,13 +174,21 @@ async def gemini_embed(call: Call, body: Any, model: str, method: str) -> web.Re
         return _bad(GENERIC)
     if len(requests) > GEMINI_BATCH:
         return _bad(f"* BatchEmbedContentsRequest.requests: at most {GEMINI_BATCH} requests can be in one batch")
-    out = []
+    out, tokens = [], 0
     for i, req in enumerate(requests):
         one, problem = _one_request(req, f"requests[{i}]", model)
         if problem or one is None:
             return problem or _bad(GENERIC)
         out.append({"values": embedding(one[0], width, one[1])})
-    return web.json_response({"embeddings": out})
+        tokens += words(one[0])
+    return web.json_response(_usage({"embeddings": out}, model, tokens))
+
+
+def _usage(answer: dict[str, Any], model: str, tokens: int) -> dict[str, Any]:
+    if model in REPORTS_USAGE:
+        answer["usageMetadata"] = {"promptTokenCount": tokens,
+                                   "promptTokenDetails": [{"modality": "TEXT", "tokenCount": tokens}]}
+    return answer
 
 
 async def vertex_embed(call: Call, body: Any, model: str, method: str, resource: str) -> web.Response:
