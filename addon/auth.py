@@ -6,7 +6,7 @@ import functools
 import hmac
 import ipaddress
 from collections.abc import Collection, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from .protocol.errors import GatewayError
 
@@ -36,11 +36,22 @@ def exempt(mode: str, is_health: bool) -> bool:
     return mode == "off" or (mode == "all_except_health" and is_health)
 
 
-def check(mode: str, api_key: str, is_health: bool, headers: Mapping[str, str]) -> None:
-    """Raises a 401 GatewayError unless the request may pass. `mode` is already effective."""
+def query_key(query: str) -> str | None:
+    """The `key` parameter of a query string (Google's API takes its key there too)."""
+    if "key=" not in query:
+        return None
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name == "key" and value:
+            return value
+    return None
+
+
+def check(mode: str, api_key: str, is_health: bool, headers: Mapping[str, str], url_key: str | None = None) -> None:
+    """Raises a 401 GatewayError unless the request may pass. `mode` is already effective;
+    `url_key` is a key from the query string, where the surface accepts one (`?key=`)."""
     if exempt(mode, is_health):
         return
-    key = presented_key(headers)
+    key = presented_key(headers) or url_key
     if key is None:
         raise GatewayError(401, "Missing API key. Send it as 'Authorization: Bearer <key>', 'x-api-key' "
                                 "or 'x-goog-api-key'.", code="missing_api_key")

@@ -23,7 +23,9 @@ from .clients import ClientGate
 from .frontends import Frontend, encode_stream
 from .config.mapping import ModelMap
 from .frontends import embeddings
+from .frontends.base import Answer, OpRoute, RouteCall
 from .ops.metrics import Metrics
+from .operations import EnginePoolCalls
 from .pool.policy import MAX_ATTEMPTS, RetryPolicy
 from .protocol import canonical as c
 from .protocol import jsonfast, limits
@@ -123,7 +125,12 @@ class Engine:
         self.frontends: dict[str, Frontend] = {}
         # Extra routes a front end owns (e.g. GET /v1/responses/{id}), with their label for logs.
         self.routes: list[tuple[str, re.Pattern[str], Any, str]] = []
-        for frontend in frontends:
+        self.op_routes: list[OpRoute] = []  # operations with a handler of their own (Gemini-native, ...)
+        self.surfaces = list(frontends)  # who shapes the errors of which paths (Frontend.owns)
+        for frontend in self.surfaces:
+            self.op_routes += frontend.op_routes()
+            if frontend.path is None:  # operations only, no completion route
+                continue
             self.frontends[frontend.path] = self.frontends[frontend.path.removeprefix("/v1")] = frontend
             for method, pattern, fn in frontend.routes():
                 self.routes.append((method, re.compile(pattern), fn, frontend.path + "/{id}"))
@@ -134,6 +141,7 @@ class Engine:
         self._accounts_seen: AccountsFile | None = None
         self._known: tuple[Any, Any, frozenset[str]] | None = None  # (mappings, accounts, names) cache
         self.metrics = Metrics(pool, known_model=lambda name: name in self._known_models())
+        self.pool_calls = EnginePoolCalls(self)
         self.sync_accounts()
 
     def configure(self, settings: Settings, mappings: Source[ModelMap] | None = None,
@@ -183,12 +191,27 @@ class Engine:
             out = await self._route(req, story)
         except GatewayError as err:
             story.error_code = err.code
-            out = _error(err)
-        except Exception:  # a bug must still answer in OpenAI's shape, without a traceback
+            out = self._error_for(req.path, err)
+        except Exception:  # a bug must still answer in its surface's shape, without a traceback
             log.exception("internal error on %s %s", req.method, req.path)
             story.error_code = "internal_error"
-            out = _error(GatewayError(500, "The gateway hit an internal error; see its log.", code="internal_error"))
+            out = self._error_for(req.path, GatewayError(500, "The gateway hit an internal error; see its log.",
+                                                         code="internal_error"))
         return self._told(out, story)
+
+    def _owner(self, path: str) -> Frontend | None:
+        """The surface whose error shape the path's errors take (None: OpenAI's, the default)."""
+        for frontend in self.surfaces:
+            if frontend.owns(path):
+                return frontend
+        return None
+
+    def _error_for(self, path: str, err: GatewayError) -> Outcome:
+        owner = self._owner(path)
+        if owner is None:
+            return _error(err)
+        status, headers, body = owner.error(err)
+        return Outcome(status, headers, body)
 
     def refusal(self, req: Incoming) -> Outcome | None:
         """The answer to a request refused on its headers alone (see `admit`), or None if it may go on.
@@ -203,7 +226,7 @@ class Engine:
         """`err` as the answer to `req`, with its story."""
         story = self._story(req)
         story.error_code = err.code
-        return self._told(_error(err), story)
+        return self._told(self._error_for(req.path, err), story)
 
     def _story(self, req: Incoming, story: Story | None = None) -> Story:
         story = story if story is not None else Story()
@@ -252,10 +275,12 @@ class Engine:
         auth.check_browser_headers(req.host, req.headers.get("origin"), settings.allowed_hosts)
         path = req.path.rstrip("/") or "/"
         is_health = path in ("/healthz", "/health")
+        owner = self._owner(path)
+        url_key = auth.query_key(req.query) if owner is not None and owner.accepts_query_key(path) else None
         if self.clients is None:
-            auth.check(settings.auth_mode, settings.api_key, is_health, req.headers)
+            auth.check(settings.auth_mode, settings.api_key, is_health, req.headers, url_key)
         elif not auth.exempt(settings.auth_mode, is_health):
-            req.client = self.clients.authenticate(req.headers, settings.api_key)
+            req.client = self.clients.authenticate(req.headers, settings.api_key, url_key)
         if req.method == "POST":
             length = req.headers.get("content-length")
             if length is None and req.headers.get("transfer-encoding"):
@@ -276,6 +301,23 @@ class Engine:
         if path == "/metrics":  # behind the same auth as the API
             self._allow(req, "GET")
             return Outcome(200, {"content-type": self.metrics.content_type}, self.metrics.render())
+        allowed = []
+        for route in self.op_routes:  # first: POST /v1/models/{model}:generateContent is not GET /v1/models/{id}
+            m = route.pattern.fullmatch(path)
+            if m is None:
+                continue
+            if req.method == route.method:
+                return await self._operate(route, m, req, story)
+            allowed.append(route.method)
+        if allowed:
+            raise GatewayError(405, f"Method {req.method} is not allowed on {req.path}; use "
+                                    f"{' or '.join(allowed)}.", code="method_not_allowed")
+        if req.method == "GET" and (path in ("/v1/models", "/models") or _MODEL_PATH.match(path)):
+            for surface in self.surfaces:  # google-genai lists at /v1/models: Google's shape for Google's clients
+                found = surface.listing_for(req.headers, req.query, path)
+                if found is not None:
+                    story.route = found[0].label
+                    return await self._operate(found[0], found[1], req, story)
         if path in ("/v1/models", "/models"):
             self._allow(req, "GET")
             return _json(200, self._models(req.query, req.client))
@@ -299,7 +341,6 @@ class Engine:
         if frontend is not None:
             self._allow(req, "POST")
             return await self._complete(frontend, req, story)
-        allowed = []
         for method, pattern, fn, _ in self.routes:
             m = pattern.fullmatch(path)
             if m is None:
@@ -318,6 +359,9 @@ class Engine:
         """The route template a path belongs to: a bounded label for logs and metrics."""
         if path in ("/healthz", "/health"):
             return "/healthz"
+        for route in self.op_routes:
+            if route.pattern.fullmatch(path):
+                return route.label
         if path in ("/metrics", "/gateway/accounts", "/gateway/clients", "/v1/models", "/models"):
             return "/v1/models" if path == "/models" else path
         if _MODEL_PATH.match(path):
@@ -505,6 +549,17 @@ class Engine:
 
 
 _CAPABILITY_NAMES = {"embed": "Embeddings"}
+
+    # ---- operations (handler routes) ---------------------------------------------------------
+    async def _operate(self, route: OpRoute, match: re.Match[str], req: Incoming, story: Story) -> Outcome:
+        if len(req.body) > self.settings.max_body_size:
+            raise limits.too_large(self.settings.max_body_size)
+        body = limits.parse_json(req.body) if req.body else None
+        limits.check_shape(body) if body is not None else None
+        answer: Answer = await route.handler(RouteCall(req, match, body, story, self.pool_calls))
+        if answer.stream is not None:
+            return Outcome(answer.status, answer.headers, stream=_timed(answer.stream, story))
+        return Outcome(answer.status, answer.headers, answer.body)
 
 
 async def _timed(stream: AsyncIterator[bytes], story: Story) -> AsyncIterator[bytes]:

@@ -52,12 +52,11 @@ class Wiring:
         self.pool = AccountPool(self.shared.accounts)
         # with a clients file: its keys, allow-lists and limits; counters where the other state lives
         self.clients = build_gate(clients, self.shared) if clients is not None else None
+        signatures = signatures if signatures is not None else self._signatures(state_url)
         self.engine = Engine(settings=settings, mappings=mappings, accounts=accounts, pool=self.pool,
                              providers=build_providers(self.http, self.tokens, self.shared.state_file),
-                             frontends=build_frontends(responses or self.shared.responses),
-                             live_secrets=self.tokens.active_tokens,
-                             signatures=signatures if signatures is not None else self._signatures(state_url),
-                             clients=self.clients)
+                             frontends=build_frontends(responses or self.shared.responses, signatures),
+                             live_secrets=self.tokens.active_tokens, signatures=signatures, clients=self.clients)
 
     def _signatures(self, state_url: str) -> SignatureStore:
         """In this process by default; in the shared state when instances share one (so a tool loop

@@ -119,9 +119,10 @@ class ClientGate:
         return [c.name for c in self.current().clients]
 
     # ---- who is calling -------------------------------------------------------------------
-    def authenticate(self, headers: Mapping[str, str], operator_key: str) -> str | None:
-        """The client's name, or None for the operator key (no limits); 401 for anything else."""
-        key = auth.presented_key(headers)
+    def authenticate(self, headers: Mapping[str, str], operator_key: str, url_key: str | None = None) -> str | None:
+        """The client's name, or None for the operator key (no limits); 401 for anything else.
+        `url_key`: a key from the query string where the surface takes one (Google's `?key=`)."""
+        key = auth.presented_key(headers) or url_key
         if key is None:
             raise _missing()
         raw = key.encode("utf-8", "surrogateescape")

@@ -8,14 +8,18 @@ the engine serves its `path` with and without the `/v1` prefix, plus any extra `
 from __future__ import annotations
 
 from ..stores.response_store import ResponseStore
+from ..stores.signature_store import MemorySignatureStore, SignatureStore
 from .base import Frontend, Route, StreamEncoder, encode_stream
 from .chat import ChatFrontend
 from .completions import CompletionsFrontend
+from .gemini import GeminiFrontend
 from .responses import ResponsesFrontend
 
 __all__ = ["Frontend", "Route", "StreamEncoder", "build_frontends", "encode_stream"]
 
 
-def build_frontends(store: ResponseStore) -> list[Frontend]:
-    """Every surface the gateway serves: the one registry of front ends."""
-    return [ChatFrontend(), ResponsesFrontend(store), CompletionsFrontend()]
+def build_frontends(store: ResponseStore, signatures: SignatureStore | None = None) -> list[Frontend]:
+    """Every surface the gateway serves: the one registry of front ends. `signatures`: where the
+    Gemini-native surface keeps which credential issued each thought signature (the engine's store)."""
+    return [ChatFrontend(), ResponsesFrontend(store), CompletionsFrontend(),
+            GeminiFrontend(signatures if signatures is not None else MemorySignatureStore())]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..pool.accounts_file import CloudCodeAccount
+from ..backends.gemini import native as gn
 from ..protocol import canonical as c
 from ..protocol import jsonfast
 from ..protocol.errors import UpstreamError
@@ -48,8 +49,22 @@ class CloudCodeProvider(GeminiProvider):
         # gemini-cli keeps one session id per conversation and a fresh prompt id per user turn.
         inner["session_id"] = c.conversation_key(req)
         wrapped = {"model": model, "project": project, "user_prompt_id": new_id("", 16), "request": inner}
-        data = jsonfast.dumps(wrapped)
-        url = f"{acc.base_url}/v1internal:{verb(stream)}"
+        return await self._call(acc, f"{acc.base_url}/v1internal:{verb(stream)}", jsonfast.dumps(wrapped))
+
+    unwraps = True
+    native_embed = None  # Code Assist has no embeddings (gemini-cli's CodeAssistServer.embedContent throws)
+
+    async def _native_send(self, acc: CloudCodeAccount, body: dict[str, Any], model: str,  # type: ignore[override]
+                           verb_name: str, stream: bool) -> UpstreamResponse:
+        if verb_name == gn.COUNT:
+            wrapped = gn.cloudcode_count_body(body, model)
+        else:
+            project = await self.projects.project(acc)
+            wrapped = {"model": model, "project": project, "user_prompt_id": new_id("", 16), "request": body}
+        url = f"{acc.base_url}/v1internal:{verb_name}" + ("?alt=sse" if stream else "")
+        return await self._call(acc, url, jsonfast.dumps(wrapped))
+
+    async def _call(self, acc: CloudCodeAccount, url: str, data: bytes) -> UpstreamResponse:
         try:
             return await self.tokens.call_with_token(
                 acc, lambda token: self._post(url, {**JSON, "authorization": f"Bearer {token}"}, data))

@@ -26,6 +26,7 @@ from ..protocol import jsonfast
 from ..protocol.batching import decode, in_batches
 from ..protocol.errors import UpstreamError
 from .fanout import all_or_none, merge_completions, merge_streams, singles
+from . import native
 from .http import HttpClient, UpstreamResponse
 from .streaming import StreamBatches, decode_stream, read_ahead
 
@@ -65,6 +66,25 @@ class GeminiProvider:
         data = jsonfast.dumps(body)
         url = f"{acc.base_url}/v1beta/models/{quote(model, safe='')}:{verb(stream)}"
         return await self._post(url, {**JSON, "x-goog-api-key": acc.api_key or ""}, data)
+
+    # ---- Gemini-native requests (frontends/gemini.py): the client's body as sent ----------------
+    unwraps = False  # whether answers come in Cloud Code's {"response": ...} envelope
+
+    async def native(self, acc: Any, body: dict[str, Any], model: str, verb: str, stream: bool) -> Any:
+        """One call of Google's own API (generateContent, streamGenerateContent, countTokens, and
+        for Gemini API keys embedContent / batchEmbedContents): the answer object, or for a stream
+        its events once the upstream answered 200."""
+        resp = await self._native_send(acc, body, model, verb, stream)
+        return await (native.events(resp, unwrap=self.unwraps) if stream else native.whole(resp, unwrap=self.unwraps))
+
+    async def native_embed(self, acc: Any, body: dict[str, Any], model: str, verb: str, stream: bool) -> Any:
+        """Embeddings as Google's API takes them: only Gemini API keys serve these two verbs."""
+        return await self.native(acc, body, model, verb, stream)
+
+    async def _native_send(self, acc: GeminiAccount, body: dict[str, Any], model: str, verb: str,
+                           stream: bool) -> UpstreamResponse:
+        url = f"{acc.base_url}/v1beta/models/{quote(model, safe='')}:{verb}" + ("?alt=sse" if stream else "")
+        return await self._post(url, {**JSON, "x-goog-api-key": acc.api_key or ""}, jsonfast.dumps(body))
 
     async def probe(self, acc: GeminiAccount) -> UpstreamError | None:
         """The key alone, without the client's request: list one model."""

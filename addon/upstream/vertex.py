@@ -22,6 +22,7 @@ from urllib.parse import quote
 
 from ..backends import embeddings as emb
 from ..pool.accounts_file import VertexAccount
+from ..backends.gemini import native as gn
 from ..protocol import canonical as c
 from ..protocol import jsonfast
 from ..protocol.batching import decode, in_batches
@@ -53,6 +54,14 @@ class VertexProvider(GeminiProvider):
     async def _send(self, acc: VertexAccount, req: c.ChatRequest, request: dict[str, Any],  # type: ignore[override]
                     model: str, stream: bool) -> UpstreamResponse:
         return await self._call(acc, model, verb(stream), jsonfast.dumps(request))
+
+    native_embed = None  # Vertex AI embeds with :predict / :embedContent of its own (the `embed` capability)
+
+    async def _native_send(self, acc: VertexAccount, body: dict[str, Any], model: str,  # type: ignore[override]
+                           verb_name: str, stream: bool) -> UpstreamResponse:
+        if verb_name == gn.COUNT:
+            body = gn.vertex_count_body(body)
+        return await self._call(acc, model, verb_name + ("?alt=sse" if stream else ""), jsonfast.dumps(body))
 
     async def _call(self, acc: VertexAccount, model: str, method: str, body: bytes) -> UpstreamResponse:
         """POST `body` to the publisher model's `method` (e.g. `generateContent`, `predict`)."""

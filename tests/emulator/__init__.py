@@ -5,12 +5,12 @@ Emulates, on one aiohttp server:
     ``:countTokens``, ``:embedContent`` / ``:batchEmbedContents`` for the embedding models,
     ``GET /v1beta/models[/{model}]`` with the late-2026 model list, paged by
     ``pageSize``/``pageToken``; API key in ``x-goog-api-key`` or ``?key=``),
-  * Google Cloud Code (``/v1internal:generateContent`` / ``:streamGenerateContent`` /
+  * Google Cloud Code (``/v1internal:generateContent`` / ``:streamGenerateContent`` / ``:countTokens`` /
     ``:loadCodeAssist`` / ``:onboardUser``, ``GET /v1internal/operations/{id}``; bearer access
     tokens issued by ``/token``; who signed in picks the answer, see cloudcode.py),
   * Vertex AI (``/v1/projects/{p}/locations/{l}/publishers/google/models/{model}:...`` with a
     bearer token, express mode ``/v1/publishers/google/models/{model}:...`` with an API key;
-    ``:predict`` and ``:embedContent`` for the embedding models),
+    ``:countTokens``; ``:predict`` and ``:embedContent`` for the embedding models),
   * Google's OAuth endpoints: consent ``GET /o/oauth2/v2/auth`` (scripted: consents at once for
     ``login_hint`` and redirects to the loopback ``redirect_uri``), token ``/token`` (refresh_token,
     authorization_code with PKCE, service-account JWT bearer checked with the registered public

@@ -7,7 +7,7 @@ import signal
 
 from aiohttp import web
 
-from .cloudcode import cloudcode_generate, cloudcode_load, cloudcode_onboard, cloudcode_operation
+from .cloudcode import cloudcode_count, cloudcode_generate, cloudcode_load, cloudcode_onboard, cloudcode_operation
 from .control import (
     control_config,
     control_expire,
@@ -33,6 +33,7 @@ def make_app(state: EmulatorState | None = None) -> web.Application:
     r.add_post(r"/v1beta/models/{target:[^/]+}", gemini_generate)
     r.add_post("/v1internal:generateContent", cloudcode_generate)
     r.add_post("/v1internal:streamGenerateContent", cloudcode_generate)
+    r.add_post("/v1internal:countTokens", cloudcode_count)
     r.add_post("/v1internal:loadCodeAssist", cloudcode_load)
     r.add_post("/v1internal:onboardUser", cloudcode_onboard)
     r.add_get("/v1internal/operations/{op}", cloudcode_operation)

@@ -32,7 +32,7 @@ from aiohttp import web
 
 from .gemini import gemini_model_ok
 from .gemini_request import GeminiInvalid, validate_generate_request
-from .gemini_response import respond_generate
+from .gemini_response import request_words, respond_generate
 from .state import EmulatorState
 from .wire import GOOGLE_MESSAGES, Call, bearer, begin, error_response, google_error_body, read_body
 
@@ -113,6 +113,32 @@ async def cloudcode_generate(request: web.Request) -> web.StreamResponse:
     except GeminiInvalid as exc:
         return error_response("cloudcode", 400, exc.message, details=exc.details)
     return await respond_generate(call, req, model, stream, request.query.get("alt") == "sse", wrap=True)
+
+
+async def cloudcode_count(request: web.Request) -> web.StreamResponse:
+    """``v1internal:countTokens``: {"request": {"model": "models/<m>", "contents"}} -> {"totalTokens"}, not
+    wrapped (gemini-cli's code_assist converter: toCountTokenRequest / fromCountTokenResponse)."""
+    body, parsed = await read_body(request)
+    token = bearer(request)
+    inner = body.get("request") if isinstance(body, dict) else None
+    model = inner.get("model") if isinstance(inner, dict) else None
+    call, early = await begin(request, "cloudcode", body, token, model, auth=_cloudcode_auth)
+    if early is not None:
+        return early
+    if not parsed or not isinstance(body, dict) or not isinstance(inner, dict):
+        return error_response("cloudcode", 400, "Invalid JSON payload received. request is required.")
+    unknown = sorted(set(body) - {"request"}) or sorted(set(inner) - {"model", "contents"})
+    if unknown:
+        return error_response("cloudcode", 400, f'Invalid JSON payload received. Unknown name "{unknown[0]}": '
+                                                "Cannot find field.")
+    if not isinstance(model, str) or not model.startswith("models/") or not gemini_model_ok(model[7:]):
+        return error_response("cloudcode", 404, f"Requested entity was not found: model {model}.")
+    try:
+        req = validate_generate_request({"contents": inner.get("contents")}, model[7:], call.state,
+                                        flavor="cloudcode")
+    except GeminiInvalid as exc:
+        return error_response("cloudcode", 400, exc.message, details=exc.details)
+    return web.json_response({"totalTokens": request_words(req)})
 
 
 async def _setup_call(request: web.Request) -> tuple[Call, Any, web.StreamResponse | None]:

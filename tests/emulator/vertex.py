@@ -1,4 +1,4 @@
-"""Vertex AI: ``generateContent`` / ``streamGenerateContent`` of Google's publisher models, at
+"""Vertex AI: ``generateContent`` / ``streamGenerateContent`` / ``countTokens`` of Google's publisher models, at
 ``/v1/projects/{project}/locations/{location}/publishers/google/models/{model}:{method}`` with an
 OAuth access token, and in express mode at ``/v1/publishers/google/models/{model}:{method}`` with an
 API key (``x-goog-api-key`` or ``?key=``), as
@@ -15,10 +15,10 @@ from aiohttp import web
 from .embeddings import vertex_embed
 from .gemini import gemini_model_ok
 from .gemini_request import GeminiInvalid, validate_generate_request
-from .gemini_response import respond_generate
+from .gemini_response import request_words, respond_generate
 from .wire import GOOGLE_MESSAGES, Call, bearer, begin, error_response, google_error_body, read_body
 
-METHODS = ("generateContent", "streamGenerateContent")
+METHODS = ("generateContent", "streamGenerateContent", "countTokens")
 NO_API_KEYS = ("API keys are not supported by this API. Expected OAuth2 access token or other authentication "
                "credentials that assert a principal. See https://cloud.google.com/docs/authentication")
 
@@ -61,6 +61,10 @@ async def _generate(request: web.Request, resource: str, key: str | None, auth) 
         req = validate_generate_request(body, model, call.state, vertex=True, credential=call.credential)
     except GeminiInvalid as exc:
         return error_response("gemini", 400, exc.message, details=exc.details)
+    if method == "countTokens":
+        # Vertex's CountTokensRequest has the generate fields at its top level (no
+        # generateContentRequest wrapper, which the field check above refuses as an unknown name).
+        return web.json_response({"totalTokens": request_words(req)})
     stream = method == "streamGenerateContent"
     return await respond_generate(call, req, model, stream, request.query.get("alt") == "sse", wrap=False)
 
