@@ -23,7 +23,7 @@ from .clients import ClientGate
 from .frontends import Frontend, encode_stream
 from .config.mapping import ModelMap
 from .frontends import embeddings
-from .frontends.base import Answer, OpRoute, RouteCall
+from .frontends.base import OpRoute
 from .ops.metrics import Metrics
 from .operations import EnginePoolCalls
 from .pool.policy import MAX_ATTEMPTS, RetryPolicy
@@ -301,23 +301,14 @@ class Engine:
         if path == "/metrics":  # behind the same auth as the API
             self._allow(req, "GET")
             return Outcome(200, {"content-type": self.metrics.content_type}, self.metrics.render())
-        allowed = []
-        for route in self.op_routes:  # first: POST /v1/models/{model}:generateContent is not GET /v1/models/{id}
-            m = route.pattern.fullmatch(path)
-            if m is None:
-                continue
-            if req.method == route.method:
-                return await self._operate(route, m, req, story)
-            allowed.append(route.method)
-        if allowed:
-            raise GatewayError(405, f"Method {req.method} is not allowed on {req.path}; use "
-                                    f"{' or '.join(allowed)}.", code="method_not_allowed")
-        if req.method == "GET" and (path in ("/v1/models", "/models") or _MODEL_PATH.match(path)):
-            for surface in self.surfaces:  # google-genai lists at /v1/models: Google's shape for Google's clients
-                found = surface.listing_for(req.headers, req.query, path)
-                if found is not None:
-                    story.route = found[0].label
-                    return await self._operate(found[0], found[1], req, story)
+        # first: POST /v1/models/{model}:generateContent is not GET /v1/models/{id}
+        found = self.pool_calls.route_for(req, path, listing=path in ("/v1/models", "/models")
+                                          or _MODEL_PATH.match(path) is not None)
+        if found is not None:
+            story.route = found[0].label
+            answer = await self.pool_calls.operate(*found, req, story)
+            stream = _timed(answer.stream, story) if answer.stream is not None else None
+            return Outcome(answer.status, answer.headers, answer.body, stream)
         if path in ("/v1/models", "/models"):
             self._allow(req, "GET")
             return _json(200, self._models(req.query, req.client))
@@ -341,6 +332,7 @@ class Engine:
         if frontend is not None:
             self._allow(req, "POST")
             return await self._complete(frontend, req, story)
+        allowed = []
         for method, pattern, fn, _ in self.routes:
             m = pattern.fullmatch(path)
             if m is None:
@@ -548,19 +540,8 @@ class Engine:
         return Outcome(200, dict(JSON_HEADERS), data)
 
 
-_CAPABILITY_NAMES = {"embed": "Embeddings"}
-
-    # ---- operations (handler routes) ---------------------------------------------------------
-    async def _operate(self, route: OpRoute, match: re.Match[str], req: Incoming, story: Story) -> Outcome:
-        if len(req.body) > self.settings.max_body_size:
-            raise limits.too_large(self.settings.max_body_size)
-        body = limits.parse_json(req.body) if req.body else None
-        limits.check_shape(body) if body is not None else None
-        answer: Answer = await route.handler(RouteCall(req, match, body, story, self.pool_calls))
-        if answer.stream is not None:
-            return Outcome(answer.status, answer.headers, stream=_timed(answer.stream, story))
-        return Outcome(answer.status, answer.headers, answer.body)
-
+_CAPABILITY_NAMES = {"embed": "Embeddings", "native": "Gemini-native requests",
+                     "native_embed": "Gemini-native embeddings"}
 
 async def _timed(stream: AsyncIterator[bytes], story: Story) -> AsyncIterator[bytes]:
     """Notes in the story when the first answer byte was ready and when the stream ended."""

@@ -1,63 +1,63 @@
 """Operations other than a completion (Gemini-native calls, token counts, embeddings) through the
 account pool: the engine's side of `frontends.base.PoolCalls`.
 
-`run(client_model, op, story, capability=)` does for any operation what the completion path does:
-the model name checked and mapped, accounts picked by the retry policy (attempts, rotation on
-429/503/529, per-model cooldowns, credential probes), the story filled (mapped model, account,
-attempts). Only accounts whose provider has the capability (a method of that name) are picked; a
-pool with none answers 400 naming the providers it has.
+`run(client_model, op, story, capability=)` does for any operation what the completion path does
+(Engine.run: the model checked and mapped, accounts with the capability picked by the retry policy,
+the story filled); `route_for` / `operate` dispatch the front ends' operation routes.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .frontends.base import Answer, OpRoute, RouteCall
 from .protocol import canonical as c
 from .protocol import limits
 from .protocol.errors import GatewayError
 
 if TYPE_CHECKING:
-    from .engine import Engine
+    from .engine import Engine, Incoming
 
 T = TypeVar("T")
-
-CAPABILITY_WORDS = {"native": "Gemini-native requests", "native_embed": "Gemini-native embeddings",
-                    "embed": "embeddings", "count_tokens": "token counts"}
-
 
 class EnginePoolCalls:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
-    def _able(self, provider: Any, capability: str | tuple[str, ...]) -> bool:
-        names = (capability,) if isinstance(capability, str) else capability
-        return any(getattr(provider, name, None) is not None for name in names)
-
     async def run(self, client_model: str, op: Callable[[Any, Any, str], Awaitable[T]], story: Any, *,
-                  capability: str | tuple[str, ...] = "chat") -> T:
-        engine = self.engine
-        limits.check_model_name(client_model)
-        story.client_model = client_model
-        if not engine._model_exists(client_model):
-            raise engine._no_such_model(client_model)
-        target = engine.mappings.target(client_model)
-        mapped = target.model or client_model
-        story.mapped_model = mapped
-        serving = [a for a in engine.pool.accounts if a.serves(mapped)]
-        skip = frozenset(a.name for a in serving if not self._able(engine.providers.get(a.provider), capability))
-        if serving and len(skip) == len(serving):
-            kinds = sorted({a.provider for a in serving})
-            what = CAPABILITY_WORDS.get(capability if isinstance(capability, str) else capability[0], "This request")
-            raise GatewayError(400, f"{what} are not served by {' or '.join(repr(k) for k in kinds)} accounts, and "
-                                    f"the pool has no other account for '{mapped}'.", code="unsupported_by_provider")
+                  capability: str = "chat") -> T:
+        return await self.engine.run(client_model, op, story, capability=capability)
 
-        async def attempt(acc: Any) -> T:
-            story.account = acc.name
-            return await op(engine.providers[acc.provider], acc, mapped)
+    # ---- the engine's dispatch of operation routes ------------------------------------------
+    def route_for(self, req: Incoming, path: str, *, listing: bool) -> tuple[OpRoute, re.Match[str]] | None:
+        """The operation route `path` belongs to (a 405 if only its method is wrong); with `listing`
+        (GET /v1/models[/{id}]) a surface may claim the request for its own listing shape."""
+        allowed = []
+        for route in self.engine.op_routes:
+            m = route.pattern.fullmatch(path)
+            if m is None:
+                continue
+            if req.method == route.method:
+                return route, m
+            allowed.append(route.method)
+        if allowed:
+            raise GatewayError(405, f"Method {req.method} is not allowed on {req.path}; use "
+                                    f"{' or '.join(allowed)}.", code="method_not_allowed")
+        if listing and req.method == "GET":
+            for surface in self.engine.surfaces:  # google-genai lists at /v1/models: Google's shape for Google
+                found = surface.listing_for(req.headers, req.query, path)
+                if found is not None:
+                    return found
+        return None
 
-        _, result = await engine.policy.run(mapped, attempt, attempts=story.attempts, skip=skip)
-        return result
+    async def operate(self, route: OpRoute, match: re.Match[str], req: Incoming, story: Any) -> Answer:
+        limit = self.engine.settings.max_body_size
+        if len(req.body) > limit:
+            raise limits.too_large(limit)
+        body = limits.parse_json(req.body) if req.body else None
+        return await route.handler(RouteCall(req, match, body, story, self))
 
     def record_usage(self, acc: Any, model: str, usage: c.Usage | None, story: Any) -> None:
         if usage is not None:
