@@ -23,6 +23,7 @@ from google.genai import types
 from mitmproxy import io
 
 from tests.conftest import Emulator, Gateway, GatewayFactory
+from tests.emulator.embeddings import embedding
 
 pytestmark = pytest.mark.e2e
 
@@ -224,10 +225,34 @@ def test_openai_compatible_accounts_are_refused_with_a_clear_400(gateways: Gatew
     gw = gateways.start(f"""accounts:
   - provider: openai
     label: local-llm
+    api_key: sk-local-{SALT}
     base_url: {emulator.url}/openai/v1
-""")
+""", mappings_yaml='mappings:\n  "*": ~\n')
     gm = client(gw, key="anything")
     with pytest.raises(genai_errors.ClientError) as exc:
         gm.models.generate_content(model=FLASH, contents="Hi")
     assert exc.value.code == 400 and exc.value.status == "INVALID_ARGUMENT"
     assert "not served by 'openai' accounts" in exc.value.message
+    # embeddings are: through the account's own embeddings endpoint, in request order
+    result = gm.models.embed_content(model="emulator-embed", contents=["first text", "second text"])
+    assert [e.values for e in result.embeddings] == [embedding("first text", 64, None),
+                                                     embedding("second text", 64, None)]
+    (call,) = [r for r in emulator.log() if r["path"] == "/openai/v1/embeddings"]
+    assert call["body"]["input"] == ["first text", "second text"]
+
+
+def test_embeddings_go_to_gemini_keys_as_sent(pooled: Gateway, emulator: Emulator) -> None:
+    gm = client(pooled)
+    config = types.EmbedContentConfig(output_dimensionality=8, task_type="RETRIEVAL_QUERY")
+    result = gm.models.embed_content(model="gemini-embedding-001", contents=["alpha", "beta"], config=config)
+    assert [e.values for e in result.embeddings] == [embedding("alpha", 3072, 8), embedding("beta", 3072, 8)]
+    r = httpx.post(f"{pooled.url}/v1beta/models/gemini-embedding-001:embedContent",
+                   headers={"x-goog-api-key": GATEWAY_KEY}, timeout=10,
+                   json={"content": {"parts": [{"text": "gamma"}]}, "outputDimensionality": 4})
+    assert r.status_code == 200 and r.json() == {"embedding": {"values": embedding("gamma", 3072, 4)}}
+    batch, one = [c for c in emulator.log() if "embed" in c["path"].lower()]
+    assert batch["path"] == "/v1beta/models/gemini-embedding-001:batchEmbedContents"
+    assert [q["model"] for q in batch["body"]["requests"]] == ["models/gemini-embedding-001"] * 2
+    assert batch["body"]["requests"][0]["taskType"] == "RETRIEVAL_QUERY"
+    assert one["body"] == {"content": {"parts": [{"text": "gamma"}]}, "outputDimensionality": 4}
+    assert {batch["key"], one["key"]} <= {KEY_A, KEY_B}

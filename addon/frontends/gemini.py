@@ -11,10 +11,11 @@ The colon-verb paths cannot be mistaken for OpenAI's GET /v1/models/{id}.
 The body goes to the upstream as the client sent it (see backends/gemini/native.py for what the
 pool changes per attempt); the answer comes back as the upstream sent it, Cloud Code's envelope
 removed. Which accounts serve it: those whose provider has `native` (Gemini API keys, Vertex AI,
-Cloud Code); embeddings go only to Gemini API keys (`native_embed`: the same call, whose body only
-that API takes). OpenAI-compatible accounts are never picked: a pool with nothing else answers
-400 naming the provider (translating Google's format to Chat Completions and back would lose most
-of what a native client sends: thought signatures, safety settings, grounding, media parts).
+Cloud Code). OpenAI-compatible accounts are never picked for generation: a pool with nothing else
+answers 400 naming the provider (translating Google's format to Chat Completions and back would
+lose most of what a native client sends: thought signatures, safety settings, grounding, media).
+Embeddings go to every account that embeds: Gemini API keys get the body as sent
+(`native_embed`), Vertex AI and OpenAI-compatible accounts the texts through their `embed`.
 
 Every error on these paths, the gateway's own refusals before the body included, is Google's
 envelope {"error": {"code", "message", "status"}}, so google-genai raises ClientError/ServerError.
@@ -115,12 +116,14 @@ class GeminiFrontend(Frontend):
         stream = verb == gn.STREAM
         call.story.client_model, call.story.stream = model, stream
         origins = await self._origins(body, verb)
-        capability = "native_embed" if verb in (gn.EMBED, gn.BATCH_EMBED) else "native"
+        embedding = verb in (gn.EMBED, gn.BATCH_EMBED)
 
         async def op(provider: Any, acc: Any, mapped: str) -> tuple[Any, Any]:
+            if embedding and getattr(provider, "native_embed", None) is None:
+                return acc, await _embed_through(provider, acc, body, mapped, verb, model)
             return acc, await _attempt(provider, acc, body, mapped, verb, origins)
 
-        acc, result = await call.pool.run(model, op, call.story, capability=capability)
+        acc, result = await call.pool.run(model, op, call.story, capability="embed" if embedding else "native")
         mapped = call.story.mapped_model or model
         if stream:
             sse = query_params(call.incoming.query).get("alt") == "sse"
@@ -168,6 +171,15 @@ class GeminiFrontend(Frontend):
         if signatures:
             origin = credential_id(acc)
             await self.signatures.put({gn.signature_key(s): c.Signature("", origin, mapped) for s in signatures})
+
+
+async def _embed_through(provider: Any, acc: Any, body: dict[str, Any], mapped: str, verb: str,
+                         client_model: str) -> dict[str, Any]:
+    """Embeddings on an account whose upstream does not take Google's embed verbs (Vertex AI,
+    OpenAI-compatible): through the canonical EmbedRequest and the provider's `embed`."""
+    groups = gn.embed_groups(body, verb, client_model)
+    parts = [(positions, await provider.embed(acc, req, mapped)) for positions, req in groups]
+    return gn.embed_answer(verb, sum(len(p) for p, _ in groups), parts)
 
 
 async def _attempt(provider: Any, acc: Any, body: dict[str, Any], mapped: str, verb: str,

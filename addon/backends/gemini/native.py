@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ...protocol import canonical as c
+from ...protocol.errors import bad_request
 from .finish import usage_from
 from .signatures import DUMMY_SIGNATURE
 
@@ -153,3 +154,59 @@ def vertex_count_body(body: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(inner, dict):
         return {k: v for k, v in inner.items() if k in ("contents", "systemInstruction", "tools", "generationConfig")}
     return {k: v for k, v in body.items() if k != "model"}
+
+
+# ---- embeddings for accounts that do not speak Google's API (Vertex AI, OpenAI-compatible) -----
+# Their provider's `embed` takes the canonical EmbedRequest: text only, one task type, title and
+# dimensionality per call. So requests are grouped by those (order kept) and each part of the
+# answer goes back where it came from.
+
+def _embed_items(body: Mapping[str, Any], verb: str) -> list[Any]:
+    if verb == EMBED:
+        return [body]
+    requests = body.get("requests")
+    if not isinstance(requests, list) or not requests:
+        raise bad_request("* BatchEmbedContentsRequest.requests: requests is required.", "requests")
+    return requests
+
+
+def _text(item: Any, where: str) -> str:
+    content = item.get("content") if isinstance(item, dict) else None
+    parts = content.get("parts") if isinstance(content, dict) else None
+    if not isinstance(parts, list) or not parts:
+        raise bad_request(f"* {where}.content: content is required and must have parts.", where)
+    if not all(isinstance(p, dict) and set(p) == {"text"} and isinstance(p["text"], str) for p in parts):
+        raise bad_request(f"{where}.content: only text parts can be embedded by this account's upstream.", where)
+    return "".join(p["text"] for p in parts)
+
+
+def embed_groups(body: Mapping[str, Any], verb: str, client_model: str) -> list[tuple[list[int], c.EmbedRequest]]:
+    """The canonical requests one Google embed body amounts to, each with the positions of its texts."""
+    groups: dict[tuple[Any, Any, Any], tuple[list[int], c.EmbedRequest]] = {}
+    for i, item in enumerate(_embed_items(body, verb)):
+        where = "content" if verb == EMBED else f"requests[{i}]"
+        text = _text(item, where)
+        dims, task, title = item.get("outputDimensionality"), item.get("taskType"), item.get("title")
+        if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims <= 0):
+            raise bad_request(f"{where}.outputDimensionality must be a positive integer.", where)
+        if task is not None and task not in c.TASK_TYPES:
+            raise bad_request(f"Invalid value at '{where}.task_type': {str(task)[:40]}", where)
+        if title is not None and not isinstance(title, str):
+            raise bad_request(f"{where}.title must be a string.", where)
+        key = (dims, task, title)
+        if key not in groups:
+            groups[key] = ([], c.EmbedRequest(client_model, [], dimensions=dims, task_type=task, title=title))
+        groups[key][0].append(i)
+        groups[key][1].inputs.append(text)
+    return list(groups.values())
+
+
+def embed_answer(verb: str, count: int, parts: list[tuple[list[int], c.Embeddings]]) -> dict[str, Any]:
+    """Google's answer: {"embedding": {"values"}} or {"embeddings": [{"values"}, ...]} in request order."""
+    vectors: list[list[float]] = [[] for _ in range(count)]
+    for positions, result in parts:
+        for pos, vector in zip(positions, result.vectors):
+            vectors[pos] = vector
+    if verb == EMBED:
+        return {"embedding": {"values": vectors[0]}}
+    return {"embeddings": [{"values": v} for v in vectors]}
