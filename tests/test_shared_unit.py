@@ -221,3 +221,9 @@ async def test_redis_trouble_costs_only_the_signature() -> None:
     store = SharedSignatureStore(state.kv("signatures", max_items=10, ttl=60))
     await store.put({"call_x": c.Signature("sig", origin="gemini:1", key="call_x")})  # logged, not raised
     assert await store.get(["call_x"]) == {}
+
+
+def test_the_seal_key_is_made_once_and_shared(redis_url: str) -> None:
+    one, two = RedisState(redis_url), RedisState(redis_url)
+    first = one.secret("seal_key", lambda: "first instance's")
+    assert first == "first instance's" == two.secret("seal_key", lambda: "second instance's")

@@ -16,6 +16,7 @@ access tokens are cached until they near expiry.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Protocol
@@ -74,6 +75,10 @@ class SharedState(Protocol):
     state_file: Any  # the local StateStore, or None when Redis holds the state
 
     def kv(self, namespace: str, *, max_items: int, ttl: float) -> BoundedKV: ...
+
+    def secret(self, name: str, make: Callable[[], str]) -> str:
+        """A secret every instance of this deployment holds (e.g. the key that seals reasoning
+        state): made once by `make`, kept with the state, the same after a restart. At start-up."""
 
     async def start(self) -> None: ...  # inside the running event loop
 

@@ -4,6 +4,8 @@ the local state file (addon/pool/state.py), Responses and other bounded data in 
 from __future__ import annotations
 
 import contextlib
+import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,8 @@ from ..bounded import BoundedMap
 from ..response_store import MemoryResponseStore
 from ...pool.state import StateStore
 from . import RecordSource, Token
+
+log = logging.getLogger(__name__)
 
 
 class FileAccountRecords:
@@ -96,9 +100,31 @@ class LocalState:
         self.accounts = FileAccountRecords(self.state_file)
         self.tokens = FileTokenStore(self.state_file)
         self.responses = MemoryResponseStore()
+        self._secrets: dict[str, str] | None = None  # the file's `secrets` section, once asked for
 
     def kv(self, namespace: str, *, max_items: int, ttl: float) -> MemoryKV:
         return MemoryKV(max_items, ttl)
+
+    def secret(self, name: str, make: Callable[[], str]) -> str:
+        """In the state file's `secrets` section; a new one is written at once (it must outlive a
+        crash, not only a clean shutdown). If the file cannot be written it lives in memory only."""
+        if self._secrets is None:
+            saved = self.state_file.load().get("secrets")
+            self._secrets = {k: v for k, v in saved.items() if isinstance(v, str)} if isinstance(saved, dict) else {}
+            self.state_file.add_source(self._collect_secrets)
+        value = self._secrets.get(name)
+        if value is None:
+            value = self._secrets[name] = make()
+            try:
+                self.state_file.flush()
+            except OSError as exc:
+                log.warning("could not save a new %s to %s (%s): it lasts until this gateway stops",
+                            name, self.state_file.path, type(exc).__name__)
+        return value
+
+    def _collect_secrets(self, doc: dict[str, Any]) -> None:
+        if self._secrets:
+            doc["secrets"] = dict(self._secrets)
 
     async def start(self) -> None:
         pass

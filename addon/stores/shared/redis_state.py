@@ -7,6 +7,7 @@ Keys (all under `oaigw:`):
   usage:<key>          hash: `requests` and `<model>\\x1f<counter>` -> integer, incremented
   events               pub/sub channel: {"from": instance id, "key", "record": changed fields}
   tokens               hash: account -> JSON [access token, expiry, refresh-token fingerprint]
+  secret:<name>        a secret all instances share (the seal key), made by the first one (SET NX)
   token-lock:<name>    held (SET NX with expiry) by the one instance refreshing that token
   kv:<ns>:<key>        bounded key-value data (stored Responses, ...), with expiry; kv:<ns> is
                        the sorted set (by last use) that bounds how many are kept
@@ -28,7 +29,7 @@ import logging
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -47,6 +48,7 @@ USAGE = PREFIX + "usage:"
 EVENTS = PREFIX + "events"
 TOKENS = PREFIX + "tokens"
 TOKEN_LOCK = PREFIX + "token-lock:"
+SECRET = PREFIX + "secret:"
 KV = PREFIX + "kv:"
 SEP = "\x1f"  # between model and counter name in a usage field
 
@@ -115,6 +117,22 @@ class RedisState:
 
     def kv(self, namespace: str, *, max_items: int, ttl: float) -> RedisKV:
         return RedisKV(self, namespace, max_items, ttl)
+
+    def secret(self, name: str, make: Callable[[], str]) -> str:
+        """At start-up (synchronous, like the first read of the records): the first instance's
+        value wins (SET NX), every other one reads it."""
+        try:
+            sync = redis.Redis.from_url(self.url, socket_connect_timeout=5, socket_timeout=5)
+            try:
+                sync.set(SECRET + name, make(), nx=True)
+                value = sync.get(SECRET + name)
+            finally:
+                sync.close()
+        except (redis.RedisError, OSError) as exc:
+            raise ValueError(f"cannot use the state store {_redacted(self.url)}: {exc}") from None
+        if value is None:
+            raise ValueError(f"the state store {_redacted(self.url)} lost the {name} just written")
+        return value.decode()
 
     async def start(self) -> None:
         self.accounts.start()
