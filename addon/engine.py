@@ -444,6 +444,7 @@ class Engine:
         creq, ctx = await frontend.parse(body)
         limits.check_model_name(creq.model)
         story.client_model, story.stream = creq.model, creq.stream
+        story.left_out = creq.left_out  # told in the log line and the mitmweb comment
         if not self._model_exists(creq.model):
             raise self._no_such_model(creq.model)
         if self.clients is not None:

@@ -126,6 +126,9 @@ class Gateway:
         loader.add_option("state", str, "", "Where pool state lives: empty = this process (state_file, memory); "
                           "redis://host:port/db = shared by every gateway instance using that Redis (cooldowns, "
                           "disabled flags, usage, OAuth tokens, stored Responses). Read at start-up.")
+        loader.add_option("seal_key", str, "", "Secret that seals reasoning state handed to stateless clients "
+                          "(Responses encrypted_content); several comma-separated = rotation, the first seals. "
+                          "Default: a random key generated once and kept with the state. Read at start-up.")
         loader.add_option("keepalive_seconds", int, 15, "Send an SSE comment after this much upstream silence.")
         loader.add_option("max_attempts", int, 3, "Upstream attempts per request (bounded by the pool size).")
         loader.add_option("check_models", bool, True, "At start, ask each Gemini API account's upstream for its "
@@ -203,7 +206,7 @@ class Gateway:
                                      clients=clients,
                                      state_url=opts.state, headers_timeout=float(opts.upstream_headers_timeout),
                                      connections_per_host=opts.upstream_connections,
-                                     connect_timeout=opts.upstream_connect_timeout)
+                                     connect_timeout=opts.upstream_connect_timeout, seal_key=opts.seal_key)
             except ValueError as exc:
                 raise exceptions.OptionsError(str(exc)) from None
             log.info("gateway state: %s", self.wiring.shared.describe())

@@ -16,6 +16,7 @@ from .config.mapping import ModelMap, parse_mappings
 from .pool.model_check import unserved_targets
 from .config.reloading import ReloadingFile
 from .stores.response_store import ResponseStore
+from .stores.sealing import Sealer, encode_key, key_from_text, keys_from_text, new_key
 from .stores.shared import SharedState, open_state
 from .stores.signature_store import MemorySignatureStore, SharedSignatureStore, SignatureStore
 from .upstream import HttpClient, TokenManager, build_providers
@@ -41,21 +42,24 @@ class Wiring:
                  state_path: str | Path, state_url: str = "", responses: ResponseStore | None = None,
                  headers_timeout: float = 300.0, connections_per_host: int = DEFAULT_CONNECTIONS_PER_HOST,
                  connect_timeout: float = 10.0, signatures: SignatureStore | None = None,
-                 clients: Source[ClientsFile] | None = None) -> None:
+                 clients: Source[ClientsFile] | None = None, seal_key: str = "") -> None:
         """`state_url`: empty for the local state file, or redis://... to share state between
-        instances (raises ValueError if it cannot be used)."""
+        instances (raises ValueError if it cannot be used). `seal_key`: the secret text that seals
+        state handed to clients; empty = one generated once and kept with the state."""
         self.shared: SharedState = open_state(state_url, state_path)
         self.http = HttpClient(headers_timeout=headers_timeout, connections_per_host=connections_per_host,
                                connect_timeout=connect_timeout)
         self.tokens = TokenManager(HttpClient(read_timeout=OAUTH_READ_TIMEOUT, headers_timeout=OAUTH_READ_TIMEOUT),
                                    self.shared.tokens)
-        self.pool = AccountPool(self.shared.accounts)
+        self.pool = AccountPool(self.shared.accounts)  # before the seal key: a state-file write needs its records
+        self.sealer = Sealer(keys_from_text(seal_key) or
+                             [key_from_text(self.shared.secret("seal_key", lambda: encode_key(new_key())))])
         # with a clients file: its keys, allow-lists and limits; counters where the other state lives
         self.clients = build_gate(clients, self.shared) if clients is not None else None
         signatures = signatures if signatures is not None else self._signatures(state_url)
         self.engine = Engine(settings=settings, mappings=mappings, accounts=accounts, pool=self.pool,
                              providers=build_providers(self.http, self.tokens, self.shared.state_file),
-                             frontends=build_frontends(responses or self.shared.responses, signatures),
+                             frontends=build_frontends(responses or self.shared.responses, signatures, self.sealer),
                              live_secrets=self.tokens.active_tokens, signatures=signatures, clients=self.clients)
 
     def _signatures(self, state_url: str) -> SignatureStore:

@@ -290,5 +290,5 @@ def pytest_collection_modifyitems(config, items) -> None:
     if shutil.which("codex") is None and not os.environ.get("RUN_CODEX"):
         skip = pytest.mark.skip(reason="Codex CLI not installed: run scripts/test-codex")
         for item in items:
-            if "codex" in item.keywords:
+            if item.get_closest_marker("codex") is not None:  # not `keywords`: it holds path parts too
                 item.add_marker(skip)

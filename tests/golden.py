@@ -16,7 +16,7 @@ UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 
 _IDS = [
     (re.compile(r"\b(chatcmpl|cmpl)-[0-9a-f]{24}\b"), r"\1-<id>"),
-    (re.compile(r"\b(resp|msg|rs|fc|ctc|ws)_[0-9a-f]{24}\b"), r"\1_<id>"),
+    (re.compile(r"\b(resp|msg|rs|fc|ctc|ws|tsc)_[0-9a-f]{24}\b"), r"\1_<id>"),
     (re.compile(r"\b(call|sig)_[0-9a-f]{24}\b"), r"\1_<id>"),  # tool-call ids, stored-signature keys
 ]
 _TIMESTAMPS = ("created", "created_at")

@@ -73,7 +73,7 @@ def test_custom_tool_goes_upstream_as_a_function_with_one_string() -> None:
     assert call == {"functionCall": {"name": "apply_patch", "args": {"input": PATCH}}}
     assert result["functionResponse"]["name"] == "apply_patch"
     assert "Success" in result["functionResponse"]["response"]["content"]
-    assert ctx.custom == {"apply_patch"}
+    assert ctx.plan.customs() == {"apply_patch"}
     # Codex's default web_search (cached index only) is not turned into a live Google Search
     assert req.web_search is False and all("googleSearch" not in t for t in body["tools"])
 

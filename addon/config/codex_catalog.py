@@ -10,6 +10,12 @@ gateway then adds that array for the names it lists (checked with Codex CLI 0.16
 With a catalog entry Codex uses the entry's `base_instructions` as its system prompt (an empty one
 leaves the model without any), so the entry carries the gateway's own short agent prompt
 (codex_instructions.md). Codex's `model_instructions_file` setting replaces it.
+
+Sub-agents: `multi_agent_version: "v1"` gives Codex's `multi_agent_v1` tools (spawn_agent, ...),
+which hand the task to the sub-agent as plain input; "v2" passes it in OpenAI-only encrypted
+content that no other upstream can read. MCP tools: `supports_search_tool: false` makes Codex offer
+every MCP server's tools at once (a `namespace` tool per server) instead of behind its
+`tool_search` tool; the gateway serves both, but the direct way costs no extra model round trip.
 """
 
 from __future__ import annotations
@@ -52,6 +58,8 @@ def model_info(name: str, upstream: str, priority: int) -> dict[str, Any]:
         "supports_parallel_tool_calls": True,
         "experimental_supported_tools": [],
         "input_modalities": ["text", "image"],
+        "multi_agent_version": "v1",
+        "supports_search_tool": False,
     }
     window = _context_window(upstream)
     if window:

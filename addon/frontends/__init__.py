@@ -8,6 +8,7 @@ the engine serves its `path` with and without the `/v1` prefix, plus any extra `
 from __future__ import annotations
 
 from ..stores.response_store import ResponseStore
+from ..stores.sealing import Sealer
 from ..stores.signature_store import MemorySignatureStore, SignatureStore
 from .base import Frontend, Route, StreamEncoder, encode_stream
 from .chat import ChatFrontend
@@ -18,8 +19,10 @@ from .responses import ResponsesFrontend
 __all__ = ["Frontend", "Route", "StreamEncoder", "build_frontends", "encode_stream"]
 
 
-def build_frontends(store: ResponseStore, signatures: SignatureStore | None = None) -> list[Frontend]:
+def build_frontends(store: ResponseStore, signatures: SignatureStore | None = None,
+                    sealer: Sealer | None = None) -> list[Frontend]:
     """Every surface the gateway serves: the one registry of front ends. `signatures`: where the
-    Gemini-native surface keeps which credential issued each thought signature (the engine's store)."""
-    return [ChatFrontend(), ResponsesFrontend(store), CompletionsFrontend(),
+    Gemini-native surface keeps which credential issued each thought signature (the engine's store);
+    `sealer`: seals reasoning state for clients that keep the conversation themselves (Responses)."""
+    return [ChatFrontend(), ResponsesFrontend(store, sealer), CompletionsFrontend(),
             GeminiFrontend(signatures if signatures is not None else MemorySignatureStore())]

@@ -46,6 +46,7 @@ class Story:
     client_gone: bool = False
     tokens_in: int | None = None
     tokens_out: int | None = None
+    left_out: list[str] = field(default_factory=list)  # parts of the request not forwarded (tools, ...)
     started: float = field(default_factory=time.monotonic)
     first_byte: float | None = None  # monotonic time the first answer byte was ready
     ended: float | None = None
@@ -104,7 +105,12 @@ class Story:
             parts.append(", ".join(f"{a.account}:{a.status or 'conn'}" for a in self.attempts))
         if self.tokens_in is not None or self.tokens_out is not None:
             parts.append(f"{self.tokens_in or 0}+{self.tokens_out or 0} tok")
+        if self.left_out:
+            parts.append("left out: " + self._left_out())
         return " · ".join(parts)
+
+    def _left_out(self) -> str:
+        return _cut(", ".join(self.left_out))
 
     def fields(self) -> dict[str, object]:
         """The log line's fields, in a stable order; absent ones are left out."""
@@ -118,6 +124,7 @@ class Story:
             "latency_ms": _ms(self.latency), "ttfb_ms": _ms(self.ttfb),
             "tokens_in": self.tokens_in, "tokens_out": self.tokens_out,
             "error": self.error_code, "limit": self.limit, "stream_error": self.stream_error,
+            "left_out": self._left_out() if self.left_out else None,
         }
         if self.route == "unknown":
             out["path"] = _cut(self.path)

@@ -136,6 +136,7 @@ class ChatRequest:
     show_reasoning: bool | None = None  # show thoughts whatever the effort (Anthropic's thinking); None: if an effort is asked
     user: str | None = None
     web_search: bool = False  # the client offered a hosted web search tool (Responses) / web_search_options (chat)
+    left_out: list[str] = field(default_factory=list)  # what the front end could not forward (told in the story)
 
 
 def conversation_key(req: ChatRequest) -> str:

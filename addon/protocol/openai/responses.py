@@ -79,6 +79,7 @@ class FunctionCallItem(Wire):
     call_id: str = Field(min_length=1)
     name: str = Field(min_length=1)
     arguments: str
+    namespace: str | None = None  # a tool of a `namespace` tool (Codex: MCP servers, sub-agents)
 
 
 class FunctionCallOutputItem(Wire):
@@ -94,6 +95,7 @@ class CustomToolCallItem(Wire):
     call_id: str = Field(min_length=1)
     name: str = Field(min_length=1)
     input: str
+    namespace: str | None = None
 
 
 class CustomToolCallOutputItem(FunctionCallOutputItem):
@@ -119,6 +121,24 @@ class ReasoningItem(Wire):
     encrypted_content: str | None = None
 
 
+class ToolSearchCallItem(Wire):
+    """The model asked to load deferred tools (Codex's `tool_search`, run by the client)."""
+
+    type: Literal["tool_search_call"]
+    call_id: str | None = None
+    execution: str | None = None  # "client" (the client searched) or "server"
+    arguments: Any = None  # {"query", "limit"}
+
+
+class ToolSearchOutputItem(Wire):
+    """What a tool search loaded: tool definitions (functions, namespaces) the model may call from now on."""
+
+    type: Literal["tool_search_output"]
+    call_id: str | None = None
+    execution: str | None = None
+    tools: list[dict[str, Any]] = Field(default_factory=list)
+
+
 class OtherItem(Wire):
     """Item types with nothing to forward upstream (web_search_call, local_shell_call, ...): skipped."""
 
@@ -128,12 +148,14 @@ class OtherItem(Wire):
 _ITEM_TAGS: dict[str | None, str] = {None: "Message", "message": "Message", "function_call": "FunctionCall",
                                      "function_call_output": "FunctionCallOutput", "reasoning": "Reasoning",
                                      "custom_tool_call": "CustomToolCall",
-                                     "custom_tool_call_output": "CustomToolCallOutput"}
+                                     "custom_tool_call_output": "CustomToolCallOutput",
+                                     "tool_search_call": "ToolSearchCall", "tool_search_output": "ToolSearchOutput"}
 InputItem = Annotated[
     Union[Annotated[MessageItem, Tag("Message")], Annotated[FunctionCallItem, Tag("FunctionCall")],
           Annotated[FunctionCallOutputItem, Tag("FunctionCallOutput")], Annotated[ReasoningItem, Tag("Reasoning")],
           Annotated[CustomToolCallItem, Tag("CustomToolCall")],
           Annotated[CustomToolCallOutputItem, Tag("CustomToolCallOutput")],
+          Annotated[ToolSearchCallItem, Tag("ToolSearchCall")], Annotated[ToolSearchOutputItem, Tag("ToolSearchOutput")],
           Annotated[OtherItem, Tag("Other")]],
     Discriminator(_tagger(_ITEM_TAGS, "Other")),
 ]
@@ -166,17 +188,46 @@ class WebSearchToolDef(Wire):
     external_web_access: bool | None = None  # Codex: false = its cached index only, no live search
 
 
+class ToolSearchToolDef(Wire):
+    """Deferred tool loading: with `execution: "client"` the client searches its own deferred tools
+    (Codex); with "server" the API searches the request's tools marked `defer_loading`."""
+
+    type: Literal["tool_search"]
+    execution: str | None = None
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
 class OtherToolDef(Wire):
-    """Hosted tools (local_shell, mcp, file_search, namespace, ...): no upstream equivalent, skipped."""
+    """Hosted tools (local_shell, mcp, file_search, image_generation, ...): no upstream equivalent."""
 
     type: str
     name: str | None = None
 
 
-_TOOL_TAGS: dict[str | None, str] = {"function": "Function", "custom": "Custom",
-                                     **{t: "WebSearch" for t in WEB_SEARCH_TYPES}}
+_INNER_TAGS: dict[str | None, str] = {"function": "Function", "custom": "Custom"}
+InnerToolDef = Annotated[
+    Union[Annotated[FunctionToolDef, Tag("Function")], Annotated[CustomToolDef, Tag("Custom")],
+          Annotated[OtherToolDef, Tag("Other")]],
+    Discriminator(_tagger(_INNER_TAGS, "Other")),
+]
+
+
+class NamespaceToolDef(Wire):
+    """A named group of tools (Codex: one per MCP server, `mcp__<server>`, and its sub-agent tools);
+    a call to one of them names the tool and its `namespace`."""
+
+    type: Literal["namespace"]
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    tools: list[InnerToolDef] = Field(default_factory=list)
+
+
+_TOOL_TAGS: dict[str | None, str] = {"function": "Function", "custom": "Custom", "namespace": "Namespace",
+                                     "tool_search": "ToolSearch", **{t: "WebSearch" for t in WEB_SEARCH_TYPES}}
 ToolDef = Annotated[
     Union[Annotated[FunctionToolDef, Tag("Function")], Annotated[CustomToolDef, Tag("Custom")],
+          Annotated[NamespaceToolDef, Tag("Namespace")], Annotated[ToolSearchToolDef, Tag("ToolSearch")],
           Annotated[WebSearchToolDef, Tag("WebSearch")], Annotated[OtherToolDef, Tag("Other")]],
     Discriminator(_tagger(_TOOL_TAGS, "Other")),
 ]
@@ -185,6 +236,7 @@ ToolDef = Annotated[
 class ToolChoiceObject(Wire):
     type: str
     name: str | None = None
+    namespace: str | None = None
     mode: Literal["auto", "required"] | None = None  # allowed_tools
     tools: list[dict[str, Any]] | None = None  # allowed_tools
 
@@ -228,6 +280,11 @@ class ResponsesRequest(Wire):
     metadata: dict[str, str] | None = None
     include: list[str] | None = None
     truncation: str | None = None  # accepted and ignored: nothing here truncates a conversation
+    # Accepted, with no upstream effect (README: "Codex CLI"): prompt_cache_key (Gemini caches
+    # implicitly), client_metadata, service_tier, safety_identifier, prompt_cache_retention.
+    prompt_cache_key: str | None = None
+    client_metadata: dict[str, Any] | None = None
+    service_tier: str | None = None
 
 
 def validate_request(body: Any) -> ResponsesRequest:
