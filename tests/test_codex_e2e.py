@@ -1,22 +1,32 @@
 """Codex CLI (npm `@openai/codex`) driving a real mitmdump gateway over the Responses API.
 
 Opt-in (`scripts/test-codex`, or RUN_CODEX=1 with `codex` installed): conftest skips tests marked
-`codex` unless the CLI is on PATH. Codex 0.169 streams `POST {base_url}/responses` (store: false, the
-whole history every turn), runs a tool when it sees its `response.output_item.done`, sends the result
-back as a `function_call_output`, and needs `response.completed` to end each turn. With the provider's
-`model_catalog_url` pointing at the gateway it reads model metadata from `/v1/models` and, for a name
-listed there, offers its freeform `apply_patch` tool (a `custom` tool, answered with `custom_tool_call`).
+`codex` unless the CLI is on PATH. Codex streams `POST {base_url}/responses` (store: false with
+`include: ["reasoning.encrypted_content"]`, the whole history every turn), runs a tool when it sees
+its `response.output_item.done`, sends the result back as a `function_call_output`, and needs
+`response.completed` to end each turn. With the provider's `model_catalog_url` pointing at the
+gateway it reads model metadata from `/v1/models` and, for a name listed there, offers its freeform
+`apply_patch` tool (a `custom` tool, answered with `custom_tool_call`). Each MCP server configured
+in `config.toml` reaches the request as a `namespace` tool (`mcp__<server>`), and Codex runs a call
+only if it names the tool *and* its namespace.
 """
 
 from __future__ import annotations
 
+import http.server
+import itertools
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 import pytest
 
@@ -25,7 +35,7 @@ from tests.conftest import ROOT, Emulator, Gateway, GatewayFactory, gemini_accou
 
 pytestmark = [pytest.mark.codex, pytest.mark.e2e]
 
-SHELL_TOOL = "exec_command"  # Codex 0.169's shell tool: {"cmd": "<shell command>", ...}
+SHELL_TOOL = "exec_command"  # Codex 0.169-0.171's shell tool: {"cmd": "<shell command>", ...}
 FINAL_TEXT = "All done: out.txt now says hi."
 README_PROMPT = "Create out.txt containing hi, then tell me what you did."
 
@@ -37,29 +47,40 @@ def codex_binary() -> str:
     return found
 
 
-def codex_home(path: Path, gateway: Gateway, model: str) -> Path:
+def codex_home(path: Path, gateway: Gateway | str, model: str, extra: str = "") -> Path:
     """A private CODEX_HOME with the README's config.toml as written, but for the gateway's port,
-    the model under test, no update check and no retries (nothing reaches api.openai.com); model
-    metadata comes from the gateway's catalog, as the README's config says."""
+    the model under test, and no update check (nothing reaches api.openai.com); model metadata
+    comes from the gateway's catalog, as the README's config says; no retries (in the provider's
+    table, which the README's block ends with). `extra`: more config after it."""
     path.mkdir()
     config = readme.blocks()["codex-config"].text
     assert "http://127.0.0.1:8045/v1" in config and "model_catalog_url" in config
-    config = config.replace("http://127.0.0.1:8045/v1", gateway.v1)
+    config = config.replace("http://127.0.0.1:8045/v1", gateway.v1 if isinstance(gateway, Gateway) else gateway)
     config = re.sub(r'(?m)^model = "[^"]*"', f'model = "{model}"', config)
     (path / "config.toml").write_text("check_for_update_on_startup = false\n" + config
-                                      + "request_max_retries = 0\nstream_max_retries = 0\n")
+                                      + "request_max_retries = 0\nstream_max_retries = 0\n" + extra)
     return path
 
 
-def run_codex(gateway: Gateway, tmp_path: Path, model: str, prompt: str) -> tuple[Path, subprocess.CompletedProcess]:
+def mcp_config(calls_log: Path) -> str:
+    """The README's MCP server block, with the probe server's full path and a log of what it gets."""
+    block = readme.blocks()["codex-mcp"].text
+    assert 'args = ["tests/mcp_probe.py"]' in block
+    return "\n" + block.replace('args = ["tests/mcp_probe.py"]',
+                                f'args = [{json.dumps(str(ROOT / "tests" / "mcp_probe.py"))}, {json.dumps(str(calls_log))}]')
+
+
+def run_codex(gateway: Gateway | str, tmp_path: Path, model: str, prompt: str,
+              extra_config: str = "") -> tuple[Path, subprocess.CompletedProcess]:
     work = tmp_path / "work"
     work.mkdir()
     subprocess.run(["git", "init", "-q", str(work)], check=True)  # the README runs Codex in a repository
-    env = {**os.environ, "CODEX_HOME": str(codex_home(tmp_path / "codex_home", gateway, model)), "NO_COLOR": "1",
+    home = codex_home(tmp_path / "codex_home", gateway, model, extra_config)
+    env = {**os.environ, "CODEX_HOME": str(home), "NO_COLOR": "1",
            "PATH": f"{Path(codex_binary()).parent}:{os.environ['PATH']}"}
     env.pop("OPENAI_API_KEY", None)
     env.pop("GATEWAY_API_KEY", None)  # auth is off: the README's block sets it to any text
-    # The README's block as written but for the prompt (0.169 has no --full-auto: workspace-write is it)
+    # The README's block as written but for the prompt (0.169+ has no --full-auto: workspace-write is it)
     block = readme.blocks()["codex"].text
     assert f'"{README_PROMPT}"' in block and "codex exec" in block
     script = block.replace(f'"{README_PROMPT}"', shlex.quote(prompt)).replace("codex exec", "codex exec --color never")
@@ -140,3 +161,131 @@ def test_codex_applies_a_patch_through_the_gateway(gateways: GatewayFactory, emu
     assert result["name"] == "apply_patch" and "notes.txt" in str(result["response"])
     # the catalog replaced Codex's fallback prompt with the gateway's (Codex sends it as instructions)
     assert "apply_patch" in calls[0]["systemInstruction"]["parts"][0]["text"]
+
+
+# ---- MCP servers and stateless sessions ------------------------------------------------------------
+
+
+def mcp_calls(log: Path) -> list[dict[str, Any]]:
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [m for m in map(json.loads, lines) if m.get("method") == "tools/call"]
+
+
+def namespaced_declarations(call: dict[str, Any]) -> list[str]:
+    return [d["name"] for t in call["tools"] for d in t.get("functionDeclarations", [])]
+
+
+def test_codex_calls_an_mcp_tool_through_the_gateway(gateway: Gateway, emulator: Emulator, tmp_path: Path) -> None:
+    """The MCP server's tool reaches the model as a function, the model's call comes back as the
+    namespaced call Codex runs, the server receives it, and its result goes back upstream."""
+    emulator.rules(
+        {"times": 1, "reply": {"function_calls": [{"name": "mcp__probe__echo", "args": {"text": "hello gateway"}}]}},
+        {"times": 1, "reply": {"text": FINAL_TEXT}},
+    )
+    calls_log = tmp_path / "mcp_calls.jsonl"
+    _, proc = run_codex(gateway, tmp_path, "gpt-5-codex", "Echo 'hello gateway' with the probe tool.",
+                        mcp_config(calls_log))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert FINAL_TEXT in proc.stdout, "Codex showed the model's final answer"
+    [call] = mcp_calls(calls_log)
+    assert call["params"]["name"] == "echo" and call["params"]["arguments"] == {"text": "hello gateway"}
+
+    calls = generate_calls(emulator)
+    assert len(calls) == 2
+    assert {"mcp__probe__echo", "multi_agent_v1__spawn_agent"} <= set(namespaced_declarations(calls[0])), \
+        "every namespace's tools (the MCP server's, the sub-agents') were offered upstream"
+    contents = calls[1]["contents"]
+    [call_part] = [p for p in contents[-2]["parts"] if "functionCall" in p]
+    assert call_part["functionCall"] == {"name": "mcp__probe__echo", "args": {"text": "hello gateway"}}
+    [result] = [p["functionResponse"] for p in contents[-1]["parts"] if "functionResponse" in p]
+    assert result["name"] == "mcp__probe__echo" and "echo: hello gateway" in json.dumps(result["response"])
+    assert "left out: web_search (cached index only)" in gateway.log() or "left_out=" in gateway.log()
+
+
+class Alternating:
+    """A loopback HTTP forwarder that sends each POST to the next of several gateways in turn (and
+    GETs to the first): every step of one Codex session lands on another instance."""
+
+    def __init__(self, targets: list[str]) -> None:
+        self.targets = targets
+        self.served: list[str] = []
+        turn = itertools.cycle(targets)
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _forward(self, target: str) -> None:
+                body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                with httpx.Client(timeout=60) as client, client.stream(
+                        self.command, target + self.path, headers=headers, content=body) as resp:
+                    self.send_response(resp.status_code)
+                    for k, v in resp.headers.items():
+                        if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+                            self.send_header(k, v)
+                    self.send_header("connection", "close")
+                    self.end_headers()
+                    for chunk in resp.iter_bytes():
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                self.close_connection = True
+
+            def do_GET(self) -> None:
+                self._forward(outer.targets[0])
+
+            def do_POST(self) -> None:
+                target = next(turn)
+                outer.served.append(target)
+                self._forward(target)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def two_instances(gateways: GatewayFactory, emulator: Emulator) -> Iterator[tuple[Alternating, list[Gateway]]]:
+    """Two gateways with nothing in common but the upstream account and the seal key (own state
+    files, in-memory signature stores, no Redis), behind one address that alternates between them."""
+    accounts = gemini_accounts(emulator.url, "stateless")
+    both = [gateways.start(accounts, mappings_yaml=CATALOG_MAPPINGS, seal_key="one secret for both instances")
+            for _ in range(2)]
+    front = Alternating([gw.url for gw in both])
+    yield front, both
+    front.close()
+    for gw in both:
+        gateways.stop(gw)
+
+
+def test_codex_stateless_tool_loop_keeps_gemini3_signatures_across_instances(
+        two_instances: tuple[Alternating, list[Gateway]], emulator: Emulator, tmp_path: Path) -> None:
+    """Codex sends `store: false`: the Gemini 3 call's thought signature must come back from the
+    sealed reasoning item alone, on the other instance, which never saw it."""
+    front, both = two_instances
+    emulator.rules(
+        {"times": 1, "reply": {"function_calls": [{"name": "mcp__probe__echo", "args": {"text": "sealed"}}]}},
+        {"times": 1, "reply": {"text": FINAL_TEXT}},
+    )
+    calls_log = tmp_path / "mcp_calls.jsonl"
+    _, proc = run_codex(front.url + "/v1", tmp_path, "gemini-3-pro-preview", "Echo 'sealed' with the probe tool.",
+                        mcp_config(calls_log))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert FINAL_TEXT in proc.stdout
+    assert front.served == [both[0].url, both[1].url], "the two steps went to different instances"
+    assert [c["params"]["arguments"] for c in mcp_calls(calls_log)] == [{"text": "sealed"}]
+
+    calls = generate_calls(emulator)
+    assert len(calls) == 2
+    [call_part] = [p for p in calls[1]["contents"][-2]["parts"] if "functionCall" in p]
+    # The emulator, like Gemini 3, refuses a signature it did not issue to this key (400 "Corrupted
+    # thought signature."); the dummy would pass, so the real one is checked for here.
+    assert call_part["thoughtSignature"] not in (None, "skip_thought_signature_validator"), \
+        "the real signature came back through Codex, sealed, to the other instance"

@@ -121,7 +121,7 @@ def test_every_recipe_is_run() -> None:
     ran_here = {"servers", "try-it", "python", "embeddings", "accounts-file", "safety-settings", "mapping-example",
                 "regular-server", "regular-clients", "hosts-file", "log-line", "shared-state",
                 "clients-setup", "clients-try", "clients-file"}
-    ran_by_codex_test = {"codex-config", "codex"}
+    ran_by_codex_test = {"codex-config", "codex", "codex-mcp"}
     assert set(RECIPES) == ran_here | ran_by_codex_test
 
 

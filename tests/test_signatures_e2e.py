@@ -214,3 +214,35 @@ def test_cloud_code_tokens_are_one_credential(gateways: GatewayFactory, emulator
     sent = [signatures(r["body"]) for r in accepted_requests(emulator)]
     assert sent[0] == [] and sent[1] == sent[-1] and sent[-1][0] not in (None, DUMMY)
     assert all(json.dumps(r["body"]).count(DUMMY) == 0 for r in accepted_requests(emulator))
+
+
+def test_stateless_responses_keep_the_real_signature_across_a_restart(gateways: GatewayFactory,
+                                                                       emulator: Emulator) -> None:
+    """`store: false` + `include: ["reasoning.encrypted_content"]` (what Codex sends): the step's
+    signature rides sealed in the reasoning item; after a restart (memory gone, the generated key
+    kept in the state file) the next step still sends Gemini 3 its real signature."""
+    emulator.rules(
+        {"times": 1, "reply": {"function_calls": [{"name": "lookup", "args": {"q": "one"}}]}},
+        {"times": 1, "reply": {"text": "All done."}},
+    )
+    rows = accounts(gemini(emulator, "stateless-restart"))
+    gw = gateways.start(rows)
+    state_file = gw.options["state_file"]
+    stateless = {"model": GEM3, "tools": RESPONSES_TOOLS, "store": False, "include": ["reasoning.encrypted_content"]}
+    first = gw.openai().responses.create(input="look it up", **stateless)
+    items = [i.model_dump(exclude_none=True) for i in first.output]
+    assert [i["type"] for i in items] == ["reasoning", "function_call"]
+    assert items[0]["encrypted_content"].startswith("gws1.")
+    saved = json.loads(open(state_file).read())["secrets"]["seal_key"]
+    gateways.stop(gw)
+
+    again = gateways.start(rows, state_file=state_file)
+    assert json.loads(open(state_file).read())["secrets"]["seal_key"] == saved, "the same key after the restart"
+    history = [{"role": "user", "content": "look it up"}, *items,
+               {"type": "function_call_output", "call_id": items[1]["call_id"], "output": "found"}]
+    final = again.openai().responses.create(input=history, **stateless)
+    assert final.output_text == "All done."
+    second = accepted_requests(emulator)[1]["body"]
+    [call] = [p for p in second["contents"][1]["parts"] if "functionCall" in p]
+    assert call["thoughtSignature"] != DUMMY, "the real signature, from the sealed item alone"
+    gateways.stop(again)
