@@ -20,7 +20,7 @@ from openai.types.responses import Response
 from addon.stores import sealing
 from addon.backends import gemini
 from addon.frontends.responses import ResponsesFrontend
-from addon.frontends.responses_tools import ToolPlan, flat_name
+from addon.frontends.responses_tools import ClientTool, ToolPlan, flat_name
 from addon.protocol import canonical as c
 from addon.protocol.errors import GatewayError
 from addon.protocol.openai.responses import validate_request
@@ -72,6 +72,10 @@ def test_every_inner_tool_is_offered_under_a_unique_name_that_maps_back() -> Non
     assert plan.client_tool(names[1]).namespace == "mcp__probe" and plan.client_tool(names[1]).name == "echo"
     assert plan.client_tool(names[0]).namespace is None
     assert plan.canonical("echo", "mcp__probe") == names[1] and plan.canonical("echo", "mcp__gone") == "mcp__gone__echo"
+    # a tool a search loads later, named like a flat form already taken, gets a name of its own
+    [loaded] = plan.add_loaded([{**ECHO, "name": "mcp__other__echo"}])
+    assert loaded.startswith("mcp__other__echo_") and plan.client_tool(loaded) == ClientTool("mcp__other__echo")
+    assert len({t.name for t in plan.upstream}) == 4
 
 
 def test_names_gemini_refuses_are_made_legal_and_come_back_exactly() -> None:

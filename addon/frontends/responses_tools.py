@@ -71,7 +71,7 @@ def flat_name(namespace: str, name: str) -> str:
 
 def _suffixed(namespace: str, name: str) -> str:
     digest = hashlib.blake2b(f"{namespace}\x00{name}".encode(), digest_size=4).hexdigest()
-    return f"{flat_name(namespace, name)}_{digest}"
+    return f"{flat_name(namespace, name) if namespace else name}_{digest}"
 
 
 @dataclass(slots=True)
@@ -132,6 +132,8 @@ class ToolPlan:
         key = (client.namespace, client.name)
         if key in self._by_client:
             return None  # offered already (a tool search may load a tool twice)
+        if canonical in self.client:  # a later tool whose name another one's flat form already took
+            canonical = _suffixed(client.namespace or "", client.name)
         self._by_client[key] = canonical
         self.client[canonical] = client
         return canonical
@@ -174,9 +176,10 @@ class ToolPlan:
             self.left_out.append("tool_search (server: deferred tools offered directly)")
             self.skipped.add(TOOL_SEARCH)
             return
-        name = self._claim(self._canonical(None, TOOL_SEARCH) if TOOL_SEARCH not in self.client
-                           else _suffixed("", TOOL_SEARCH), ClientTool(TOOL_SEARCH, None, "tool_search"))
-        if name is not None:
+        name = self._claim(TOOL_SEARCH, ClientTool(TOOL_SEARCH, None, "tool_search"))
+        if name is None:
+            self.left_out.append("tool_search (a function of that name is offered already)")
+        else:
             self.upstream.append(c.Tool(name, t.description or "Search for more tools and load them.",
                                         t.parameters or _SEARCH_PARAMETERS))
 
