@@ -47,7 +47,7 @@ def codex_binary() -> str:
     return found
 
 
-def codex_home(path: Path, gateway: Gateway | str, model: str, extra: str = "") -> Path:
+def codex_home(path: Path, gateway: Gateway | str, model: str, extra: str = "", catalog_json: Path | None = None) -> Path:
     """A private CODEX_HOME with the README's config.toml as written, but for the gateway's port,
     the model under test, and no update check (nothing reaches api.openai.com); model metadata
     comes from the gateway's catalog, as the README's config says; no retries (in the provider's
@@ -57,6 +57,9 @@ def codex_home(path: Path, gateway: Gateway | str, model: str, extra: str = "") 
     assert "http://127.0.0.1:8045/v1" in config and "model_catalog_url" in config
     config = config.replace("http://127.0.0.1:8045/v1", gateway.v1 if isinstance(gateway, Gateway) else gateway)
     config = re.sub(r'(?m)^model = "[^"]*"', f'model = "{model}"', config)
+    if catalog_json is not None:  # model metadata from a file instead of the gateway's catalog
+        config = re.sub(r'(?m)^model_catalog_url = .*$', "", config)
+        config = f"model_catalog_json = {json.dumps(str(catalog_json))}\n" + config
     (path / "config.toml").write_text("check_for_update_on_startup = false\n" + config
                                       + "request_max_retries = 0\nstream_max_retries = 0\n" + extra)
     return path
@@ -70,12 +73,12 @@ def mcp_config(calls_log: Path) -> str:
                                 f'args = [{json.dumps(str(ROOT / "tests" / "mcp_probe.py"))}, {json.dumps(str(calls_log))}]')
 
 
-def run_codex(gateway: Gateway | str, tmp_path: Path, model: str, prompt: str,
-              extra_config: str = "") -> tuple[Path, subprocess.CompletedProcess]:
+def run_codex(gateway: Gateway | str, tmp_path: Path, model: str, prompt: str, extra_config: str = "",
+              catalog_json: Path | None = None) -> tuple[Path, subprocess.CompletedProcess]:
     work = tmp_path / "work"
     work.mkdir()
     subprocess.run(["git", "init", "-q", str(work)], check=True)  # the README runs Codex in a repository
-    home = codex_home(tmp_path / "codex_home", gateway, model, extra_config)
+    home = codex_home(tmp_path / "codex_home", gateway, model, extra_config, catalog_json)
     env = {**os.environ, "CODEX_HOME": str(home), "NO_COLOR": "1",
            "PATH": f"{Path(codex_binary()).parent}:{os.environ['PATH']}"}
     env.pop("OPENAI_API_KEY", None)
@@ -289,3 +292,35 @@ def test_codex_stateless_tool_loop_keeps_gemini3_signatures_across_instances(
     # thought signature."); the dummy would pass, so the real one is checked for here.
     assert call_part["thoughtSignature"] not in (None, "skip_thought_signature_validator"), \
         "the real signature came back through Codex, sealed, to the other instance"
+
+
+def test_codex_tool_search_loads_the_mcp_tool_through_the_gateway(gateway: Gateway, emulator: Emulator,
+                                                                   tmp_path: Path) -> None:
+    """With model metadata that says `supports_search_tool` (Codex's own for OpenAI's models),
+    Codex defers MCP tools behind `tool_search`: the model's search comes back as the
+    `tool_search_call` Codex runs, the tools it loads are offered from the next request on, and the
+    loaded tool's call reaches the MCP server."""
+    listing = httpx.get(gateway.v1 + "/models", params={"client_version": "0.171.0"}, timeout=10).json()
+    [info] = [m for m in listing["models"] if m["slug"] == "gpt-5-codex"]
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps({"models": [{**info, "supports_search_tool": True}]}))
+    emulator.rules(
+        {"times": 1, "reply": {"function_calls": [{"name": "tool_search", "args": {"query": "echo"}}]}},
+        {"times": 1, "reply": {"function_calls": [{"name": "mcp__probe__echo", "args": {"text": "found"}}]}},
+        {"times": 1, "reply": {"text": FINAL_TEXT}},
+    )
+    calls_log = tmp_path / "mcp_calls.jsonl"
+    config = mcp_config(calls_log)
+    _, proc = run_codex(gateway, tmp_path, "gpt-5-codex", "Find the echo tool and echo 'found'.",
+                           config, catalog_json=catalog)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert FINAL_TEXT in proc.stdout
+    assert [c["params"]["arguments"] for c in mcp_calls(calls_log)] == [{"text": "found"}]
+
+    calls = generate_calls(emulator)
+    assert len(calls) == 3
+    assert "tool_search" in namespaced_declarations(calls[0])
+    assert "mcp__probe__echo" not in namespaced_declarations(calls[0]), "Codex deferred the MCP tool"
+    assert "mcp__probe__echo" in namespaced_declarations(calls[1]), "the searched tool is offered after the search"
+    [loaded] = [p["functionResponse"] for p in calls[1]["contents"][-1]["parts"] if "functionResponse" in p]
+    assert loaded["name"] == "tool_search" and loaded["response"]["loaded_tools"] == ["mcp__probe__echo"]
