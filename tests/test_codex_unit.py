@@ -248,3 +248,11 @@ def test_stream_seals_the_call_signature_into_a_reasoning_item_before_the_call()
 def test_flat_name_follows_codex() -> None:
     assert flat_name("mcp__probe", "echo") == "mcp__probe__echo"
     assert flat_name("ns_", "_tool") == "ns__tool"
+
+
+def test_namespaces_count_each_inner_tool_against_the_tool_bound() -> None:
+    many = [{"type": "namespace", "name": f"mcp__s{i}", "tools": [{**ECHO, "name": f"t{j}"} for j in range(100)]}
+            for i in range(6)]
+    with pytest.raises(GatewayError) as info:
+        parse(front(), {"model": "m", "input": "go", "tools": many})
+    assert info.value.status == 400 and info.value.param == "tools" and "600" in info.value.message

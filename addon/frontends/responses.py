@@ -22,6 +22,7 @@ from ..protocol import canonical as c
 from ..protocol import jsonfast
 from ..protocol.errors import GatewayError, bad_request
 from ..protocol.ids import new_id
+from ..protocol.limits import MAX_TOOLS
 from ..protocol.openai.common import check_metadata
 from ..protocol.openai.responses import (
     CustomToolCallItem,
@@ -261,6 +262,10 @@ class ResponsesFrontend(Frontend):
         plan.add_defs(req.tools)
         sealer = self.sealer if wants_sealing(req.include) else None
         conversation = await self._history(req.previous_response_id) + input_messages(req.input, plan, self.sealer)
+        if len(plan.upstream) > MAX_TOOLS:  # namespaces and searched tools count one per inner tool
+            raise bad_request(f"'tools' hold {len(plan.upstream)} callable tools (namespaces and tools loaded by "
+                              f"a tool search included); this gateway accepts at most {MAX_TOOLS}.", "tools",
+                              code="array_too_long")
         if not conversation and not req.instructions:
             raise bad_request("'input' must contain at least one item.", "input")
         system = [c.Message("system", [c.TextPart(req.instructions)])] if req.instructions else []
