@@ -37,9 +37,12 @@ from mitmproxy.utils import human  # noqa: E402
 
 from addon import auth  # noqa: E402
 from addon.engine import Incoming, Outcome, Settings  # noqa: E402
+from addon.mitm.connections import ClientLimits  # noqa: E402
+from addon.mitm.flow_secrets import hide_credentials  # noqa: E402
+from addon.mitm.log_filters import RelayNoise  # noqa: E402
+from addon.mitm.relay import Relay  # noqa: E402
 from addon.protocol import limits  # noqa: E402
 from addon.protocol.errors import GatewayError  # noqa: E402
-from addon.mitm.relay import Relay  # noqa: E402
 from addon.ops.story import LOG_FORMATS, MARKS, Story  # noqa: E402
 from addon.upstream.http import DEFAULT_CONNECTIONS_PER_HOST  # noqa: E402
 from addon.clients import load_clients  # noqa: E402
@@ -48,10 +51,6 @@ from addon.wiring import Wiring, load_accounts, load_mappings  # noqa: E402
 log = logging.getLogger("gateway")
 DEFAULT_MAPPINGS = str(_ROOT / "mappings.yaml")
 WATCH_INTERVAL = 0.5  # seconds between looks at the clients of in-flight calls
-# Where a client may put a key: the headers the gateway reads, and those it does not (a proxy's
-# credentials, Azure OpenAI's api-key, Google's ?key=) but which must not be recorded either.
-_CREDENTIAL_HEADERS = frozenset({b"authorization", b"x-api-key", b"x-goog-api-key", b"proxy-authorization", b"api-key"})
-_CREDENTIAL_PARAMS = ("key", "api_key", "api-key", "access_token")
 # mitmweb's flow list: its default columns plus the comment, where each flow's story is told.
 WEB_COLUMNS_DEFAULT = ["tls", "icon", "path", "method", "status", "size", "time"]
 WEB_COLUMNS = ["icon", "path", "method", "status", "size", "time", "comment"]
@@ -69,29 +68,6 @@ class Handoff:
         self.relay_path = relay_path
 
 
-class RelayNoise(logging.Filter):
-    """Drops mitmproxy's connection chatter about the loopback relay hop ("server connect
-    127.0.0.1:<relay port>", "Streaming response from 127.0.0.1.", and "Streaming request to
-    127.0.0.1." for a refused body drained through the relay): it reads like a second server,
-    or a fault, and the gateway's own line per request says what happened."""
-
-    def __init__(self, relay: Relay) -> None:
-        super().__init__()
-        self.relay = relay
-        self.announcing: set[tuple] = set()  # clients whose relay stream mitmproxy is about to announce
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.msg if isinstance(record.msg, str) else ""
-        if msg.startswith(("server connect ", "server disconnect ")):
-            return not (self.relay.port and msg.endswith(f" 127.0.0.1:{self.relay.port}"))
-        if msg.startswith(("Streaming response from ", "Streaming request to ")):
-            client = getattr(record, "client", None)
-            if client is not None and tuple(client) in self.announcing:
-                self.announcing.discard(tuple(client))
-                return False
-        return True
-
-
 class Gateway:
     def __init__(self) -> None:
         self.wiring: Wiring | None = None
@@ -103,6 +79,7 @@ class Gateway:
         self._watcher: asyncio.Task | None = None
         self._model_check: asyncio.Future | None = None
         self._start_error = ""
+        self.addons = [ClientLimits()]  # a sub-addon: mitmproxy calls its hooks after these
 
     # ---- options ----------------------------------------------------------------------------
     def load(self, loader) -> None:
@@ -321,7 +298,7 @@ class Gateway:
         try:
             refusal = self.wiring.engine.refusal(incoming)
         finally:
-            _hide_credentials(flow.request)
+            hide_credentials(flow.request)
         if refusal is None:
             flow.metadata["gateway_admitted"] = True
             flow.metadata["gateway_client"] = incoming.client  # a name from the clients file, never a key
@@ -359,7 +336,7 @@ class Gateway:
         try:
             await self._serve(flow)
         finally:  # whatever happened (client gone, undecodable body, a bug), the key leaves the flow
-            _hide_credentials(flow.request)
+            hide_credentials(flow.request)
 
     async def _serve(self, flow: http.HTTPFlow) -> None:
         admitted = bool(flow.metadata.get("gateway_admitted"))
@@ -443,7 +420,7 @@ class Gateway:
         # reverse mode): their flows go to mitmweb and -w files too. (Script addons run before
         # mitmproxy's own Save addon and mitmweb's view, so those get the redacted flow.)
         if flow.request is not None and self._ours(flow):
-            _hide_credentials(flow.request)
+            hide_credentials(flow.request)
         handoff = self._end(flow, failed=True)
         if handoff is not None and handoff.relay_path is not None:
             # The client may have left before mitmproxy reached the relay: close that upstream
@@ -541,23 +518,6 @@ def _show_client_address(flow: http.HTTPFlow) -> None:
     if isinstance(conn.proxy_mode, ReverseMode) and conn.sockname:
         flow.request.scheme = "https" if conn.tls_established else "http"
         flow.request.host, flow.request.port = conn.sni or conn.sockname[0], conn.sockname[1]
-
-
-def _hide_credentials(request: http.Request) -> None:
-    """Flows are shown in mitmweb and saved to files: keep the client's key (the gateway key, or a
-    real OpenAI key from an intercepted tool) out of them once it has been checked. Names are
-    matched as a lenient server would read them (`Authorization :` included)."""
-    fields = request.headers.fields
-    if any(name.strip().lower() in _CREDENTIAL_HEADERS for name, _ in fields):
-        request.headers.fields = tuple((name, _redacted(name, value)) if name.strip().lower() in _CREDENTIAL_HEADERS
-                                       else (name, value) for name, value in fields)
-    if b"?" in request.data.path and any(p in request.query for p in _CREDENTIAL_PARAMS):
-        request.query = [(k, "[redacted]" if k in _CREDENTIAL_PARAMS else v) for k, v in request.query.items(multi=True)]
-
-
-def _redacted(name: bytes, value: bytes) -> bytes:
-    scheme = value.split(b" ", 1)[0] if name.strip().lower().endswith(b"authorization") else b""
-    return scheme + b" [redacted]" if scheme.lower() in (b"bearer", b"basic") else b"[redacted]"
 
 
 addons = [Gateway()]

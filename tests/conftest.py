@@ -7,6 +7,7 @@ a user's tool would. Nothing here mocks the gateway or mitmproxy.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -165,9 +166,11 @@ class GatewayFactory:
         self.running: list[Gateway] = []
 
     def start(self, accounts_yaml: str | None, *, mappings_yaml: str | None = None, env: dict[str, str] | None = None,
-              extra_args: list[str] | None = None, regular: bool = False, **options: Any) -> Gateway:
+              extra_args: list[str] | None = None, regular: bool = False, nofile: int | None = None,
+              **options: Any) -> Gateway:
         """`regular=True`: an explicit HTTP(S) proxy (for clients with a hard-coded api.openai.com)
-        instead of the reverse proxy; `url` is then the proxy's address."""
+        instead of the reverse proxy; `url` is then the proxy's address. `nofile`: the process's
+        open-files limit (soft and hard)."""
         workdir = Path(tempfile.mkdtemp(dir=self.base))
         accounts = workdir / "accounts.yaml"
         opts = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in options.items()}
@@ -192,7 +195,9 @@ class GatewayFactory:
         cmd += extra_args or []
         proc_env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GATEWAY_API_KEY")}
         proc_env.update(env or {})
-        proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=proc_env, cwd=workdir)
+        limit = None if nofile is None else (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile)))
+        proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=proc_env, cwd=workdir,
+                                preexec_fn=limit)
         url = f"http://127.0.0.1:{port}"
         gw = Gateway(url, proc, workdir, log, accounts, opts)
         self.running.append(gw)

@@ -308,3 +308,23 @@ def test_undecodable_key_headers_are_401s(raw: bytes) -> None:
     headers = {"authorization": "Bearer " + raw.decode("utf-8", "surrogateescape")}
     out = asyncio.run(engine.handle(Incoming("GET", "/v1/models", headers, b"", "127.0.0.1")))
     assert out.status == 401
+
+
+def test_the_connection_guard_times_out_silent_clients_and_makes_room_per_address() -> None:
+    from addon.mitm.connections import ConnectionGuard
+
+    now = [0.0]
+    closed: list[str] = []
+    guard = ConnectionGuard(lambda cid: closed.append(cid) is None, header_timeout=5, per_address=3,
+                            clock=lambda: now[0])
+    for cid in ("a", "b", "c"):
+        assert guard.connected(cid, "10.0.0.1") is None
+    guard.started("a")  # busy: never closed to make room
+    assert guard.connected("d", "10.0.0.1") is None and closed == ["b"]  # the oldest idle one
+    guard.disconnected("b")
+    guard.started("c"), guard.started("d")
+    assert guard.connected("e", "10.0.0.1") == "too many connections from this address"
+    assert guard.connected("x", "10.0.0.2") is None  # another address is not affected
+    guard.ended("a")
+    now[0] = 6.0
+    assert guard.sweep() == 1 and closed[-1] == "x"  # silent past the timeout; a, c, d asked
