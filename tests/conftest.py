@@ -297,3 +297,8 @@ def pytest_collection_modifyitems(config, items) -> None:
         for item in items:
             if item.get_closest_marker("codex") is not None:  # not `keywords`: it holds path parts too
                 item.add_marker(skip)
+    if shutil.which("gemini") is None and not os.environ.get("RUN_GEMINI_CLI"):
+        skip = pytest.mark.skip(reason="gemini-cli not installed: run scripts/test-gemini-cli")
+        for item in items:
+            if "gemini_cli" in item.keywords:
+                item.add_marker(skip)

@@ -120,9 +120,10 @@ def run_client(cmd: readme.Command, env: dict[str, str], subs: dict[str, str]) -
 def test_every_recipe_is_run() -> None:
     ran_here = {"servers", "try-it", "python", "embeddings", "accounts-file", "safety-settings", "mapping-example",
                 "regular-server", "regular-clients", "hosts-file", "log-line", "shared-state",
-                "clients-setup", "clients-try", "clients-file"}
+                "clients-setup", "clients-try", "clients-file", "gemini-native"}
     ran_by_codex_test = {"codex-config", "codex", "codex-mcp"}
-    assert set(RECIPES) == ran_here | ran_by_codex_test
+    ran_by_gemini_cli_test = {"gemini-cli"}
+    assert set(RECIPES) == ran_here | ran_by_codex_test | ran_by_gemini_cli_test
 
 
 # ---- servers -----------------------------------------------------------------------------------
@@ -281,6 +282,14 @@ def test_embeddings_recipe_prints_what_it_promises(running: tuple[int, dict[str,
     for cmd in readme.commands(RECIPES["embeddings"], inline_expect=True):
         run_client(cmd, env, {"127.0.0.1:8045": f"127.0.0.1:{port}"})
     assert "route=/v1/embeddings" in log.read_text()
+
+
+def test_gemini_native_recipe_prints_what_it_promises(running: tuple[int, dict[str, str], Path]) -> None:
+    port, env, log = running
+    for cmd in readme.commands(RECIPES["gemini-native"], inline_expect=True):
+        run_client(cmd, env, {"127.0.0.1:8045": f"127.0.0.1:{port}"})
+    text = log.read_text()
+    assert "route=/v1beta/models/{model}:{verb}" in text and "stream=true" in text
 
 
 def test_regular_mode_recipe_with_proxy_settings(emulator: Emulator, tmp_path: Path) -> None:
