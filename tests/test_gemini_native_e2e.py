@@ -256,3 +256,29 @@ def test_embeddings_go_to_gemini_keys_as_sent(pooled: Gateway, emulator: Emulato
     assert batch["body"]["requests"][0]["taskType"] == "RETRIEVAL_QUERY"
     assert one["body"] == {"content": {"parts": [{"text": "gamma"}]}, "outputDimensionality": 4}
     assert {batch["key"], one["key"]} <= {KEY_A, KEY_B}
+
+
+def test_every_refusal_on_these_paths_is_googles_shape(pooled: Gateway, emulator: Emulator) -> None:
+    url, key = f"{pooled.url}/v1beta/models/{FLASH}", {"x-goog-api-key": GATEWAY_KEY}
+    refusals = [
+        (httpx.post(f"{url}:generateContent", content=b"x", headers={**key, "content-type": "text/plain"}), 415,
+         "INVALID_ARGUMENT"),  # refused on its headers, before the body is read
+        (httpx.get(f"{url}:generateContent", headers=key), 405, "UNIMPLEMENTED"),
+        (httpx.post(f"{url}:predictLongRunning", json={}, headers=key), 404, "NOT_FOUND"),
+        (httpx.post(f"{url}:generateContent", content=b"{not json", headers={**key, "content-type": "application/json"}),
+         400, "INVALID_ARGUMENT"),
+        (httpx.post(f"{pooled.url}/v1beta/models/bad..name:generateContent", json={}, headers=key), 400,
+         "INVALID_ARGUMENT"),
+        (httpx.post(f"{pooled.url}/v1beta/models/{FLASH}:generateContent", json={"contents": []},
+                    headers={"x-goog-api-key": "wrong"}), 401, "UNAUTHENTICATED"),
+    ]
+    for r, status, name in refusals:
+        assert r.status_code == status, r.text
+        body = r.json()
+        assert set(body) == {"error"} and body["error"]["code"] == status and body["error"]["status"] == name, r.text
+        assert body["error"]["message"]
+    # Google's own 400 for a body it refuses comes back with its words
+    r = httpx.post(f"{url}:generateContent", json={"contents": [{"role": "user", "parts": [{"txt": "typo"}]}]},
+                   headers=key, timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
+    assert "txt" in r.json()["error"]["message"]
