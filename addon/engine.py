@@ -108,6 +108,11 @@ _EMBEDDINGS = ("/v1/embeddings", "/embeddings")
 _QUIET_ROUTES = frozenset({"/healthz", "/metrics"})
 
 
+def quiet(story: Story) -> bool:
+    """A probe or scrape that went well: logged at debug level only (by the adapter too)."""
+    return story.route in _QUIET_ROUTES and story.outcome() == "ok"
+
+
 class Engine:
     def __init__(self, *, settings: Settings, mappings: Source[ModelMap], accounts: Source[AccountsFile],
                  pool: AccountPool, providers: Mapping[str, Provider], frontends: Iterable[Frontend],
@@ -258,7 +263,7 @@ class Engine:
             self.clients.finished(story)  # its tokens count against the client's budget; its slot frees
         self.metrics.observe(story)
         if self.settings.log_format != "off":
-            level = logging.DEBUG if story.route in _QUIET_ROUTES and story.outcome() == "ok" else logging.INFO
+            level = logging.DEBUG if quiet(story) else logging.INFO
             log.log(level, "%s", story.log_line(self.settings.log_format))
 
     def admit(self, req: Incoming) -> None:

@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import resource
 import signal
 import sys
 import time
@@ -36,10 +35,10 @@ from mitmproxy.proxy.mode_specs import LocalMode, ProxyMode, ReverseMode  # noqa
 from mitmproxy.utils import human  # noqa: E402
 
 from addon import auth  # noqa: E402
-from addon.engine import Incoming, Outcome, Settings  # noqa: E402
-from addon.mitm.connections import ClientLimits  # noqa: E402
+from addon.engine import Incoming, Outcome, Settings, quiet  # noqa: E402
+from addon.mitm.connections import ClientLimits, raise_open_files_limit  # noqa: E402
 from addon.mitm.flow_secrets import hide_credentials  # noqa: E402
-from addon.mitm.log_filters import RelayNoise  # noqa: E402
+from addon.mitm.log_filters import ConnectionChatter, RelayNoise, quiet_dumper  # noqa: E402
 from addon.mitm.relay import Relay  # noqa: E402
 from addon.protocol import limits  # noqa: E402
 from addon.protocol.errors import GatewayError  # noqa: E402
@@ -75,6 +74,7 @@ class Gateway:
         self._hosts: frozenset[str] = frozenset()
         self._handoffs: dict[str, Handoff] = {}  # flow id -> our flow's story (and relay hand-off), until it ends
         self._noise = RelayNoise(self.relay)
+        self._chatter = ConnectionChatter()
         self._inflight: dict[asyncio.Future, http.HTTPFlow] = {}  # engine calls awaiting an answer
         self._watcher: asyncio.Task | None = None
         self._model_check: asyncio.Future | None = None
@@ -84,11 +84,11 @@ class Gateway:
     # ---- options ----------------------------------------------------------------------------
     def load(self, loader) -> None:
         raise_open_files_limit()
-        loader.add_option("accounts", str, "", "Accounts YAML file (gemini / cloudcode / openai). "
+        loader.add_option("accounts", str, "", "Accounts YAML file (gemini / vertex / cloudcode / openai). "
                           "Empty: one Gemini account from $GEMINI_API_KEY.")
         loader.add_option("mappings", str, DEFAULT_MAPPINGS, "Model mapping YAML file (reloaded on change).")
         loader.add_option("auth_mode", str, "auto", "Client auth: off | strict | all_except_health | auto "
-                          "(auto = all_except_health with LAN access, else off).")
+                          "(auto = all_except_health with LAN access or a key configured, else off).")
         loader.add_option("api_key", str, "", "Key clients must present when auth is on "
                           "(default: $GATEWAY_API_KEY). Accepted as Bearer, x-api-key or x-goog-api-key.")
         loader.add_option("clients", str, "", "Clients YAML file (scripts/clients add NAME writes it): per-client "
@@ -246,6 +246,8 @@ class Gateway:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not on Windows / a thread
             asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, self.accounts_command)
         logging.getLogger("mitmproxy.proxy.server").addFilter(self._noise)
+        logging.getLogger("mitmproxy.proxy.server").addFilter(self._chatter)
+        quiet_dumper(ctx.master)
         if "web_columns" in ctx.options and list(ctx.options.web_columns) == WEB_COLUMNS_DEFAULT:
             ctx.options.update(web_columns=WEB_COLUMNS)  # mitmweb: show each flow's story in the list
         port = await self.relay.start()
@@ -257,6 +259,7 @@ class Gateway:
 
     async def done(self) -> None:
         logging.getLogger("mitmproxy.proxy.server").removeFilter(self._noise)
+        logging.getLogger("mitmproxy.proxy.server").removeFilter(self._chatter)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
         for task in (self._watcher, self._model_check):
@@ -440,6 +443,8 @@ class Gateway:
         _tell(flow, handoff.story)
         if self.wiring is not None:
             self.wiring.engine.finish(handoff.story)
+        if quiet(handoff.story):
+            flow.metadata["gateway_quiet"] = True  # mitmdump's own lines about it are left out too
         return handoff
 
     # ---- commands -------------------------------------------------------------------------
@@ -473,20 +478,6 @@ def _duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
     return f"{seconds:.1f}s"
-
-
-def raise_open_files_limit() -> None:
-    """Each open stream holds about four sockets in this process (client, relay both ends,
-    upstream): a soft limit of 1024, common by default, would cap it near 250 streams. Raise
-    the soft limit to the hard one, as servers do; no privilege is needed for that."""
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard == resource.RLIM_INFINITY:
-            hard = 1 << 20
-        if soft != resource.RLIM_INFINITY and soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (ValueError, OSError) as exc:
-        log.warning("could not raise the open files limit (%s); concurrent streams are capped by ulimit -n", exc)
 
 
 def _tell(flow: http.HTTPFlow, story: Story) -> None:

@@ -213,3 +213,17 @@ def close_client(client_id: str) -> bool:
 def open_files_limit() -> int:
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     return 1 << 20 if soft == resource.RLIM_INFINITY else soft
+
+
+def raise_open_files_limit() -> None:
+    """Each open stream holds about four sockets in this process (client, relay both ends,
+    upstream): a soft limit of 1024, common by default, would cap it near 250 streams. Raise
+    the soft limit to the hard one, as servers do; no privilege is needed for that."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        log.warning("could not raise the open files limit (%s); concurrent streams are capped by ulimit -n", exc)

@@ -29,3 +29,30 @@ class RelayNoise(logging.Filter):
                 self.announcing.discard(tuple(client))
                 return False
         return True
+
+
+class ConnectionChatter(logging.Filter):
+    """mitmproxy's "client connect" / "client disconnect" lines go to debug level: two lines per
+    connection (a health probe's included) beside the gateway's own line per request, and thousands
+    when idle connections are closed. `--set termlog_verbosity=debug` shows them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.INFO and record.msg in ("client connect", "client disconnect"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+def quiet_dumper(master) -> None:
+    """mitmdump prints every flow; a health probe or metrics scrape that went well is left out, as
+    the gateway logs it at debug level only. (The dumper has no per-flow switch: its `match` is
+    wrapped, once.)"""
+    dumper = master.addons.get("dumper")
+    if dumper is None or getattr(dumper.match, "gateway_quiet", False):
+        return
+    shown = dumper.match
+
+    def match(flow) -> bool:
+        return not flow.metadata.get("gateway_quiet") and shown(flow)
+
+    match.gateway_quiet = True
+    dumper.match = match

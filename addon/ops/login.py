@@ -71,11 +71,12 @@ def pkce_pair() -> tuple[str, str]:
     return verifier, challenge
 
 
-def parse_redirect(text: str, state: str) -> str:
-    """The code from a pasted redirect address (or a bare code)."""
+def parse_redirect(text: str, state: str, google: bool = False) -> str:
+    """The code from a pasted redirect address (or a bare code). `google`: the code comes from
+    Google's own endpoint, whose authorization codes start with "4/"."""
     text = text.strip()
     if "?" not in text and "=" not in text:
-        if not text or any(ch.isspace() for ch in text):
+        if not text or any(ch.isspace() for ch in text) or (google and not text.startswith("4/")):
             raise LoginError("that is not the address the browser ended on")
         return text  # a bare authorization code
     query = parse_qs(urlsplit(text).query if "?" in text else text)
@@ -122,19 +123,22 @@ class Callback:
             await self._runner.cleanup()
 
 
-def _read_pasted(loop: asyncio.AbstractEventLoop, state: str, into: asyncio.Future[str]) -> None:
+def _read_pasted(loop: asyncio.AbstractEventLoop, state: str, into: asyncio.Future[str], google: bool) -> None:
     """A daemon thread: a blocked readline must not keep the process alive once the browser answered."""
     def run() -> None:
         for line in sys.stdin:
             if not line.strip():
                 continue
             try:
-                code = parse_redirect(line, state)
+                code = parse_redirect(line, state, google)
             except LoginError as exc:
                 print(f"login: {exc}; paste the whole address again", file=sys.stderr, flush=True)
                 continue
             loop.call_soon_threadsafe(lambda: into.done() or into.set_result(code))
             return
+        # end of input (Ctrl-D) before an address: the user gave up, unless the browser already answered
+        gave_up = LoginError("no address was pasted (end of input); nothing was written")
+        loop.call_soon_threadsafe(lambda: into.done() or into.set_exception(gave_up))
 
     threading.Thread(target=run, daemon=True).start()
 
@@ -167,7 +171,7 @@ async def sign_in(args: argparse.Namespace, client_id: str, client_secret: str |
           "its address (http://127.0.0.1:.../oauth2callback?...) here and press Enter.", flush=True)
     if args.open:
         webbrowser.open(url)
-    _read_pasted(asyncio.get_running_loop(), state, callback.result)
+    _read_pasted(asyncio.get_running_loop(), state, callback.result, args.token_url == GOOGLE_TOKEN_URL)
     try:
         code = await asyncio.wait_for(callback.result, WAIT)
     except asyncio.TimeoutError:
@@ -178,7 +182,10 @@ async def sign_in(args: argparse.Namespace, client_id: str, client_secret: str |
             "redirect_uri": redirect_uri, "client_id": client_id}
     if client_secret:
         form["client_secret"] = client_secret
-    status, _, body = await http.post_form(args.token_url, form)
+    try:
+        status, _, body = await http.post_form(args.token_url, form)
+    except UpstreamError as exc:
+        raise LoginError(f"could not reach the token endpoint {args.token_url} ({exc.message})") from None
     try:
         tokens = json.loads(body)
     except ValueError:
@@ -354,8 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         parser().error("--client brings its own secret; --client-secret is for --client-id")
     try:
         return asyncio.run(login_cloudcode(args))
-    except LoginError as exc:
-        print(f"login: {exc}", file=sys.stderr)
+    except (LoginError, UpstreamError) as exc:
+        print(f"login: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
