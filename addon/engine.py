@@ -21,7 +21,8 @@ from .config.codex_catalog import codex_catalog
 from .backends.schema import check_schemas
 from .clients import ClientGate
 from .frontends import Frontend, encode_stream
-from .config.mapping import ModelMap
+from .config.mapping import ModelMap, Target
+from .fallback import ChainWalk
 from .frontends import embeddings
 from .frontends.base import OpRoute
 from .ops.metrics import Metrics
@@ -146,7 +147,10 @@ class Engine:
         self._accounts_seen: AccountsFile | None = None
         self._known: tuple[Any, Any, frozenset[str]] | None = None  # (mappings, accounts, names) cache
         self.metrics = Metrics(pool, known_model=lambda name: name in self._known_models())
-        self.pool_calls = EnginePoolCalls(self)
+        if self.clients is not None:  # last, so a request refused for its content costs no rate
+            await self.clients.admit(req.client, story)
+        acc, answered, result = await self.chains.run(chain, attempt, story, sticky_key=sticky)
+        mapped = answered.model or creq.model
         self.sync_accounts()
 
     def configure(self, settings: Settings, mappings: Source[ModelMap] | None = None,
@@ -455,29 +459,30 @@ class Engine:
         if self.clients is not None:
             self.clients.check_model(req.client, creq.model, story)
         await hydrate(self.signatures, creq)  # the history's thought signatures, with their origin
-        target = self.mappings.target(creq.model)
-        mapped = target.model or creq.model
-        if target.thinking_level:
-            creq.thinking_level = target.thinking_level
-        story.mapped_model = mapped
+        chain = self.mappings.chain(creq.model)
+        story.mapped_model = chain[0].model
+        client_level = creq.thinking_level
 
-        async def attempt(acc: Account) -> Any:
+        async def attempt(acc: Account, target: Target) -> Any:
             story.account = acc.name
+            creq.thinking_level = target.thinking_level or client_level
             provider = self.providers[acc.provider]
             if creq.stream:
-                return await provider.stream(acc, creq, mapped)
-            return await provider.complete(acc, creq, mapped)
+                return await provider.stream(acc, creq, target.model)
+            return await provider.complete(acc, creq, target.model)
 
         rf = creq.response_format
         check_schemas([t.parameters for t in creq.tools], rf.schema if rf is not None else None)
         sticky = c.conversation_key(creq) if self.pool.sticky else None
-        if self.clients is not None:  # last, so a request refused for its content costs no rate
-            await self.clients.admit(req.client, story)
-        acc, result = await self.policy.run(mapped, attempt, sticky_key=sticky, attempts=story.attempts)
+        if self.clients is not None:
+            self.clients.check_model(story.client, client_model, story)
+        chain = self.mappings.chain(client_model)
+        story.mapped_model = chain[0].model
         if creq.stream:
             def on_usage(usage: c.Usage) -> None:
                 self.pool.record_usage(acc, mapped, usage)
                 story.tokens_in, story.tokens_out = usage.input_tokens, usage.output_tokens
+                story.answered_by(usage.model)
 
             kept = remembering(self.signatures, result, frontend.returns_reasoning_state)
             stream = encode_stream(kept, frontend.encoder(creq, ctx), on_usage=on_usage,
@@ -486,6 +491,7 @@ class Engine:
             return Outcome(200, dict(SSE_HEADERS), stream=_timed(stream, story))
         self.pool.record_usage(acc, mapped, result.usage)
         story.tokens_in, story.tokens_out = result.usage.input_tokens, result.usage.output_tokens
+        story.answered_by(result.upstream_model)
         issued = in_completion(result, frontend.returns_reasoning_state)
         if issued:
             await self.signatures.put(issued)  # before the client can send the next step
@@ -502,25 +508,31 @@ class Engine:
         if not self._model_exists(client_model):
             raise self._no_such_model(client_model)
         if self.clients is not None:
-            self.clients.check_model(story.client, client_model, story)
-        mapped = self.mappings.resolve(client_model)
-        story.mapped_model = mapped
+            await self.clients.admit(story.client, story)
+        acc, _, result = await self.chains.run(chain, attempt, story, skip=unable)
         unable = frozenset(a.name for a in self.pool.accounts
                            if getattr(self.providers.get(a.provider), capability, None) is None)
-        serving = [a for a in self.pool.candidates(mapped)]
-        if serving and all(a.name in unable for a in serving):
+        for target in chain:
+            serving = [a for a in self.pool.candidates(target.model or client_model)]
+            if not serving or any(a.name not in unable for a in serving):
+                break
+        else:  # every target is served only by accounts that cannot do this
             kinds = ", ".join(sorted({f"'{a.provider}'" for a in serving}))
             raise GatewayError(400, f"{_CAPABILITY_NAMES.get(capability, capability)} are not served by {kinds} "
-                                    f"accounts, and no other account serves '{mapped}'.",
+                                    f"accounts, and no other account serves '{story.mapped_model}'.",
                                code="unsupported_operation")
 
-        async def attempt(acc: Account) -> Any:
+        async def attempt(acc: Account, target: Target) -> Any:
             story.account = acc.name
-            return await op(self.providers[acc.provider], acc, mapped)
+            return await op(self.providers[acc.provider], acc, target.model)
 
+<<<<<<< HEAD
         if self.clients is not None:
             await self.clients.admit(story.client, story)
         acc, result = await self.policy.run(mapped, attempt, attempts=story.attempts, skip=unable)
+=======
+        acc, _, result = await self.chains.run(chain, attempt, story, skip=unable)
+>>>>>>> 03aa0ac (Models as Google serves them: a lifecycle table (current / re-routed / shut down, a source per row), Gemini 4 rows with xhigh, shipped mappings on current models, the emulator following the lifecycle, re-routed answers told in the story; fallback chains walked around the retry policy)
         story.account = acc.name
         return result
 

@@ -24,7 +24,9 @@ from tests.conftest import Emulator, Gateway, GatewayFactory, gemini_accounts
 
 pytestmark = pytest.mark.e2e
 
-ECHO = "Echo(gemini-2.5-flash): "
+ECHO = "Echo(gemini-3.8-flash): "
+LITE = "gemini-2.5-flash-lite"
+LITE_ECHO = f"Echo({LITE}): "
 GW_KEY = "gw-secret-4f7a1c9e2b"
 UPSTREAM_KEY = "AIzaUpstreamSecret8c1e4b7f2a"
 
@@ -90,20 +92,20 @@ def test_models_list(gateway: Gateway) -> None:
     models = gateway.openai().models.list()
     ids = [m.id for m in models.data]
     assert ids and all("*" not in i for i in ids) and len(ids) == len(set(ids))
-    assert {"gpt-4o-mini", "gemini-2.5-flash", "gemini-2.5-pro"} <= set(ids)
+    assert {"gpt-4o-mini", "gemini-3.8-flash", "gemini-4-argon"} <= set(ids)
     assert all(m.object == "model" and m.owned_by and isinstance(m.created, int) for m in models.data)
 
 
 def test_model_retrieve_and_unknown(gateway: Gateway) -> None:
     client = gateway.openai()
     raw = client.models.with_raw_response.retrieve("gpt-4o")
-    assert raw.headers["x-mapped-model"] == "gemini-2.5-flash"
+    assert raw.headers["x-mapped-model"] == "gemini-3.8-flash"
     assert raw.parse().id == "gpt-4o"
     assert client.models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"
     # The shipped mappings.yaml has a default, so the chat route serves any name: the models route
     # agrees that it exists, and says what it maps to.
     raw = client.models.with_raw_response.retrieve("llama-3-70b-nonexistent")
-    assert raw.headers["x-mapped-model"] == "gemini-2.5-flash" and raw.parse().id == "llama-3-70b-nonexistent"
+    assert raw.headers["x-mapped-model"] == "gemini-3.8-flash" and raw.parse().id == "llama-3-70b-nonexistent"
 
 
 def test_models_list_the_names_clients_type_and_each_one_is_served(gateway: Gateway, emulator: Emulator) -> None:
@@ -138,7 +140,7 @@ def test_non_stream_completion(gateway: Gateway, emulator: Emulator) -> None:
     assert resp.model == "gpt-4o" and resp.id.startswith("chatcmpl-") and resp.object == "chat.completion"
     assert resp.usage is not None and resp.usage.prompt_tokens == 2 and resp.usage.total_tokens > 2
     [call] = emulator.log()
-    assert call["path"] == "/v1beta/models/gemini-2.5-flash:generateContent" and call["key"] == "alice"
+    assert call["path"] == "/v1beta/models/gemini-3.8-flash:generateContent" and call["key"] == "alice"
 
 
 def test_stream_completion_sdk(gateway: Gateway) -> None:
@@ -169,12 +171,12 @@ def test_raw_sse_framing(gateway: Gateway) -> None:
 def test_mapping_and_account_headers(gateway: Gateway) -> None:
     client = gateway.openai()
     raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=user("hi"))
-    assert raw.headers["x-mapped-model"] == "gemini-2.5-flash-lite"
+    assert raw.headers["x-mapped-model"] == "gemini-3.5-flash-lite"
     assert raw.headers["x-account-email"] == "alice@example.com"
-    assert raw.parse().choices[0].message.content == "Echo(gemini-2.5-flash-lite): hi"
+    assert raw.parse().choices[0].message.content == "Echo(gemini-3.5-flash-lite): hi"
 
     raw = client.chat.completions.with_raw_response.create(model="o3-mini", messages=user("hi"), stream=True)
-    assert raw.headers["x-mapped-model"] == "gemini-2.5-flash"
+    assert raw.headers["x-mapped-model"] == "gemini-3.8-flash"
     assert raw.headers["x-account-email"] == "alice@example.com"
     assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices) == ECHO + "hi"
 
@@ -285,19 +287,20 @@ def test_include_usage(gateway: Gateway) -> None:
 
 
 def test_n_two(gateway: Gateway, emulator: Emulator) -> None:
+    # 2.5 Flash-Lite (current) serves several candidates in one call; Gemini 3 refuses them
     client = gateway.openai()
-    resp = client.chat.completions.create(model="gpt-4o", messages=user("twice"), n=2)
+    resp = client.chat.completions.create(model=LITE, messages=user("twice"), n=2)
     assert [(c.index, c.message.content) for c in resp.choices] == [
-        (0, ECHO + "twice"), (1, ECHO + "twice (candidate 1)")]
+        (0, LITE_ECHO + "twice"), (1, LITE_ECHO + "twice (candidate 1)")]
     assert emulator.log()[-1]["body"]["generationConfig"]["candidateCount"] == 2
     texts: dict[int, str] = {}
     finishes: dict[int, str] = {}
-    for chunk in client.chat.completions.create(model="gpt-4o", messages=user("twice"), n=2, stream=True):
+    for chunk in client.chat.completions.create(model=LITE, messages=user("twice"), n=2, stream=True):
         for c in chunk.choices:
             texts[c.index] = texts.get(c.index, "") + (c.delta.content or "")
             if c.finish_reason:
                 finishes[c.index] = c.finish_reason
-    assert texts == {0: ECHO + "twice", 1: ECHO + "twice (candidate 1)"}
+    assert texts == {0: LITE_ECHO + "twice", 1: LITE_ECHO + "twice (candidate 1)"}
     assert finishes == {0: "stop", 1: "stop"}
 
 
@@ -485,7 +488,7 @@ def test_env_only_start(side_gateways: dict[str, Gateway], emulator: Emulator) -
     gw = side_gateways["env_only"]
     raw = gw.openai().chat.completions.with_raw_response.create(model="gpt-4o", messages=user("from env"))
     assert raw.parse().choices[0].message.content == ECHO + "from env"
-    assert raw.headers["x-mapped-model"] == "gemini-2.5-flash" and raw.headers["x-account-email"]
+    assert raw.headers["x-mapped-model"] == "gemini-3.8-flash" and raw.headers["x-account-email"]
     assert emulator.log()[-1]["key"] == "env-key-7781"
     assert "env-key-7781" not in raw.headers["x-account-email"]
     assert "env-key-7781" not in gw.log()
@@ -607,11 +610,11 @@ def test_flow_comment_and_restored_url(gateways: GatewayFactory, emulator: Emula
     flows = [f for f in _read_flows(flows_file) if f.request.path != "/healthz"]
     assert len(flows) == 4, [(f.request.method, f.request.pretty_url, f.comment) for f in flows]
     plain, streamed, cut, missing = flows
-    assert plain.comment == ("gpt-4o→gemini-2.5-flash · alice@example.com · "
+    assert plain.comment == ("gpt-4o→gemini-3.8-flash · alice@example.com · "
                              f"{u1.prompt_tokens}+{u1.completion_tokens} tok")
     assert plain.request.path == "/v1/chat/completions" and plain.response.status_code == 200
 
-    assert streamed.comment == ("gpt-4o-mini→gemini-2.5-flash-lite · alice@example.com · "
+    assert streamed.comment == ("gpt-4o-mini→gemini-3.5-flash-lite · alice@example.com · "
                                 f"{u2.prompt_tokens}+{u2.completion_tokens} tok")
     # the client's request, not the loopback relay hop
     assert streamed.request.method == "POST" and streamed.request.path == "/v1/chat/completions"
@@ -620,7 +623,7 @@ def test_flow_comment_and_restored_url(gateways: GatewayFactory, emulator: Emula
     assert plain.request.url == streamed.request.url == gw.v1 + "/chat/completions"
     assert json.loads(streamed.request.content)["messages"][0]["content"] == "stream flow"
     assert streamed.response.status_code == 200
-    assert streamed.response.headers["x-mapped-model"] == "gemini-2.5-flash-lite"
+    assert streamed.response.headers["x-mapped-model"] == "gemini-3.5-flash-lite"
 
     assert cut.request.path == "/v1/chat/completions" and cut.comment.startswith("cut: ")
     assert missing.comment == "refused 404 unknown_url"

@@ -98,7 +98,7 @@ def generate_calls(emulator: Emulator) -> list[dict[str, Any]]:
     return [r["body"] for r in emulator.log() if "GenerateContent" in r["path"]]
 
 
-# gpt-5-codex maps to gemini-2.5-pro; on gemini-3 the emulator also insists, like Gemini 3, that the
+# gpt-5-codex maps to gemini-4-argon; on Gemini 3 and 4 the emulator also insists, like Gemini 3, that the
 # call's thought signature comes back with Codex's second request (the gateway keeps it under the
 # short call_id Codex echoes).
 @pytest.mark.parametrize("model", ["gpt-5-codex", "gemini-3-pro-preview"])
@@ -134,10 +134,10 @@ PATCH = "*** Begin Patch\n*** Add File: notes.txt\n+Grüße from the gateway\n**
 
 
 # Names the gateway lists in /v1/models get catalog metadata: here an exact mapping and a real name.
-CATALOG_MAPPINGS = "default: gemini-2.5-flash\nmappings:\n  gpt-5-codex: gemini-2.5-pro\n  gemini-3-pro-preview: ~\n"
+CATALOG_MAPPINGS = "default: gemini-3.8-flash\nmappings:\n  gpt-5-codex: gemini-4-argon\n  gemini-3.1-pro-preview: ~\n"
 
 
-@pytest.mark.parametrize("model", ["gpt-5-codex", "gemini-3-pro-preview"])
+@pytest.mark.parametrize("model", ["gpt-5-codex", "gemini-3.1-pro-preview"])
 def test_codex_applies_a_patch_through_the_gateway(gateways: GatewayFactory, emulator: Emulator, tmp_path: Path,
                                                   model: str) -> None:
     gateway = gateways.start(gemini_accounts(emulator.url, "patcher"), mappings_yaml=CATALOG_MAPPINGS)

@@ -50,7 +50,8 @@ async def test_gemini_generate_echo(client: httpx.AsyncClient) -> None:
     # 2.5 Flash thinks by default, and says so in usage (the emulated thinking costs 64 tokens)
     assert body["usageMetadata"] == {"promptTokenCount": 2, "candidatesTokenCount": 3, "thoughtsTokenCount": 64,
                                      "totalTokenCount": 69}
-    assert body["modelVersion"] == "gemini-2.5-flash"
+    # gemini-2.5-flash is re-routed since 2026-12-01: the answer comes from its successor
+    assert body["modelVersion"] == "gemini-3.5-flash-lite"
     # missing and bad keys
     assert (await client.post(GEN, json={"contents": [user("x")]})).status_code == 403
     bad = await client.post(GEN, headers={"x-goog-api-key": "bad-key"}, json={"contents": [user("x")]})
@@ -97,7 +98,7 @@ async def test_gemini_tool_directive_and_pairing(client: httpx.AsyncClient) -> N
 
 @pytest.mark.asyncio
 async def test_gemini3_thought_signature(client: httpx.AsyncClient) -> None:
-    url = "/v1beta/models/gemini-3-pro-preview:generateContent"
+    url = "/v1beta/models/gemini-3.1-pro-preview:generateContent"
     tools = [{"functionDeclarations": [{"name": "f"}]}]
     r = await client.post(url, headers=KEY, json={"contents": [user("[[tool:f {}]]")], "tools": tools})
     part = r.json()["candidates"][0]["content"]["parts"][0]
@@ -216,3 +217,42 @@ async def test_cut_after_and_drop(client: httpx.AsyncClient) -> None:
     with pytest.raises(httpx.RemoteProtocolError):
         await client.post(GEN, headers=KEY, json={"contents": [user("x")]})
     assert (await client.post(GEN, headers=KEY, json={"contents": [user("x")]})).status_code == 200
+
+
+@pytest.mark.asyncio
+async def test_gemini_models_follow_googles_lifecycle(client: httpx.AsyncClient) -> None:
+    """Current models are listed; a re-routed name answers from its successor (modelVersion says
+    which, streamed too) and is not listed; a shut-down name is Google's 404."""
+    listed = {m["baseModelId"] for m in (await client.get("/v1beta/models?pageSize=1000", headers=KEY)).json()["models"]}
+    assert {"gemini-3.8-flash", "gemini-3.6-flash", "gemini-3.5-flash-lite", "gemini-4-argon"} <= listed
+    assert not listed & {"gemini-2.5-pro", "gemini-2.5-flash", "gemini-3.5-flash", "gemini-3.7-flash",
+                         "gemini-3-pro-preview"}
+    for name, successor in (("gemini-2.5-pro", "gemini-3.8-flash"), ("gemini-3.7-flash", "gemini-3.8-flash"),
+                            ("gemini-3.5-flash", "gemini-3.6-flash")):
+        r = await client.post(f"/v1beta/models/{name}:generateContent", headers=KEY, json={"contents": [user("x")]})
+        assert r.status_code == 200 and r.json()["modelVersion"] == successor, (name, r.text)
+        assert (await client.get(f"/v1beta/models/{name}", headers=KEY)).status_code == 200  # still known
+    streamed = await client.post("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse", headers=KEY,
+                                 json={"contents": [user("a b c")]})
+    assert {e["modelVersion"] for e in sse_events(streamed.text, "\r\n\r\n")} == {"gemini-3.5-flash-lite"}
+    current = await client.post("/v1beta/models/gemini-4-argon:generateContent", headers=KEY,
+                                json={"contents": [user("x")],
+                                      "generationConfig": {"thinkingConfig": {"thinkingLevel": "MEDIUM"}}})
+    assert current.status_code == 200 and current.json()["modelVersion"] == "gemini-4-argon"
+    for gone in ("gemini-3-pro-preview", "gemini-2.0-flash"):
+        r = await client.post(f"/v1beta/models/{gone}:generateContent", headers=KEY, json={"contents": [user("x")]})
+        assert r.status_code == 404 and r.json()["error"]["status"] == "NOT_FOUND"
+        assert r.json()["error"]["message"].startswith(f"models/{gone} is not found for API version v1beta")
+
+
+@pytest.mark.asyncio
+async def test_thinking_levels_of_gemini_4(client: httpx.AsyncClient) -> None:
+    """xhigh where Google documents it (Hydrogen, Neon), refused elsewhere; no MINIMAL on Gemini 4."""
+    def body(level: str) -> dict[str, Any]:
+        return {"contents": [user("x")], "generationConfig": {"thinkingConfig": {"thinkingLevel": level}}}
+
+    ok = await client.post("/v1beta/models/gemini-4-hydrogen:generateContent", headers=KEY, json=body("XHIGH"))
+    assert ok.status_code == 200, ok.text
+    for model, level in (("gemini-4-argon", "XHIGH"), ("gemini-3.8-flash", "XHIGH"), ("gemini-4-neon", "MINIMAL")):
+        r = await client.post(f"/v1beta/models/{model}:generateContent", headers=KEY, json=body(level))
+        assert r.status_code == 400 and f"Thinking level {level} is not supported" in r.json()["error"]["message"]

@@ -208,7 +208,7 @@ def test_antigravity_names_map_to_real_models_with_their_level(gateway: Gateway,
     assert upstream_calls(emulator)[-1]["body"]["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "low"}
     raw = client.chat.completions.with_raw_response.create(model="gemini-3-flash",
                                                            messages=[{"role": "user", "content": "hi"}])
-    assert raw.headers["x-mapped-model"] == "gemini-3.5-flash"
+    assert raw.headers["x-mapped-model"] == "gemini-3.8-flash"
 
 
 def test_startup_warns_about_targets_the_upstream_does_not_serve(gateways: GatewayFactory,
@@ -228,7 +228,10 @@ mappings:
         time.sleep(0.1)
     line = next(ln for ln in gw.log().splitlines() if "does not serve" in ln)
     assert "gemini-3-pro-preview" in line and "gemini-3.1-pro-previw" in line
-    assert "gemini-3.8-flash" not in line and "gemini-2.5-flash," not in line
+    assert "gemini-3.8-flash" not in line
+    # what Google does with each name that is no longer current
+    assert "gemini-3-pro-preview (shut down on 2026-03-09 (Google's replacement: gemini-3.1-pro-preview))" in line
+    assert "gemini-2.5-flash (deprecated: Google answers it from gemini-3.5-flash-lite since 2026-12-01)" in line
     assert [r["path"] for r in emulator.log()] == ["/v1beta/models"]  # once, and nothing else
     # the gateway serves meanwhile, the check never blocks it
     assert gw.openai().chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])

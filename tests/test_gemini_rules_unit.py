@@ -231,6 +231,12 @@ def plan(model: str, **kw: Any) -> gemini.OutputPlan:
      {"thinkingBudget": 1024, "includeThoughts": True}, 1054, 30),
     ("gemini-3.5-flash", {"max_tokens": 2000, "reasoning_effort": "high"},
      {"thinkingLevel": "high", "includeThoughts": True}, 26576, 2000),
+    # xhigh where the model takes it (Gemini 4 Hydrogen, Neon), else the nearest level (high)
+    ("gemini-4-hydrogen", {"max_tokens": 2000, "reasoning_effort": "xhigh"},
+     {"thinkingLevel": "xhigh", "includeThoughts": True}, 34768, 2000),
+    ("gemini-4-argon", {"max_tokens": 2000, "reasoning_effort": "xhigh"},
+     {"thinkingLevel": "high", "includeThoughts": True}, 26576, 2000),
+    ("gemini-4-neon", {"max_tokens": 30}, {"thinkingLevel": "low"}, 4126, 30),  # no minimal on Gemini 4
     # a big visible limit with no effort: the default thinking, bounded on 2.5
     ("gemini-2.5-flash", {"max_tokens": 4000}, {"thinkingBudget": 8192}, 12192, 4000),
     ("gemini-3.5-flash", {"max_tokens": 4000}, None, 16288, 4000),
@@ -390,6 +396,8 @@ async def test_the_model_list_is_paged_filtered_and_compared_with_the_targets(ca
         assert "gemini-3.8-live" not in names  # neither generateContent nor embedContent
         assert {"gemini-embedding-001", "gemini-embedding-2"} <= names  # embedding targets are served too
         assert "gemini-3-pro-preview" not in names  # shut down
+        assert "gemini-2.5-pro" not in names and "gemini-3.7-flash" not in names  # re-routed: not listed
+        assert {"gemini-4-argon", "gemini-3.6-flash", "gemini-3.5-flash-lite"} <= names
         pages = [e for e in state.log if e["path"] == "/v1beta/models"]
         assert len(pages) == 5 and pages[1]["query"] == {"pageSize": "4", "pageToken": "4"}
         mappings = parse_mappings({"default": "gemini-2.5-flash", "mappings": {
@@ -398,8 +406,11 @@ async def test_the_model_list_is_paged_filtered_and_compared_with_the_targets(ca
         only_gemini = GeminiAccount(provider="gemini", email="g@x", api_key="k", base_url=url, models=["gemini-*"])
         bad_key = GeminiAccount(provider="gemini", email="bad@x", api_key="bad-key", base_url=url)
         found = await unserved_targets(mappings, [only_gemini, bad_key], provider)
-        assert found == {"g@x": ["gemini-3-pro-high"]}  # llama-3 is not this account's to serve
+        # llama-3 is not this account's to serve; gemini-2.5-flash is no longer listed (re-routed)
+        assert found == {"g@x": ["gemini-3-pro-high", "gemini-2.5-flash"]}
         assert "g@x" in caplog.text and "gemini-3-pro-high" in caplog.text
+        assert "gemini-2.5-flash (deprecated: Google answers it from gemini-3.5-flash-lite since 2026-12-01)" \
+            in caplog.text
         assert "could not list the models of bad@x" in caplog.text  # reported, never raised
     finally:
         await http.aclose()

@@ -25,15 +25,15 @@ def test_hard_coded_openai_url_through_the_proxy(gateways: GatewayFactory, emula
 
     raw = client.chat.completions.with_raw_response.create(
         model="gpt-4o", messages=[{"role": "user", "content": "hello over TLS"}])
-    assert raw.headers["x-mapped-model"] == "gemini-2.5-flash"
-    assert raw.parse().choices[0].message.content == "Echo(gemini-2.5-flash): hello over TLS"
+    assert raw.headers["x-mapped-model"] == "gemini-3.8-flash"
+    assert raw.parse().choices[0].message.content == "Echo(gemini-3.8-flash): hello over TLS"
 
     text = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
         model="gpt-4o", stream=True, messages=[{"role": "user", "content": "stream over TLS"}]) if chunk.choices)
-    assert text == "Echo(gemini-2.5-flash): stream over TLS"
+    assert text == "Echo(gemini-3.8-flash): stream over TLS"
 
     final = client.responses.create(model="gpt-4o", input="responses over TLS")
-    assert final.output_text == "Echo(gemini-2.5-flash): responses over TLS"
+    assert final.output_text == "Echo(gemini-3.8-flash): responses over TLS"
 
     # other hosts are not the gateway's business: they pass through untouched (to a closed
     # loopback port here, so mitmproxy itself answers 502)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from addon.backends.gemini.lifecycle import lifecycle
 from addon.config.mapping import ModelMap, Target, parse_mappings
 from addon.config.reloading import ReloadingFile
 
@@ -101,7 +102,6 @@ def test_listed_models_have_no_patterns() -> None:
     ["not", "a", "mapping"],
     {"mappings": ["a", "b"]},
     {"mappings": {"a": 3}},
-    {"mappings": {"a": ["b"]}},
     {"default": 5, "mappings": {}},
 ])
 def test_bad_files_are_rejected(data: object) -> None:
@@ -112,21 +112,22 @@ def test_bad_files_are_rejected(data: object) -> None:
 # ---- the shipped mappings.yaml -------------------------------------------------------------------
 
 SHIPPED = {
-    "gpt-4o": "gemini-2.5-flash",
-    "gpt-4o-2024-08-06": "gemini-2.5-flash",
-    "gpt-4o-mini": "gemini-2.5-flash-lite",
-    "gpt-4.1": "gemini-2.5-pro",
-    "gpt-4.1-nano": "gemini-2.5-flash-lite",
-    "gpt-5": "gemini-2.5-pro",
-    "gpt-5-mini": "gemini-2.5-flash",
-    "o3-mini": "gemini-2.5-flash",
-    "o3": "gemini-2.5-pro",
-    "o4-mini": "gemini-2.5-flash",
-    "gpt-3.5-turbo": "gemini-2.5-flash-lite",
-    "gemini-2.5-pro": "gemini-2.5-pro",
+    "gpt-4o": "gemini-3.8-flash",
+    "gpt-4o-2024-08-06": "gemini-3.8-flash",
+    "gpt-4o-mini": "gemini-3.5-flash-lite",
+    "gpt-4.1": "gemini-4-argon",
+    "gpt-4.1-nano": "gemini-3.5-flash-lite",
+    "gpt-5": "gemini-4-argon",
+    "gpt-5-codex": "gemini-4-argon",
+    "gpt-5-mini": "gemini-3.8-flash",
+    "o3-mini": "gemini-3.8-flash",
+    "o3": "gemini-4-argon",
+    "o4-mini": "gemini-3.8-flash",
+    "gpt-3.5-turbo": "gemini-3.5-flash-lite",
+    "gemini-2.5-pro": "gemini-2.5-pro",  # a real name passes through (Google re-routes it)
     "gemini-3.1-pro-preview": "gemini-3.1-pro-preview",
     # Antigravity's names, and a model Google shut down (9 March 2026)
-    "gemini-3-flash": "gemini-3.5-flash",
+    "gemini-3-flash": "gemini-3.8-flash",
     "gemini-3-pro-high": "gemini-3.1-pro-preview",
     "gemini-3-pro-low": "gemini-3.1-pro-preview",
     "gemini-3-pro-preview": "gemini-3.1-pro-preview",
@@ -146,7 +147,7 @@ def test_shipped_mappings(shipped: ModelMap, client: str, upstream: str) -> None
 def test_shipped_targets_carry_the_level_the_name_implies(shipped: ModelMap) -> None:
     assert shipped.target("gemini-3-pro-high") == Target("gemini-3.1-pro-preview", "high")
     assert shipped.target("gemini-3-pro-low") == Target("gemini-3.1-pro-preview", "low")
-    assert shipped.target("gemini-3-flash") == Target("gemini-3.5-flash")
+    assert shipped.target("gemini-3-flash") == Target("gemini-3.8-flash")
     assert shipped.target("gemini-2.5-flash") == Target("gemini-2.5-flash")  # passed through
 
 
@@ -167,10 +168,47 @@ mappings:
 
 
 @pytest.mark.parametrize("target", [{"model": "x", "thinking_level": "extreme"}, {"model": "x", "effort": "high"},
-                                    {"model": 3}, ["x"]])
+                                    {"model": 3}, [["x"]]])
 def test_bad_targets_are_rejected(target: object) -> None:
-    with pytest.raises(ValueError, match="thinking_level"):
+    with pytest.raises(ValueError, match="thinking_level|do not nest"):
         parse_mappings({"mappings": {"a": target}})
+
+
+# ---- fallback chains -----------------------------------------------------------------------------
+
+def test_a_target_may_be_a_fallback_chain() -> None:
+    m = parse_mappings(yaml.safe_load("""
+default: [gemini-3.8-flash, local-llama]
+mappings:
+  gpt-5: [gemini-4-argon, {model: gemini-3.1-pro-preview, thinking_level: high}, default]
+  "gemini-*": [~, gemini-3.8-flash]
+  plain: gemini-3.6-flash
+"""))
+    assert m.chain("gpt-5") == (Target("gemini-4-argon"), Target("gemini-3.1-pro-preview", "high"),
+                                Target("gemini-3.8-flash"), Target("local-llama"))
+    assert m.target("gpt-5") == Target("gemini-4-argon") and m.resolve("gpt-5") == "gemini-4-argon"
+    # a kept name first, then the fallback; a name met twice is tried once
+    assert m.chain("gemini-3.6-flash") == (Target("gemini-3.6-flash"), Target("gemini-3.8-flash"))
+    assert m.chain("gemini-3.8-flash") == (Target("gemini-3.8-flash"),)
+    assert m.chain("plain") == (Target("gemini-3.6-flash"),)
+    assert m.chain("anything") == (Target("gemini-3.8-flash"), Target("local-llama"))
+    assert m.default == "gemini-3.8-flash"
+    assert m.targets() == ["gemini-4-argon", "gemini-3.1-pro-preview", "gemini-3.8-flash", "local-llama",
+                           "gemini-3.6-flash"]
+
+
+@pytest.mark.parametrize("text, words", [
+    ("mappings:\n  gpt-5: []\n", "fallback chain of 'gpt-5' is empty"),
+    ("mappings:\n  gpt-5: [gemini-4-argon, 42]\n", "'gpt-5' (entry 2 of its fallback chain)"),
+    ("mappings:\n  gpt-5: [gemini-4-argon, {model: x, effort: high}]\n", "'gpt-5' (entry 2 of its fallback chain)"),
+    ("mappings:\n  gpt-5: [[a, b]]\n", "entry 1 of the fallback chain of 'gpt-5' is a list"),
+    ("default: [gemini-3.8-flash, default]\n", "fallback chain of 'default' names 'default' (entry 2)"),
+    ("default: []\n", "fallback chain of 'default' is empty"),
+])
+def test_a_malformed_chain_refuses_to_load_with_one_line_naming_the_entry(text: str, words: str) -> None:
+    with pytest.raises(ValueError) as err:
+        parse_mappings(yaml.safe_load(text))
+    assert words in str(err.value) and "\n" not in str(err.value)
 
 
 def test_shipped_default_and_listing(shipped: ModelMap) -> None:
@@ -178,9 +216,17 @@ def test_shipped_default_and_listing(shipped: ModelMap) -> None:
     assert shipped.resolve("totally-unknown-model").startswith("gemini-")
     listed = shipped.listed_models()
     assert listed and all("*" not in name for name in listed)
-    for name in ("gpt-4o-mini", "gpt-3.5-turbo", "gemini-2.5-flash", "gemini-2.5-pro"):
+    for name in ("gpt-4o-mini", "gpt-3.5-turbo", "gemini-3.8-flash", "gemini-4-argon", "gemini-3.5-flash-lite"):
         assert name in listed
     assert len(listed) == len(set(listed))
+
+
+def test_shipped_targets_are_models_google_lists_as_current(shipped: ModelMap) -> None:
+    """No shipped target is deprecated, re-routed or shut down (Google's lifecycle, as the
+    gateway's table has it with a source per model)."""
+    for target in shipped.targets():
+        row = lifecycle(target)
+        assert row is not None and row.stage == "current", (target, row)
 
 
 # ---- ReloadingFile -------------------------------------------------------------------------------

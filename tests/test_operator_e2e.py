@@ -115,7 +115,7 @@ def test_one_log_line_per_request_tells_what_it_did(story: dict[str, Any]) -> No
     for line, (tokens_in, tokens_out) in zip((plain, streamed, rotated), story["tokens"], strict=True):
         assert (line["tokens_in"], line["tokens_out"]) == (str(tokens_in), str(tokens_out))
     assert plain == {**plain, "method": "POST", "status": "200", "outcome": "ok", "client_model": "gpt-4o",
-                     "mapped_model": "gemini-2.5-flash", "account": "alice@example.com",
+                     "mapped_model": "gemini-3.8-flash", "account": "alice@example.com",
                      "attempts": "alice@example.com:200", "stream": "false"}
     assert int(plain["latency_ms"]) >= 0 and plain["ttfb_ms"] == plain["latency_ms"]
     assert streamed == {**streamed, "status": "200", "outcome": "ok", "account": "bob@example.com", "stream": "true"}
@@ -137,7 +137,7 @@ def test_metrics_count_requests_attempts_rotations_tokens_and_the_pool(story: di
     m = story["during"]
     chat = {"route": "/v1/chat/completions"}
     assert value(m, "gateway_requests_total", **chat, outcome="ok", status="200", client_model="gpt-4o",
-                 mapped_model="gemini-2.5-flash", account="alice@example.com") == 1
+                 mapped_model="gemini-3.8-flash", account="alice@example.com") == 1
     assert value(m, "gateway_requests_total", **chat, outcome="ok", account="bob@example.com") == 1  # the stream
     assert value(m, "gateway_requests_total", **chat, outcome="rotated", status="200") == 1
     assert value(m, "gateway_requests_total", **chat, outcome="upstream_failed", status="429") == 1
@@ -145,7 +145,7 @@ def test_metrics_count_requests_attempts_rotations_tokens_and_the_pool(story: di
     assert value(m, "gateway_upstream_attempts_total", account="alice@example.com", status="429") == 1
     assert value(m, "gateway_upstream_attempts_total", account="bob@example.com", status="200") == 2
     assert value(m, "gateway_upstream_latency_seconds_count", account="bob@example.com", status="429") == 1
-    assert value(m, "gateway_rotations_total", mapped_model="gemini-2.5-flash") == 1
+    assert value(m, "gateway_rotations_total", mapped_model="gemini-3.8-flash") == 1
     tokens = story["tokens"]
     assert value(m, "gateway_tokens_total", direction="in") == sum(t[0] for t in tokens)
     assert value(m, "gateway_tokens_total", direction="out", account="bob@example.com") == tokens[1][1] + tokens[2][1]
@@ -156,7 +156,7 @@ def test_metrics_count_requests_attempts_rotations_tokens_and_the_pool(story: di
     # (quotas are per model; the accounts themselves stay ready), none disabled
     for who in ("alice@example.com", "bob@example.com"):
         assert value(m, "gateway_account_cooldown_seconds", account=who) == 0
-        assert 30 < value(m, "gateway_model_cooldown_seconds", account=who, model="gemini-2.5-flash",
+        assert 30 < value(m, "gateway_model_cooldown_seconds", account=who, model="gemini-3.8-flash",
                           why="rate limit") <= 60
         assert value(m, "gateway_account_disabled", account=who) == 0
 
@@ -173,11 +173,11 @@ def test_metrics_bound_client_chosen_model_names_and_need_the_api_key(story: dic
 def test_mitmweb_list_tells_each_story_with_distinct_marks(story: dict[str, Any]) -> None:
     plain, streamed, rotated, upstream_429, refused = story["flows"][:5]
     (i1, o1), (i2, o2), (i3, o3) = story["tokens"]
-    assert plain.comment == f"gpt-4o→gemini-2.5-flash · alice@example.com · {i1}+{o1} tok"
-    assert streamed.comment == f"gpt-4o→gemini-2.5-flash · bob@example.com · {i2}+{o2} tok"
-    assert rotated.comment == ("rotated · gpt-4o→gemini-2.5-flash · bob@example.com · "
+    assert plain.comment == f"gpt-4o→gemini-3.8-flash · alice@example.com · {i1}+{o1} tok"
+    assert streamed.comment == f"gpt-4o→gemini-3.8-flash · bob@example.com · {i2}+{o2} tok"
+    assert rotated.comment == ("rotated · gpt-4o→gemini-3.8-flash · bob@example.com · "
                                f"alice@example.com:429, bob@example.com:200 · {i3}+{o3} tok")
-    assert upstream_429.comment == "upstream 429 · gpt-4o→gemini-2.5-flash · bob@example.com"
-    assert refused.comment == "refused 429 rate_limit_exceeded · gpt-4o→gemini-2.5-flash"
+    assert upstream_429.comment == "upstream 429 · gpt-4o→gemini-3.8-flash · bob@example.com"
+    assert refused.comment == "refused 429 rate_limit_exceeded · gpt-4o→gemini-3.8-flash"
     marks = [f.marked for f in (plain, streamed, rotated, upstream_429, refused)]
     assert marks == ["", "", ":arrows_counterclockwise:", ":x:", ":no_entry:"]

@@ -9,7 +9,9 @@ A target is a model name, or `{model: NAME, thinking_level: LEVEL}` when the cli
 implies a setting: Antigravity's `gemini-3-pro-high` is Gemini's `gemini-3.1-pro-preview`
 thinking at level `high`. An embedding name may imply Gemini's task type the same way:
 `{model: gemini-embedding-001, task_type: RETRIEVAL_QUERY}`, and the vector width OpenAI's name
-has by default: `{model: gemini-embedding-001, dimensions: 1536}`.
+has by default: `{model: gemini-embedding-001, dimensions: 1536}`. A target may also be a list of them, a *fallback chain* tried in order
+(addon/fallback.py decides when the next one is used); inside a list, `default` stands for the
+default target's chain.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 
 from ..protocol.canonical import TASK_TYPES
 
-THINKING_LEVELS = ("minimal", "low", "medium", "high")
+THINKING_LEVELS = ("minimal", "low", "medium", "high", "xhigh")
+DEFAULT_KEYWORD = "default"  # a chain entry meaning "then the default target(s)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,7 @@ class Target:
     dimensions: int | None = None  # embeddings: the width, unless the request asks for one
 
 
+Chain = tuple[Target, ...]  # one or more targets, tried in order
 _KEEP = Target(None)
 
 
@@ -40,22 +44,36 @@ class _Wildcard:
     regex: re.Pattern[str]
     literal_chars: int
     order: int
-    target: Target
+    chain: Chain
 
 
 @dataclass(slots=True)
 class ModelMap:
-    exact: dict[str, Target] = field(default_factory=dict)
+    exact: dict[str, Chain] = field(default_factory=dict)
     wildcards: list[_Wildcard] = field(default_factory=list)  # sorted best-first
-    default: str | None = None
-    default_target: Target = _KEEP
+    default: str | None = None  # the default chain's first model (None: no default)
+    default_chain: Chain = (_KEEP,)
 
-    def target(self, model: str) -> Target:
-        """The target for `model`, with the requested name filled in where the entry keeps it."""
+    def chain(self, model: str) -> Chain:
+        """The targets for `model`, in order, with the requested name filled in where an entry
+        keeps it (a name met twice is tried once)."""
         found = self.exact.get(model)
         if found is None:
-            found = next((w.target for w in self.wildcards if w.regex.fullmatch(model)), self.default_target)
-        return found if found.model else Target(model, found.thinking_level, found.task_type, found.dimensions)
+            found = next((w.chain for w in self.wildcards if w.regex.fullmatch(model)), self.default_chain)
+        if len(found) == 1 and found[0].model:
+            return found
+        seen: set[str] = set()
+        out = []
+        for t in found:
+            name = t.model or model
+            if name not in seen:
+                seen.add(name)
+                out.append(t if t.model else Target(model, t.thinking_level, t.task_type, t.dimensions))
+        return tuple(out)
+
+    def target(self, model: str) -> Target:
+        """The first target for `model` (the one asked first)."""
+        return self.chain(model)[0]
 
     def resolve(self, model: str) -> str:
         return self.target(model).model or model
@@ -66,10 +84,8 @@ class ModelMap:
 
     def targets(self) -> list[str]:
         """Every concrete upstream name the file maps to (no patterns, no kept names)."""
-        names = [t.model for t in self.exact.values() if t.model]
-        names += [w.target.model for w in self.wildcards if w.target.model and "*" not in w.target.model]
-        if self.default:
-            names.append(self.default)
+        chains = [*self.exact.values(), *(w.chain for w in self.wildcards), self.default_chain]
+        names = [t.model for chain in chains for t in chain if t.model and "*" not in t.model]
         return list(dict.fromkeys(names))
 
     def listed_models(self) -> list[str]:
@@ -81,10 +97,14 @@ def _compile(pattern: str) -> re.Pattern[str]:
     return re.compile(".*".join(re.escape(piece) for piece in pattern.split("*")), re.DOTALL)
 
 
-def _target(pattern: str, raw: Any) -> Target:
+_SHAPES = (f"a model name, null, or {{model: NAME, thinking_level: {'|'.join(THINKING_LEVELS)}, "
+           f"task_type: {'|'.join(TASK_TYPES)}, dimensions: N}}")
+
+
+def _target(where: str, raw: Any) -> Target:
     if raw is None:
         return _KEEP
-    if isinstance(raw, str):
+    if isinstance(raw, str) and raw:
         return Target(raw)
     if isinstance(raw, dict) and set(raw) <= {"model", "thinking_level", "task_type", "dimensions"}:
         model, level = raw.get("model"), raw.get("thinking_level")
@@ -92,8 +112,26 @@ def _target(pattern: str, raw: Any) -> Target:
         if ((model is None or isinstance(model, str)) and (level is None or level in THINKING_LEVELS)
                 and (task is None or task in TASK_TYPES) and (dims is None or (type(dims) is int and dims > 0))):
             return Target(model or None, level, task, dims)
-    raise ValueError(f"target of {pattern!r} must be a model name, null, or {{model: NAME, thinking_level: "
-                     f"{'|'.join(THINKING_LEVELS)}, task_type: {'|'.join(TASK_TYPES)}, dimensions: N}}")
+    raise ValueError(f"target of {where} must be {_SHAPES}, or a list of them (a fallback chain)")
+
+
+def _chain(name: str, raw: Any, default: Chain | None) -> Chain:
+    """One entry's targets; `default` (None while the default itself is parsed) expands the keyword."""
+    if not isinstance(raw, list):
+        return (_target(repr(name), raw),)
+    if not raw:
+        raise ValueError(f"the fallback chain of {name!r} is empty: list at least one target")
+    out: list[Target] = []
+    for i, item in enumerate(raw, 1):
+        if item == DEFAULT_KEYWORD:
+            if default is None:
+                raise ValueError(f"the fallback chain of 'default' names 'default' (entry {i}): it would loop")
+            out += default
+            continue
+        if isinstance(item, list):
+            raise ValueError(f"entry {i} of the fallback chain of {name!r} is a list; chains do not nest")
+        out.append(_target(f"{name!r} (entry {i} of its fallback chain)", item))
+    return tuple(out)
 
 
 def parse_mappings(data: Any) -> ModelMap:
@@ -104,16 +142,16 @@ def parse_mappings(data: Any) -> ModelMap:
     raw = data.get("mappings") or {}
     if not isinstance(raw, dict):
         raise ValueError("'mappings' must map client model names (or patterns with *) to upstream names")
-    default = _target("default", data.get("default"))
-    out = ModelMap(default=default.model, default_target=default)
+    default = _chain("default", data.get("default"), None)
+    out = ModelMap(default=default[0].model, default_chain=default)
     wildcards = []
     for order, (pattern, target) in enumerate(raw.items()):
         pattern = str(pattern)
-        parsed = _target(pattern, target)
+        chain = _chain(pattern, target, default)
         if "*" in pattern:
             literal = len(pattern.replace("*", ""))
-            wildcards.append(_Wildcard(pattern, _compile(pattern), literal, order, parsed))
+            wildcards.append(_Wildcard(pattern, _compile(pattern), literal, order, chain))
         else:
-            out.exact[pattern] = parsed
+            out.exact[pattern] = chain
     out.wildcards = sorted(wildcards, key=lambda w: (-w.literal_chars, w.order))
     return out

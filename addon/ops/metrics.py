@@ -23,6 +23,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from ..backends.gemini.lifecycle import CURRENT
 from ..pool.pool import AccountPool
 from .story import Story
 
@@ -81,6 +82,11 @@ class Metrics:
                                 "(0 = no answer).", ["account", "status"], registry=r)
         self.rotations = Counter("gateway_rotations", "Times a request moved on to another account after a "
                                  "failed attempt.", ["mapped_model"], registry=r)
+        self.rerouted = Counter("gateway_rerouted_answers", "Answers the upstream served from another model than "
+                                "the one asked for (Google re-routes a deprecated name to its successor).",
+                                ["mapped_model", "served_model"], registry=r)
+        self.fallbacks = Counter("gateway_fallbacks", "Targets of a fallback chain passed over, by model and why "
+                                 "(not_found, resting, absent).", ["skipped_model", "reason"], registry=r)
         self.tokens = Counter("gateway_tokens", "Tokens reported by the upstream.",
                               ["direction", "mapped_model", "account", "client"], registry=r)
         self.client_refusals = Counter("gateway_client_refusals", "Requests refused by a client's own limits "
@@ -92,10 +98,16 @@ class Metrics:
     def stream_opened(self) -> None:
         self.open_streams.inc()
 
+    def fallback(self, model: str, why: str) -> None:
+        """A fallback chain passed over `model` (why: see addon/fallback.py)."""
+        self.fallbacks.labels(self._mapped_models(model, self._known_model(model)), why).inc()
+
     def observe(self, story: Story) -> None:
         """Count one finished request."""
         mapped = self._mapped_models(story.mapped_model, story.mapped_model is not None
                                      and self._known_model(story.mapped_model))
+        if story.served_model:  # Google's name for a model it lists as current, else "other"
+            self.rerouted.labels(mapped, story.served_model if story.served_model in CURRENT else OTHER).inc()
         client = self._client_models(story.client_model, story.client_model is not None
                                      and self._known_model(story.client_model))
         account = story.account or ""

@@ -10,6 +10,7 @@ stream errors are redacted before they get here, and client-chosen text is lengt
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -22,6 +23,7 @@ MAX_TEXT = 100  # client-chosen strings (model names) are cut to this in logs an
 MARKS = {
     "ok": "",
     "rotated": ":arrows_counterclockwise:",  # 🔄 answered, after moving away from failing accounts
+    "fallback": ":leftwards_arrow_with_hook:",  # ↩ answered by a later target of a fallback chain
     "upstream_failed": ":x:",  # ❌ the upstream(s) refused or failed it
     "stream_cut": ":scissors:",  # ✂ the stream started, then the upstream failed mid-way
     "refused": ":no_entry:",  # ⛔ the gateway said no itself (auth, bad request, pool cooling)
@@ -36,7 +38,11 @@ class Story:
     path: str = ""
     route: str = "unknown"  # the route template that matched (bounded: a metrics label)
     client_model: str | None = None
-    mapped_model: str | None = None
+    mapped_model: str | None = None  # the target that answered (with a fallback chain: the one that did)
+    # Targets of a fallback chain passed over before `mapped_model`, each "model:why" (why: 404,
+    # resting, absent = not in the accounts' model lists)
+    fallbacks: list[str] = field(default_factory=list)
+    served_model: str | None = None  # the upstream's own name for the answering model, when it differs
     account: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
     status: int | None = None
@@ -67,6 +73,8 @@ class Story:
             # an upstream was asked: its refusal; none was: the gateway's own (a 429 of a pool
             # that is all cooling is the gateway's, not an upstream failure)
             return "upstream_failed" if self.attempts else "refused"
+        if self.fallbacks:
+            return "fallback"
         return "rotated" if len(self.attempts) > 1 else "ok"
 
     def mark(self) -> str:
@@ -84,8 +92,9 @@ class Story:
     # ---- how it is told --------------------------------------------------------------------
     def comment(self) -> str:
         """mitmweb's comment column, which is 150 px wide: what went wrong comes first, then
-        `client→mapped`, the account, the attempts when there was more than one, the tokens:
-        `rotated · gpt-4o→gemini-2.5-flash · bob · alice:429, bob:200 · 12+34 tok`."""
+        the targets a fallback chain passed over, `client→mapped`, the model Google re-routed the
+        name to, the account, the attempts when there was more than one, the tokens:
+        `rotated · gpt-4o→gemini-3.8-flash · bob · alice:429, bob:200 · 12+34 tok`."""
         outcome = self.outcome()
         parts = {
             "rotated": ["rotated"],
@@ -97,8 +106,12 @@ class Story:
         }.get(outcome, [])
         if self.client:
             parts.append(self.client)
+        if self.fallbacks:
+            parts.append("fallback from " + ", ".join(self.fallbacks))
         if self.client_model is not None:
             parts.append(f"{_cut(self.client_model)}→{self.mapped_model or '?'}")
+        if self.served_model:
+            parts.append(f"re-routed to {self.served_model}")
         if self.account and outcome != "refused":
             parts.append(self.account)
         if len(self.attempts) > 1:
@@ -118,7 +131,8 @@ class Story:
             "method": self.method, "route": self.route, "status": self.status, "outcome": self.outcome(),
             "client": self.client,
             "client_model": _cut(self.client_model) if self.client_model is not None else None,
-            "mapped_model": self.mapped_model, "account": self.account,
+            "mapped_model": self.mapped_model, "fallback_from": ",".join(self.fallbacks) or None,
+            "served_model": self.served_model, "account": self.account,
             "attempts": ",".join(f"{a.account}:{a.status or 'conn'}" for a in self.attempts) or None,
             "stream": self.stream if self.client_model is not None else None,
             "latency_ms": _ms(self.latency), "ttfb_ms": _ms(self.ttfb),
@@ -130,11 +144,23 @@ class Story:
             out["path"] = _cut(self.path)
         return {k: v for k, v in out.items() if v is not None}
 
+    def answered_by(self, model: str | None) -> None:
+        """Note the upstream's name for the model that answered (Gemini's modelVersion) when it is
+        another model than the one asked for: Google answers a deprecated name from its successor."""
+        mapped = self.mapped_model
+        if model and mapped and not _same_model(model.removeprefix("models/"), mapped):
+            self.served_model = _cut(model.removeprefix("models/"))
+
     def log_line(self, fmt: str = "logfmt") -> str:
         fields = self.fields()
         if fmt == "json":
             return json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
         return " ".join(f"{k}={_logfmt(v)}" for k, v in fields.items())
+
+
+def _same_model(served: str, asked: str) -> bool:
+    """`gemini-x` answered as `gemini-x-001` (a pinned version of the same model) is no re-route."""
+    return served == asked or bool(re.fullmatch(re.escape(asked) + r"-\d{3}", served))
 
 
 def _cut(text: str) -> str:

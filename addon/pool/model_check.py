@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from .accounts_file import Account, GeminiAccount
+from ..backends.gemini.lifecycle import advice
 from ..config.mapping import ModelMap
 from ..protocol.errors import UpstreamError
 from ..upstream.gemini import GeminiProvider
+from .accounts_file import Account, GeminiAccount
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,8 @@ async def unserved_targets(mappings: ModelMap, accounts: Iterable[Account], prov
         missing = [t for t in wanted if t not in served]
         if missing:
             found[acc.name] = missing
+            named = ", ".join(t + (f" ({advice(t)})" if advice(t) else "") for t in missing)
             log.warning("account %s: the upstream does not serve mapping target(s) %s (not in GET /v1beta/models); "
-                        "requests mapped there will fail. Fix the target in the mappings file.",
-                        acc.name, ", ".join(missing))
+                        "requests mapped there will fail or be answered by another model. Fix the target in the "
+                        "mappings file.", acc.name, named)
     return found

@@ -177,6 +177,13 @@ def retry_after_seconds(delay: float | None) -> str | None:
     return None if delay is None else str(max(1, math.ceil(delay)))
 
 
+def _from(err: GatewayError, upstream: UpstreamError) -> GatewayError:
+    """Keep what the upstream said on the client's error: a fallback chain (addon/fallback.py)
+    reads it to tell a missing model from the request's own fault."""
+    err.upstream = upstream  # type: ignore[attr-defined]
+    return err
+
+
 class RetryPolicy:
     def __init__(self, pool: AccountPool, *, max_attempts: int = MAX_ATTEMPTS,
                  redact: Callable[[str], str] = lambda text: text, probe: Probe | None = None,
@@ -245,13 +252,13 @@ class RetryPolicy:
                     tried.discard(acc.name)
                     log.info("account %s gave an unusable answer (%s); trying once more", acc.name, err.reason)
                 elif verdict in (Verdict.FAIL, Verdict.RETRY):
-                    raise self._upstream_error(err, acc.provider) from None
+                    raise _from(self._upstream_error(err, acc.provider), err) from None
                 continue
             attempts.append(Attempt(acc.name, 200, time.monotonic() - began))
             self.pool.succeeded(acc, model)
             return acc, result
         assert last is not None
-        raise self._exhausted(last, model)
+        raise _from(self._exhausted(last, model), last)
 
     async def _credentials_refused(self, acc: Account) -> bool | None:
         """True if a client-free probe confirms the account's credentials are refused."""

@@ -224,6 +224,11 @@ class AccountPool:
             return "out of its daily quota (it resets at midnight Pacific time)"
         return "rate-limited or cooling down (" + ", ".join(sorted(set(whys))) + ")"
 
+    def ready(self, model: str, skip: frozenset[str] = frozenset()) -> bool:
+        """True if some enabled account serving `model` (not in `skip`) may be asked for it now."""
+        now = self._clock()
+        return any(self.state(a).wait(model, now) <= 0 for a in self.candidates(model) if a.name not in skip)
+
     def eligible_count(self, model: str) -> int:
         return len(self.candidates(model))
 

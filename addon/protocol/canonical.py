@@ -179,6 +179,9 @@ class Usage:
     output_tokens: int = 0  # includes reasoning tokens, as OpenAI counts them
     reasoning_tokens: int = 0
     cached_tokens: int = 0
+    # The model that answered, when the upstream says (Gemini's modelVersion): it differs from the
+    # model asked for when Google re-routes a deprecated name -- and the bill is the answering model's.
+    model: str | None = None
 
     @property
     def total_tokens(self) -> int:

@@ -20,6 +20,10 @@ from .gemini import JSON, GeminiProvider, verb
 from .http import HttpClient, UpstreamResponse
 from .oauth import TokenManager
 
+# Names Code Assist spells its own way: gemini-cli sends these models under another name when it
+# talks to Code Assist (packages/core/src/config/models.ts, CCPA_AI_MODEL_MAPPINGS), and only there.
+CODE_ASSIST_NAMES = {"gemini-3.5-flash": "gemini-3-flash"}
+
 
 class CloudCodeProvider(GeminiProvider):
     name = "cloudcode"
@@ -48,7 +52,8 @@ class CloudCodeProvider(GeminiProvider):
         inner = dict(body)
         # gemini-cli keeps one session id per conversation and a fresh prompt id per user turn.
         inner["session_id"] = c.conversation_key(req)
-        wrapped = {"model": model, "project": project, "user_prompt_id": new_id("", 16), "request": inner}
+        wrapped = {"model": CODE_ASSIST_NAMES.get(model, model), "project": project,
+                   "user_prompt_id": new_id("", 16), "request": inner}
         return await self._call(acc, f"{acc.base_url}/v1internal:{verb(stream)}", jsonfast.dumps(wrapped))
 
     unwraps = True
@@ -60,7 +65,8 @@ class CloudCodeProvider(GeminiProvider):
             wrapped = gn.cloudcode_count_body(body, model)
         else:
             project = await self.projects.project(acc)
-            wrapped = {"model": model, "project": project, "user_prompt_id": new_id("", 16), "request": body}
+            wrapped = {"model": CODE_ASSIST_NAMES.get(model, model), "project": project,
+                       "user_prompt_id": new_id("", 16), "request": body}
         url = f"{acc.base_url}/v1internal:{verb_name}" + ("?alt=sse" if stream else "")
         return await self._call(acc, url, jsonfast.dumps(wrapped))
 

@@ -46,7 +46,7 @@ async def all_or_none(calls: list[Awaitable[T]], discard: Callable[[T], Awaitabl
 
 def _add(a: c.Usage, b: c.Usage) -> c.Usage:
     return c.Usage(a.input_tokens + b.input_tokens, a.output_tokens + b.output_tokens,
-                   a.reasoning_tokens + b.reasoning_tokens, a.cached_tokens + b.cached_tokens)
+                   a.reasoning_tokens + b.reasoning_tokens, a.cached_tokens + b.cached_tokens, a.model or b.model)
 
 
 def merge_completions(parts: list[c.Completion]) -> c.Completion:

@@ -44,6 +44,10 @@ UNSUPPORTED = ("This client is no longer supported for Gemini Code Assist for in
 VALIDATION_URL = "https://accounts.google.com/signin/continue?sarp=1&scc=1&continue=emulated-validation"
 NO_LICENCE = ("You are currently configured to use a Google Cloud Project but lack a Gemini Code Assist license. "
               "Please contact your administrator to request a license. (#3501)")
+# Code Assist knows some models by another name: gemini-cli renames them for Code Assist only
+# (packages/core/src/config/models.ts, CCPA_AI_MODEL_MAPPINGS: gemini-3.5-flash is sent as
+# gemini-3-flash), so the public name is not one Code Assist serves.
+CODE_ASSIST_SPELLS_OTHERWISE = frozenset({"gemini-3.5-flash"})
 ENVELOPE_KEYS = frozenset({"model", "project", "user_prompt_id", "request"})
 KINDS = ("individual", "validate", "nolicense", "onboard", "noproject")
 
@@ -100,7 +104,7 @@ async def cloudcode_generate(request: web.Request) -> web.StreamResponse:
     refused = _refusal(call.state.user_of(token), call.state, body["project"])
     if refused is not None:
         return refused
-    if not gemini_model_ok(model):
+    if not gemini_model_ok(model) or model in CODE_ASSIST_SPELLS_OTHERWISE:
         return error_response("cloudcode", 404, f"Requested entity was not found: model {model}.")
     inner = body.get("request")
     if isinstance(inner, dict) and "session_id" in inner:

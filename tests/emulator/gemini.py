@@ -6,28 +6,29 @@ from typing import Any
 
 from aiohttp import web
 
+from addon.backends.gemini.lifecycle import CURRENT, is_shut_down, lifecycle, rerouted_to
+
 from .embeddings import GEMINI_EMBEDDERS, gemini_embed, not_found
 from .gemini_request import GeminiInvalid, validate_generate_request
 from .gemini_response import request_words, respond_generate
 from .state import EmulatorState
 from .wire import Call, begin, error_response, read_body
 
-# GET /v1beta/models: the late-2026 line-up (ai.google.dev/gemini-api/docs/deprecations): the 3.x
-# GA models, the previews still listed, the 2.5 models until their retirement, Google's moving
-# aliases, and models that do not generate content (the gateway's startup check must skip those).
-# gemini-3-pro-preview was shut down on 9 March 2026 and is not listed.
-GEMINI_MODELS = (
-    "gemini-3.8-flash", "gemini-3.7-flash", "gemini-3.6-flash", "gemini-3.5-flash", "gemini-3.5-flash-lite",
-    "gemini-3.1-flash-lite", "gemini-3.1-flash-image", "gemini-3-pro-image",
-    "gemini-3.1-pro-preview", "gemini-3.1-pro-preview-customtools", "gemini-3-flash-preview",
-    "gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite",
-    "gemini-flash-latest", "gemini-flash-lite-latest", "gemini-pro-latest",
-)
+# GET /v1beta/models: the December 2026 line-up, following Google's lifecycle as the gateway's
+# table has it (addon/backends/gemini/lifecycle.py, with a source per row): the models Google lists
+# as current, image models and previews still served, Google's moving aliases, and models that do
+# not generate content (the gateway's startup check must skip those). Re-routed names (2.5 Pro and
+# Flash, 3.5 and 3.7 Flash) are not listed but still answer -- from their successor, whose name the
+# answer's modelVersion carries; shut-down names (3 Pro Preview, 2.0 Flash, ...) are 404s.
 OTHER_MODELS = {
     "gemini-3.8-live": ["bidiGenerateContent"],
     "gemini-embedding-001": ["embedContent", "countTokens", "countTextTokens", "asyncBatchEmbedContent"],
     "gemini-embedding-2": ["embedContent", "countTokens", "countTextTokens", "asyncBatchEmbedContent"],
 }
+GEMINI_MODELS = (
+    *(m for m in CURRENT if m not in OTHER_MODELS), "gemini-3.1-flash-image", "gemini-3-pro-image",
+    "gemini-3-flash-preview", "gemini-flash-latest", "gemini-flash-lite-latest", "gemini-pro-latest",
+)
 PAGE_SIZE, MAX_PAGE_SIZE = 50, 1000  # ai.google.dev/api/models: default 50, at most 1000
 
 
@@ -73,7 +74,11 @@ async def gemini_generate(request: web.Request) -> web.StreamResponse:
         return await gemini_embed(call, body, model, method)
     if model in GEMINI_EMBEDDERS:  # embedding models do not generate (or count: only embedContent)
         return not_found(model, method)
-    if method not in ("generateContent", "streamGenerateContent", "countTokens") or not gemini_model_ok(model):
+    if (method not in ("generateContent", "streamGenerateContent", "countTokens") or not gemini_model_ok(model)
+            or is_shut_down(model)):
+        # Google's text for an unknown or shut-down model ("completely turned off, and the endpoint
+        # is no longer available": ai.google.dev/gemini-api/docs/deprecations), quoted e.g. in
+        # wwardaww/gnome-gemini-ai#22 for the shut-down gemini-pro.
         return error_response("gemini", 404, f"models/{model} is not found for API version v1beta, or is not "
                               f"supported for {method}. Call ListModels to see the list of available models "
                               "and their supported methods.")
@@ -86,7 +91,8 @@ async def gemini_generate(request: web.Request) -> web.StreamResponse:
     except GeminiInvalid as exc:
         return error_response("gemini", 400, exc.message, details=exc.details)
     stream = method == "streamGenerateContent"
-    return await respond_generate(call, req, model, stream, request.query.get("alt") == "sse", wrap=False)
+    return await respond_generate(call, req, model, stream, request.query.get("alt") == "sse", wrap=False,
+                                  served=rerouted_to(model))
 
 
 def _count_tokens(body: Any, model: str, state: EmulatorState) -> web.Response:
@@ -123,6 +129,7 @@ async def gemini_model_get(request: web.Request) -> web.StreamResponse:
     _, early = await begin(request, "gemini", None, key, name, auth=_gemini_auth)
     if early is not None:
         return early
-    if name not in GEMINI_MODELS and name not in OTHER_MODELS:
+    row = lifecycle(name)
+    if name not in GEMINI_MODELS and name not in OTHER_MODELS and (row is None or row.stage != "rerouted"):
         return error_response("gemini", 404, f"models/{name} is not found for API version v1beta.")
     return web.json_response(_gemini_model_info(name))

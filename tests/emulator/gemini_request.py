@@ -530,7 +530,7 @@ def _validate_generation_config(v: _Validator, raw: Any) -> tuple[dict[str, Any]
         thinking = v.known(g["thinkingConfig"], THINKING_KEYS, f"{where}.thinking_config")
         level = thinking.get("thinkingLevel")
         if level is not None and (not isinstance(level, str)
-                                  or level.upper() not in {"LOW", "MEDIUM", "HIGH", "MINIMAL",
+                                  or level.upper() not in {"LOW", "MEDIUM", "HIGH", "MINIMAL", "XHIGH",
                                                            "THINKING_LEVEL_UNSPECIFIED"}):
             v.bad_value(f"{where}.thinking_config.thinking_level", PROTO + "ThinkingConfig.ThinkingLevel", level)
     cc = g.get("candidateCount")
@@ -588,7 +588,7 @@ def _check_signatures(contents: list[dict[str, Any]], model: str, state: Emulato
             sig = part.get("thoughtSignature")
             if sig and sig not in MAGIC_SIGNATURES and not state.signature_from(sig, credential, issued_only=False):
                 raise GeminiInvalid(CORRUPTED_SIGNATURE)
-    if not model.startswith("gemini-3"):
+    if not gemini3_or_later(model):
         return
     start = 0
     if state.signature_scope == "turn":
@@ -683,7 +683,7 @@ def validate_generate_request(body: Any, model: str, state: EmulatorState, flavo
     v.raise_if_any()
     _check_model_rules(model, config, thinking, declared, fc_mode, flavor)
     _check_turns(contents)
-    gemini3 = model.startswith("gemini-3")
+    gemini3 = gemini3_or_later(model)
     _check_signatures(contents, model, state, credential)
     _check_tool_mix(declared, search, server_side, gemini3)
     if not gemini3:
@@ -692,6 +692,12 @@ def validate_generate_request(body: Any, model: str, state: EmulatorState, flavo
     if problem:
         raise GeminiInvalid(f"Request refused by the google-genai oracle (the test emulator's schema check): {problem}")
     return GenRequest(contents, system_text, declared, fc_mode, config, thinking, search, server_side)
+
+
+def gemini3_or_later(model: str) -> bool:
+    """Gemini 3 and 4 share what this emulator checks (signatures, tool mixes, response parts)."""
+    m = re.match(r"gemini-(\d+)", model)
+    return m is not None and int(m.group(1)) >= 3
 
 
 def _check_tool_mix(declared: set[str], search: bool, server_side: bool, gemini3: bool) -> None:

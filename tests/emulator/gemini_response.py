@@ -11,7 +11,7 @@ from aiohttp import web
 from addon.backends.gemini.models import rules_for
 
 from .answers import Answer, apply_limits, compose_answer, n_answers, words
-from .gemini_request import GenRequest
+from .gemini_request import GenRequest, gemini3_or_later
 from .state import EmulatorState
 from .wire import Call, compact, rand_id, write_stream
 
@@ -153,14 +153,15 @@ def _usage(prompt: int, cand: int, thought: int, final: bool = True) -> dict[str
 
 
 def gemini_events(answers: list[Answer], model: str, prompt: int, state: EmulatorState,
-                  stream: bool, credential: str | None = None) -> list[dict[str, Any]]:
+                  stream: bool, credential: str | None = None, served: str | None = None) -> list[dict[str, Any]]:
     """GenerateContentResponse objects: exactly one unless streaming.
 
     Streaming: each event carries only new parts, cumulative usage, and finishReason on the
     last event only (for every candidate). Gemini 3 signs each answer with a signature bound
-    to the requesting `credential`.
+    to the requesting `credential`. `served`: the model that answers a re-routed name, which
+    `modelVersion` names.
     """
-    signed = model.startswith("gemini-3")
+    signed = gemini3_or_later(model)
     per_cand = [_gemini_chunks(a, state.issue_signature(credential) if signed and (a.function_calls or a.text)
                                else None, stream) for a in answers]
     if not stream:
@@ -187,7 +188,7 @@ def gemini_events(answers: list[Answer], model: str, prompt: int, state: Emulato
             cand["index"] = i
             candidates.append(cand)
         events.append({"candidates": candidates, "usageMetadata": _usage(prompt, cand_words, thought_words, last),
-                       "modelVersion": model, "responseId": rid})
+                       "modelVersion": served or model, "responseId": rid})
     return events
 
 
@@ -202,10 +203,10 @@ def _strip_finish(event: dict[str, Any]) -> None:
 
 
 async def respond_generate(call: Call, req: GenRequest, model: str, stream: bool, sse: bool,
-                           wrap: bool) -> web.StreamResponse:
+                           wrap: bool, served: str | None = None) -> web.StreamResponse:
     """Shared by the Gemini API and Cloud Code (``wrap`` adds the v1internal envelope)."""
     answers = gemini_answer(req, model, call.reply)
-    events = gemini_events(answers, model, request_words(req), call.state, stream, call.credential)
+    events = gemini_events(answers, model, request_words(req), call.state, stream, call.credential, served)
     trace = rand_id(8)
 
     def pack(event: dict[str, Any]) -> Any:

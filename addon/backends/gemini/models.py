@@ -12,7 +12,13 @@ Sources (all public):
     levels low/high (big-AGI#893), 3.1 Pro adds medium (LiteLLM's Gemini 3.1 Pro notes);
     3 Flash minimal..high (flachesis/gemini-rust#61); 3.5 Flash-Lite, 3.6, 3.7 and 3.8 Flash from
     docs.cloud.google.com/gemini-enterprise-agent-platform/models/thinking (3.7/3.8: no MINIMAL);
-    3.5 Flash-Lite refuses thinkingBudget 0 (googleapis/python-genai#2936);
+    3.5 Flash-Lite refuses thinkingBudget 0 (googleapis/python-genai#2936); Gemini 4: Argon
+    low/medium/high, default medium (ai.google.dev/gemini-api/docs/generate-content/latest-model),
+    Hydrogen and Neon low/medium/high/xhigh, default high (their developer guides on
+    docs.cloud.google.com/gemini-enterprise-agent-platform/models/guides/), Carbon low/medium/high,
+    default medium; no Gemini 4 model takes MINIMAL (Google's thinking-levels table, as quoted by
+    the adk-model crate's ThinkingLevel docs). 3.6 Flash onwards refuse frequency and presence
+    penalties and ignore temperature/topP/topK (Gemini 3.6 Flash model page, Vertex AI);
   * penalties: "Penalty is not enabled for models/<id>" on 2.5 and every 3.x model
     (BerriAI/litellm#16907, PublicAffairs/openai-gemini#63);
   * candidateCount > 1: "Multiple candidates is not enabled for this model" on Gemini 3.x
@@ -27,7 +33,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-LEVELS = ("minimal", "low", "medium", "high")  # thinkingLevel values, weakest first
+LEVELS = ("minimal", "low", "medium", "high", "xhigh")  # thinkingLevel values, weakest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +56,8 @@ UNKNOWN = ModelRules(known=False)
 _25 = dict(penalties=False, json_with_tools=False)
 _3 = dict(budget_zero=False, thinks_by_default=True, penalties=False, multi_candidates=False)
 _FLASH3 = ("minimal", "low", "medium", "high")
+_LMH = ("low", "medium", "high")
+_LMHX = ("low", "medium", "high", "xhigh")
 
 _RULES: dict[str, ModelRules] = {
     "gemini-2.5-pro": ModelRules(budget=(128, 32768), budget_zero=False, thinks_by_default=True, **_25),
@@ -63,8 +71,13 @@ _RULES: dict[str, ModelRules] = {
     "gemini-3.5-flash": ModelRules(levels=_FLASH3, default_level="medium", **_3),
     "gemini-3.5-flash-lite": ModelRules(levels=_FLASH3, default_level="minimal", **_3),
     "gemini-3.6-flash": ModelRules(levels=_FLASH3, default_level="medium", **_3),
-    "gemini-3.7-flash": ModelRules(levels=("low", "medium", "high"), default_level="medium", **_3),
-    "gemini-3.8-flash": ModelRules(levels=("low", "medium", "high"), default_level="medium", **_3),
+    "gemini-3.7-flash": ModelRules(levels=_LMH, default_level="medium", **_3),
+    "gemini-3.8-flash": ModelRules(levels=_LMH, default_level="medium", **_3),
+    "gemini-4": ModelRules(levels=_LMH, default_level="medium", **_3),  # a 4.x we have no row for
+    "gemini-4-argon": ModelRules(levels=_LMH, default_level="medium", **_3),
+    "gemini-4-carbon": ModelRules(levels=_LMH, default_level="medium", **_3),
+    "gemini-4-hydrogen": ModelRules(levels=_LMHX, default_level="high", **_3),
+    "gemini-4-neon": ModelRules(levels=_LMHX, default_level="high", **_3),
     # Google's moving aliases point at current 3.x models
     "gemini-flash-latest": ModelRules(levels=("low", "medium", "high"), default_level="medium", **_3),
     "gemini-flash-lite-latest": ModelRules(levels=_FLASH3, default_level="minimal", **_3),

@@ -52,7 +52,10 @@ def completion_from(data: dict[str, Any], n: int = 1, reply: Reply | None = None
         choices = [c.Choice(index=i, finish_reason="content_filter") for i in range(n)]
     elif reply.visible_limit is not None:
         enforce_limit(choices, data.get("usageMetadata"), reply.visible_limit)
-    return c.Completion(choices, usage_from(data.get("usageMetadata")), data.get("modelVersion"))
+    version = data.get("modelVersion") if isinstance(data.get("modelVersion"), str) else None
+    usage = usage_from(data.get("usageMetadata"))
+    usage.model = version
+    return c.Completion(choices, usage, version)
 
 
 def unwrap(data: Any) -> Any:

@@ -25,6 +25,7 @@ class GeminiStreamDecoder:
         self._output: set[int] = set()  # candidates that produced text or calls
         self._finished: set[int] = set()
         self._usage: dict[str, Any] | None = None
+        self._model_version: str | None = None  # who answered (differs from the name when re-routed)
         self.blocked = False
         self._failure: UnusableAnswer | None = None  # raised once the text before it was delivered
         self._texts: dict[int, list[str]] = {}  # candidate -> visible text so far (grounding offsets)
@@ -47,6 +48,8 @@ class GeminiStreamDecoder:
         events: list[c.StreamEvent] = []
         if data.get("usageMetadata"):
             self._usage = data["usageMetadata"]  # cumulative: the last one is the total
+        if self._model_version is None and isinstance(data.get("modelVersion"), str):
+            self._model_version = data["modelVersion"]
         candidates = data.get("candidates") or []
         if not candidates and blocked(data):
             self.blocked = True
@@ -130,5 +133,7 @@ class GeminiStreamDecoder:
             events += self._grounding_event(idx)
         if self.blocked:
             events += [c.Finish(i, "content_filter") for i in range(self._n) if i not in self._finished]
-        events.append(c.UsageUpdate(usage_from(self._usage)))
+        usage = usage_from(self._usage)
+        usage.model = self._model_version
+        events.append(c.UsageUpdate(usage))
         return events

@@ -26,9 +26,10 @@ from .models import ModelRules, nearest_level, rules_for
 SMALL_ANSWER = 1024
 _BUDGETS = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
 _DEFAULT_BUDGET = 8192  # 2.5's dynamic thinking, bounded when a visible limit needs headroom
-_EFFORT_LEVEL = {"minimal": "minimal", "low": "low", "medium": "medium", "high": "high", "xhigh": "high"}
-_LEVEL_BUDGET = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
-_LEVEL_HEADROOM = {"minimal": 1024, "low": 4096, "medium": 12288, "high": 24576}  # thought tokens to allow for
+_EFFORT_LEVEL = {"minimal": "minimal", "low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh"}
+_LEVEL_BUDGET = {"minimal": 512, "low": 1024, "medium": 8192, "high": 24576, "xhigh": 32768}
+# thought tokens to allow for
+_LEVEL_HEADROOM = {"minimal": 1024, "low": 4096, "medium": 12288, "high": 24576, "xhigh": 32768}
 
 
 @dataclass(slots=True)
