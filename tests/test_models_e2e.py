@@ -163,3 +163,18 @@ accounts:
     # the Responses surface walks the same chain
     done = client.responses.create(model="to-local", input="again")
     assert done.output_text == "Echo(local-echo): again"
+
+
+def test_the_readme_chain_example_runs_as_written(gateways: GatewayFactory, emulator: Emulator) -> None:
+    from tests import readme
+
+    example = readme.blocks()["mapping-example"].text
+    gw = gateways.start(gemini_accounts(emulator.url, "readme-chain"), mappings_yaml=example)
+    emulator.rules({"match": {"key": "readme-chain", "model": "gemini-4-argon"}, "status": 429,
+                    "details": DAILY_QUOTA, "times": 1})
+    since = len(emulator.log())
+    raw = gw.openai().chat.completions.with_raw_response.create(model="gpt-5", messages=user("chain"))
+    assert raw.headers["x-mapped-model"] == "gemini-3.1-pro-preview"
+    calls = [e for e in emulator.log()[since:] if ":generateContent" in e["path"]]
+    assert [generate_paths(emulator, since)] == [["gemini-4-argon", "gemini-3.1-pro-preview"]]
+    assert calls[-1]["body"]["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "high"}

@@ -327,6 +327,9 @@ def test_accounts_examples_and_log_line_sample_match_the_code(tmp_path: Path) ->
     assert safety.safety_settings
     mapping = parse_mappings(yaml.safe_load(RECIPES["mapping-example"].text))
     assert mapping.target("gemini-3-pro-high").thinking_level == "high"
+    assert [t.model for t in mapping.chain("gpt-5")] == ["gemini-4-argon", "gemini-3.1-pro-preview",
+                                                        "gemini-3.8-flash"]
+    assert [t.model for t in mapping.chain("gemini-3.6-flash")] == ["gemini-3.6-flash", "gemini-3.8-flash"]
     sample = parse_logfmt(RECIPES["log-line"].text.strip())
     full = Story(client_model="m", tokens_in=1, tokens_out=1, error_code="e", stream_error="x", ended=1.0,
                  first_byte=1.0, account="a", mapped_model="m", status=200)

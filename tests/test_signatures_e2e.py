@@ -23,7 +23,7 @@ from tests.test_pool_e2e import accounts, cloudcode, email, gemini, key
 
 pytestmark = pytest.mark.e2e
 
-GEM3 = "gemini-3-pro-preview"
+GEM3 = "gemini-3.1-pro-preview"
 DUMMY = "skip_thought_signature_validator"
 TOOLS: list[Any] = [{"type": "function", "function": {
     "name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}}]

@@ -35,11 +35,15 @@ def generate_calls(emulator: Emulator) -> list[dict[str, Any]]:
 # ---- freeform tools (Responses) ----------------------------------------------------------------
 
 
+# A Gemini 2.x model (no thought signatures; web search and functions do not mix)
+GEMINI_2 = "gemini-2.5-flash-lite"
+
+
 def test_custom_tool_round_trip_over_a_responses_stream(gateway: Gateway, emulator: Emulator) -> None:
     emulator.rules({"times": 1, "reply": {"function_calls": [{"name": "apply_patch", "args": {"input": PATCH}}]}},
                    {"times": 1, "reply": {"text": "Patched."}})
     client = gateway.openai()
-    with client.responses.stream(model="gpt-4o", input="Write notes.txt", tools=[APPLY_PATCH]) as stream:
+    with client.responses.stream(model=GEMINI_2, input="Write notes.txt", tools=[APPLY_PATCH]) as stream:
         kinds = [event.type for event in stream]
         final = stream.get_final_response()
     assert "response.custom_tool_call_input.delta" in kinds and "response.custom_tool_call_input.done" in kinds
@@ -49,7 +53,7 @@ def test_custom_tool_round_trip_over_a_responses_stream(gateway: Gateway, emulat
     assert decl["name"] == "apply_patch" and list(decl["parametersJsonSchema"]["properties"]) == ["input"]
 
     # the client replays the call (without id, as Codex does) and its output
-    second = client.responses.create(model="gpt-4o", tools=[APPLY_PATCH], input=[
+    second = client.responses.create(model=GEMINI_2, tools=[APPLY_PATCH], input=[
         {"role": "user", "content": "Write notes.txt"},
         {"type": "custom_tool_call", "call_id": call.call_id, "name": "apply_patch", "input": call.input},
         {"type": "custom_tool_call_output", "call_id": call.call_id, "output": "Success."}])
@@ -97,7 +101,7 @@ def test_chat_web_search_options_give_url_citations(gateway: Gateway, emulator: 
 def test_responses_web_search_stream_and_create(gateway: Gateway, emulator: Emulator) -> None:
     emulator.rules({"times": 1, "reply": {"text": TEXT, "grounding": GROUNDING, "chunks": [TEXT[:20], TEXT[20:]]}})
     client = gateway.openai()
-    with client.responses.stream(model="gpt-4o", input="Café ?", tools=[{"type": "web_search"}]) as stream:
+    with client.responses.stream(model=GEMINI_2, input="Café ?", tools=[{"type": "web_search"}]) as stream:
         kinds = [event.type for event in stream]
         final = stream.get_final_response()
     assert kinds.count("response.output_text.annotation.added") == 2 and "response.web_search_call.completed" in kinds
@@ -109,7 +113,7 @@ def test_responses_web_search_stream_and_create(gateway: Gateway, emulator: Emul
     assert search.status == "completed" and search.action.queries == ["prix du café"]
 
     # without a rule the emulator grounds any answer to a request that offers the search
-    plain = client.responses.create(model="gpt-4o", input="Anything new?", tools=[{"type": "web_search_preview"}])
+    plain = client.responses.create(model=GEMINI_2, input="Anything new?", tools=[{"type": "web_search_preview"}])
     assert plain.output[0].type == "web_search_call" and plain.output[1].content[0].annotations
 
 
@@ -117,7 +121,7 @@ def test_web_search_next_to_functions(gateway: Gateway, emulator: Emulator) -> N
     tools = [{"type": "function", "name": "lookup", "parameters": LOOKUP["parameters"]}, {"type": "web_search"}]
     client = gateway.openai()
     # Gemini 2.x refuses the mix: the search is left out, the request succeeds
-    assert client.responses.create(model="gpt-4o", input="hi", tools=tools).output_text
+    assert client.responses.create(model=GEMINI_2, input="hi", tools=tools).output_text
     assert [list(t) for t in generate_calls(emulator)[-1]["tools"]] == [["functionDeclarations"]]
     # Gemini 3 combines them with includeServerSideToolInvocations
     assert client.responses.create(model="gemini-3-pro-preview", input="hi", tools=tools).output_text
