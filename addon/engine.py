@@ -147,10 +147,8 @@ class Engine:
         self._accounts_seen: AccountsFile | None = None
         self._known: tuple[Any, Any, frozenset[str]] | None = None  # (mappings, accounts, names) cache
         self.metrics = Metrics(pool, known_model=lambda name: name in self._known_models())
-        if self.clients is not None:  # last, so a request refused for its content costs no rate
-            await self.clients.admit(req.client, story)
-        acc, answered, result = await self.chains.run(chain, attempt, story, sticky_key=sticky)
-        mapped = answered.model or creq.model
+        self.chains = ChainWalk(self.policy, pool, on_fallback=self.metrics.fallback)
+        self.pool_calls = EnginePoolCalls(self)
         self.sync_accounts()
 
     def configure(self, settings: Settings, mappings: Source[ModelMap] | None = None,
@@ -474,10 +472,10 @@ class Engine:
         rf = creq.response_format
         check_schemas([t.parameters for t in creq.tools], rf.schema if rf is not None else None)
         sticky = c.conversation_key(creq) if self.pool.sticky else None
-        if self.clients is not None:
-            self.clients.check_model(story.client, client_model, story)
-        chain = self.mappings.chain(client_model)
-        story.mapped_model = chain[0].model
+        if self.clients is not None:  # last, so a request refused for its content costs no rate
+            await self.clients.admit(req.client, story)
+        acc, answered, result = await self.chains.run(chain, attempt, story, sticky_key=sticky)
+        mapped = answered.model or creq.model
         if creq.stream:
             def on_usage(usage: c.Usage) -> None:
                 self.pool.record_usage(acc, mapped, usage)
@@ -508,8 +506,9 @@ class Engine:
         if not self._model_exists(client_model):
             raise self._no_such_model(client_model)
         if self.clients is not None:
-            await self.clients.admit(story.client, story)
-        acc, _, result = await self.chains.run(chain, attempt, story, skip=unable)
+            self.clients.check_model(story.client, client_model, story)
+        chain = self.mappings.chain(client_model)
+        story.mapped_model = chain[0].model
         unable = frozenset(a.name for a in self.pool.accounts
                            if getattr(self.providers.get(a.provider), capability, None) is None)
         for target in chain:
@@ -526,13 +525,9 @@ class Engine:
             story.account = acc.name
             return await op(self.providers[acc.provider], acc, target.model)
 
-<<<<<<< HEAD
         if self.clients is not None:
             await self.clients.admit(story.client, story)
-        acc, result = await self.policy.run(mapped, attempt, attempts=story.attempts, skip=unable)
-=======
         acc, _, result = await self.chains.run(chain, attempt, story, skip=unable)
->>>>>>> 03aa0ac (Models as Google serves them: a lifecycle table (current / re-routed / shut down, a source per row), Gemini 4 rows with xhigh, shipped mappings on current models, the emulator following the lifecycle, re-routed answers told in the story; fallback chains walked around the retry policy)
         story.account = acc.name
         return result
 
