@@ -433,7 +433,7 @@ def test_hosts_file_recipe_serves_clients_with_a_hard_coded_url(tmp_path: Path) 
     out = proc.stdout + proc.stderr
     server_log = (tmp_path / "server.log").read_text() if (tmp_path / "server.log").exists() else ""
     assert proc.returncode == 0, out + server_log
-    assert "Echo(gemini-2.5-flash): Hi from Node" in out and "Echo(gemini-2.5-flash): streamed" in out, out
+    assert "Echo(gemini-3.8-flash): Hi from Node" in out and "Echo(gemini-3.8-flash): streamed" in out, out
     assert "gpt-4o" in out and '"status":"ok"' in out, out
     # mitmweb/mitmdump show the URL the client called
     assert "https://api.openai.com/v1/chat/completions" in server_log, server_log
