@@ -35,6 +35,7 @@ from .ops.redact import Redactor
 from .stores.signature_store import MemorySignatureStore, SignatureStore, hydrate, in_completion, remembering
 from .ops.story import Story
 from .upstream import Provider
+from .upstream.streaming import until_shutdown
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class Engine:
                  live_secrets: Any = tuple, signatures: SignatureStore | None = None,
                  clients: ClientGate | None = None) -> None:
         self.settings = settings
+        self.stopping = False  # the adapter is shutting down: open streams end with an error event
         self.clients = clients  # per-client keys, model allow-lists and limits (None: no clients file)
         self.signatures = signatures if signatures is not None else MemorySignatureStore()
         self.mapping_source = mappings
@@ -482,7 +484,8 @@ class Engine:
                 story.tokens_in, story.tokens_out = usage.input_tokens, usage.output_tokens
                 story.answered_by(usage.model)
 
-            kept = remembering(self.signatures, result, frontend.returns_reasoning_state)
+            kept = until_shutdown(remembering(self.signatures, result, frontend.returns_reasoning_state),
+                                  lambda: self.stopping)
             stream = encode_stream(kept, frontend.encoder(creq, ctx), on_usage=on_usage,
                                    on_failure=lambda why: setattr(story, "stream_error", why),
                                    settle=lambda: frontend.settle(ctx), redact=self.redact)

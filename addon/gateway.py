@@ -79,6 +79,7 @@ class Gateway:
         self._watcher: asyncio.Task | None = None
         self._model_check: asyncio.Future | None = None
         self._start_error = ""
+        self._stopping = False
         self.addons = [ClientLimits()]  # a sub-addon: mitmproxy calls its hooks after these
 
     # ---- options ----------------------------------------------------------------------------
@@ -121,6 +122,9 @@ class Gateway:
         loader.add_option("upstream_connections", int, DEFAULT_CONNECTIONS_PER_HOST, "Open connections per "
                           "upstream host (all Gemini API keys share one host), i.e. concurrent upstream calls; "
                           "more wait locally for a free one. 0 = no limit. Read at start-up.")
+        loader.add_option("shutdown_grace_seconds", int, 5, "On Ctrl-C or SIGTERM: stop accepting connections, "
+                          "let open requests and streams finish for this long, then end each remaining stream "
+                          "with its protocol's error event.")
         loader.add_option("upstream_connect_timeout", int, 10, "Seconds to open a connection to an upstream "
                           "(a timeout cools the account down; waiting for a free local connection does not "
                           "count). Read at start-up.")
@@ -254,10 +258,15 @@ class Gateway:
         log.debug("gateway relay on 127.0.0.1:%d", port)
         if self.wiring is not None:
             await self.wiring.start()
+        web_url = getattr(ctx.master, "web_url", None)
+        if web_url:  # mitmweb asks for this token (the address alone answers 403)
+            log.info("mitmweb flow inspector: open %s (the token is new at each start; --set web_password=... "
+                     "sets a fixed password)", web_url)
         if self._model_check is None and self.wiring is not None and ctx.options.check_models:  # once, background
             self._model_check = asyncio.ensure_future(self.wiring.check_models())
 
     async def done(self) -> None:
+        await self._drain()
         logging.getLogger("mitmproxy.proxy.server").removeFilter(self._noise)
         logging.getLogger("mitmproxy.proxy.server").removeFilter(self._chatter)
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
@@ -268,6 +277,37 @@ class Gateway:
         await self.relay.close()
         if self.wiring is not None:
             await self.wiring.aclose()
+
+    def _busy(self) -> int:
+        return len(self._inflight) + len(self._handoffs) + len(self.relay.pumping) + self.relay.active
+
+    async def _drain(self) -> None:
+        """Shutting down: stop accepting, let what is open finish for shutdown_grace_seconds, then
+        end each remaining stream with its protocol's error event (and its log line)."""
+        if self.wiring is None or self._stopping:
+            return
+        self._stopping = True
+        server = ctx.master.addons.get("proxyserver")
+        if server is not None and hasattr(server, "servers"):
+            with contextlib.suppress(Exception):
+                await server.servers.update([])  # closes the listeners; open connections stay
+        if not self._busy():
+            return
+        loop, grace = asyncio.get_running_loop(), ctx.options.shutdown_grace_seconds
+        log.info("shutting down: %d open request(s) get %ds to finish", len(self._handoffs) + len(self._inflight),
+                 grace)
+        deadline = loop.time() + grace
+        while self._busy() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if not self._busy():
+            return
+        self.wiring.engine.stopping = True
+        for work in list(self._inflight):
+            work.cancel()
+        self.relay.interrupt()
+        deadline = loop.time() + 2  # the error events go out, the flows end and are logged
+        while (self._handoffs or self.relay.pumping or self._inflight) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
 
     # ---- hooks ----------------------------------------------------------------------------
     def _ours(self, flow: http.HTTPFlow) -> bool:
@@ -302,6 +342,8 @@ class Gateway:
             refusal = self.wiring.engine.refusal(incoming)
         finally:
             hide_credentials(flow.request)
+        if refusal is None and self._stopping:
+            refusal = self.wiring.engine.refused(incoming, _shutting_down())
         if refusal is None:
             flow.metadata["gateway_admitted"] = True
             flow.metadata["gateway_client"] = incoming.client  # a name from the clients file, never a key
@@ -390,6 +432,8 @@ class Gateway:
             return await work  # a cancelled hook (shutdown) cancels the work with it
         except asyncio.CancelledError:
             if work.cancelled() and not asyncio.current_task().cancelling():
+                if self.wiring.engine.stopping:  # the grace period is over
+                    return self.wiring.engine.refused(incoming, _shutting_down())
                 return None  # the watcher cancelled it: the client left
             raise
         finally:
@@ -478,6 +522,10 @@ def _duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
     return f"{seconds:.1f}s"
+
+
+def _shutting_down() -> GatewayError:
+    return GatewayError(503, "The gateway is shutting down; send the request again.", code="gateway_shutting_down")
 
 
 def _tell(flow: http.HTTPFlow, story: Story) -> None:

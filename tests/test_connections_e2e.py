@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import selectors
 import socket
+import threading
 import time
 
 import httpx
@@ -95,3 +96,42 @@ def test_a_slow_request_head_is_closed_but_a_kept_alive_connection_is_not(gatewa
         assert closed_by_peer(slow)
         assert client.get(gw.url + "/healthz").status_code == 200
     slow.close()
+
+
+def test_sigterm_lets_short_streams_finish_and_ends_long_ones_with_an_error_event(
+        gateways: GatewayFactory, emulator: Emulator) -> None:
+    gw = gateways.start(gemini_accounts(emulator.url, "stopping"), shutdown_grace_seconds=2)
+    emulator.rules({"match": {"path_contains": "stream"}, "times": 1, "chunk_delay_ms": 1500,
+                    "reply": {"chunks": [f"long{i} " for i in range(10)]}},
+                   {"match": {"path_contains": "stream"}, "times": 1, "chunk_delay_ms": 300,
+                    "reply": {"chunks": ["short1 ", "short2 ", "short3"]}})
+    got: dict[str, str] = {}
+
+    def stream(name: str, first_seen: threading.Event) -> None:
+        text = ""
+        with httpx.stream("POST", gw.v1 + "/chat/completions", timeout=30,
+                          json={**CHAT, "stream": True, "messages": [{"role": "user", "content": name}]}) as r:
+            for chunk in r.iter_text():
+                text += chunk
+                if "short" in text or "long" in text:
+                    first_seen.set()
+        got[name] = text
+
+    events = [threading.Event(), threading.Event()]
+    threads = [threading.Thread(target=stream, args=(name, ev)) for name, ev in zip(("long", "short"), events)]
+    threads[0].start()
+    assert events[0].wait(15)
+    threads[1].start()
+    assert events[1].wait(15)
+    gw.proc.terminate()  # SIGTERM, as Ctrl-C in scripts/run sends
+    for t in threads:
+        t.join(30)
+    assert gw.proc.wait(30) == 0
+    assert "short3" in got["short"] and got["short"].rstrip().endswith("data: [DONE]"), got["short"]
+    assert "long0" in got["long"] and "long9" not in got["long"], got["long"]
+    assert "gateway_shutting_down" in got["long"], got["long"]  # the protocol's error event, not a silent cut
+    log = gw.log()
+    assert "shutting down: 2 open request(s) get 2s to finish" in log
+    lines = [line for line in log.splitlines() if "route=/v1/chat/completions" in line]
+    assert len(lines) == 2 and any("stream_error=" in line for line in lines), lines
+    assert "Traceback" not in log and "CancelledError" not in log, log

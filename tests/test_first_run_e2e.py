@@ -114,5 +114,5 @@ def test_scripts_run_help_agrees_with_the_readme() -> None:
     assert "gemini / vertex / cloudcode / openai" in text
     readme = (ROOT / "README.md").read_text()
     assert "`all_except_health` when `allow_lan_access=true` or a key is configured" in readme
-    for option in ("client_header_timeout", "max_client_connections"):
+    for option in ("client_header_timeout", "max_client_connections", "shutdown_grace_seconds"):
         assert option in text and f"`{option}`" in readme, option

@@ -208,9 +208,12 @@ def wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 20)
 def check_mitmweb_columns(log: Path, web_port: int) -> None:
     """mitmweb shows the gateway's comment column and keeps streamed bodies, as `--web` promises."""
     deadline = time.monotonic() + 20
-    while not (m := re.search(r"Web server listening at (http://\S+)", log.read_text())):
+    while not (m := re.search(r"mitmweb flow inspector: open (http://\S+)", log.read_text())):
         assert time.monotonic() < deadline, log.read_text()
         time.sleep(0.2)
+    # the address the gateway prints opens mitmweb (the bare address is refused: it needs the token)
+    assert httpx.get(m.group(1), timeout=5).status_code == 200
+    assert httpx.get(f"http://127.0.0.1:{web_port}/options.json", timeout=5).status_code == 403
     token = re.search(r"token=(\w+)", m.group(1))
     opts = httpx.get(f"http://127.0.0.1:{web_port}/options.json", timeout=5,
                      params={"token": token.group(1)} if token else None).json()

@@ -38,6 +38,7 @@ class Relay:
         self._server: asyncio.Server | None = None
         self._entries: dict[str, _Entry] = {}
         self._tasks: set[asyncio.Task] = set()
+        self.pumping: set[asyncio.Task] = set()  # connections writing a stream right now
         self.port = 0
 
     async def start(self) -> int:
@@ -59,6 +60,12 @@ class Relay:
     @property
     def active(self) -> int:
         return len(self._entries)
+
+    def interrupt(self) -> None:
+        """Shutting down: cancel every stream being written. The engine's stream turns that into
+        its protocol's error event (the engine's `stopping` is set), which still goes out."""
+        for task in list(self.pumping):
+            task.cancel()
 
     def register(self, status: int, headers: dict[str, str], stream: AsyncIterator[bytes]) -> str:
         """Returns the path mitmproxy should request from 127.0.0.1:port."""
@@ -127,6 +134,8 @@ class Relay:
         writer.write("\r\n".join(head).encode("latin-1"))
 
         pump = asyncio.current_task()
+        if pump is not None:
+            self.pumping.add(pump)
         last_write = time.monotonic()
         leftover = b""
         peer_closed = False
@@ -164,6 +173,7 @@ class Relay:
                 raise  # shutdown, not a departed client
             log.info("client went away mid-stream; upstream request cancelled")
         finally:
+            self.pumping.discard(pump)
             pinger.cancel()
             watcher.cancel()
             # the watcher's pending read must be gone before this connection reads the next request

@@ -117,6 +117,15 @@ class UnusableAnswer(UpstreamError):
         return (self.reason or "empty_response").lower()
 
 
+class ShuttingDown(UnusableAnswer):
+    """The gateway stops while a stream is still open: after its grace period the stream ends with
+    the surface's error event (code `gateway_shutting_down`), like any stream failing mid-way."""
+
+    def __init__(self) -> None:
+        super().__init__("the gateway is shutting down; send the request again", reason="GATEWAY_SHUTTING_DOWN",
+                         retry=False)
+
+
 class CredentialsRejected(UpstreamError):
     """The account's own credentials were refused for good (e.g. an OAuth refresh answered
     invalid_grant): the account, not the request, is at fault."""

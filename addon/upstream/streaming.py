@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from ..backends import StreamDecoder, decoding, well_formed_events
 from ..protocol import canonical as c
-from ..protocol.errors import UpstreamError
+from ..protocol.errors import ShuttingDown, UpstreamError
 from .http import UpstreamResponse
 from .sse import SSEParser
 
@@ -126,3 +126,21 @@ async def _close(it: AsyncIterator[list[c.StreamEvent]]) -> None:
             await aclose()
         except RuntimeError:  # "asynchronous generator is already running": a cancelled step owns it
             pass
+
+
+async def until_shutdown(batches: StreamBatches, stopping) -> StreamBatches:
+    """`batches`, unless the gateway cancels the stream because it is stopping (`stopping()` true):
+    then ShuttingDown, which the front end's encoder turns into its protocol's error event."""
+    try:
+        async for batch in batches:
+            yield batch
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if not stopping() or task is None:
+            raise
+        task.uncancel()  # the cancellation was only the signal; the error event still goes out
+        raise ShuttingDown() from None
+    finally:
+        aclose = getattr(batches, "aclose", None)
+        if aclose is not None:
+            await aclose()
