@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import time
 from pathlib import Path
 
 import httpx
@@ -11,7 +10,7 @@ import openai
 import pytest
 
 from tests.conftest import Emulator, GatewayFactory, RedisServer, gemini_accounts, wait_for
-from tests.test_operator_e2e import scrape, value
+from tests.test_operator_e2e import read_flows, scrape, value
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +38,7 @@ clients:
         text += """\
   - name: carol
     key_env: CAROL_KEY
-    max_concurrent: 4
+    max_concurrent: 1
 """
     return text
 
@@ -159,6 +158,26 @@ def test_a_spent_daily_budget_holds_across_instances_and_survives_a_rename(pair)
     assert "bob" not in {r["name"] for r in rows}
 
 
+def test_max_concurrent_holds_across_instances_until_the_stream_ends(pair, emulator: Emulator) -> None:
+    a, b, _ = pair
+    emulator.rules({"times": 1, "chunk_delay_ms": 400})  # carol's first answer streams slowly
+    with chat_stream(a, KEYS["carol"]) as slow:
+        lines = slow.iter_lines()
+        next(lines)  # open: its slot is held
+        with pytest.raises(openai.RateLimitError) as err:
+            chat(b, KEYS["carol"])
+        assert err.value.code == "rate_limit_exceeded" and err.value.response.headers["retry-after"] == "1"
+        assert "at once" in err.value.message
+        for _ in lines:
+            pass
+    wait_for(lambda: _status(b, KEYS["carol"]) == 200, timeout=5, what="carol's slot to be freed")
+
+
+def chat_stream(gw, key: str):
+    return httpx.stream("POST", gw.v1 + "/chat/completions", headers={"authorization": f"Bearer {key}"}, timeout=20,
+                        json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+
+
 def _status(gw, key: str) -> int:
     return httpx.post(gw.v1 + "/chat/completions", headers={"authorization": f"Bearer {key}"},
                       json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).status_code
@@ -169,11 +188,18 @@ def test_without_redis_the_counters_persist_in_the_state_file(gateways: GatewayF
     path = tmp_path / "clients.yaml"
     path.write_text(clients_yaml())
     accounts = gemini_accounts(emulator.url, "solo")
-    state = tmp_path / "state.json"
-    gw = gateways.start(accounts, clients=str(path), state_file=str(state), env={"CAROL_KEY": KEYS["carol"]})
+    state, flows = tmp_path / "state.json", tmp_path / "flows"
+    gw = gateways.start(accounts, clients=str(path), state_file=str(state), env={"CAROL_KEY": KEYS["carol"]},
+                        extra_args=["--set", f"save_stream_file={flows}"])
     chat(gw, KEYS["bob"]).parse()
     chat(gw, KEYS["alice"])
+    with pytest.raises(openai.AuthenticationError):
+        chat(gw, "sk-gw-wrong-key")
     gateways.stop(gw)
+    recorded = read_flows(flows)
+    assert len(recorded) == 3
+    assert not any(k in str(f.get_state()) for f in recorded for k in (KEYS["bob"], KEYS["alice"], "sk-gw-wrong-key"))
+    assert [f.comment.split(" · ")[0] for f in recorded][:2] == ["bob", "alice"]  # mitmweb's comment names them
     again = gateways.start(accounts, clients=str(path), state_file=str(state), env={"CAROL_KEY": KEYS["carol"]})
     with pytest.raises(openai.RateLimitError) as err:
         chat(again, KEYS["bob"])
@@ -181,4 +207,3 @@ def test_without_redis_the_counters_persist_in_the_state_file(gateways: GatewayF
     # one of alice's two requests this minute was before the restart
     assert chat(again, KEYS["alice"]).headers["x-ratelimit-remaining-requests"] == "0"
     assert sha(KEYS["bob"]) in state.read_text() and KEYS["bob"] not in state.read_text()
-    time.sleep(0)

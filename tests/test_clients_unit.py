@@ -137,3 +137,28 @@ def test_headers_and_refusals() -> None:
         with pytest.raises(GatewayError) as err:
             gate.authenticate(headers, "op")
         assert err.value.status == 401
+
+
+def test_without_an_answer_from_redis_an_instance_enforces_the_limits_alone() -> None:
+    import redis.asyncio as aioredis
+
+    from addon.clients.redis_ledger import RedisLedger
+    from tests.conftest import free_port
+
+    async def run() -> list[str | None]:
+        class Unreachable:
+            client = aioredis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2)
+
+        ledger = RedisLedger(Unreachable())
+        c = file({"name": "a", "key_sha256": sha("k"), "rpm": 1}).by_name["a"]
+        out = [(await ledger.admit(c, f"t{i}")).refused for i in range(2)]
+        await Unreachable.client.aclose()
+        return out
+
+    assert asyncio.run(run()) == [None, "rpm"]
+
+
+def test_the_story_names_the_client() -> None:
+    story = Story(client="alice", client_model="gpt-4o", mapped_model="gemini-2.5-flash", account="acc", status=200)
+    assert story.comment().startswith("alice · gpt-4o→gemini-2.5-flash")
+    assert story.fields()["client"] == "alice"
