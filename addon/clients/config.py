@@ -102,7 +102,8 @@ class ClientsFile:
     def find(self, key: str) -> Client | None:
         """The client whose key this is. A dict lookup by the key's SHA-256: what the lookup's
         timing could reveal is about the digest, and nobody can aim a guess at a digest without a
-        preimage of SHA-256; the found digest is compared once more in constant time by the caller."""
+        preimage of SHA-256. (ClientGate.authenticate compares the found digest once more with
+        hmac.compare_digest.)"""
         return self.by_digest.get(key_digest(key))
 
 

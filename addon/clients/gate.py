@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import auth
 from ..protocol.errors import GatewayError
-from .config import Client, ClientsFile
+from .config import Client, ClientsFile, key_digest
 from .ledger import DAY, WINDOW, Ledger, Verdict
 
 log = logging.getLogger(__name__)
@@ -125,11 +125,11 @@ class ClientGate:
         key = auth.presented_key(headers) or url_key
         if key is None:
             raise _missing()
-        raw = key.encode("utf-8", "surrogateescape")
-        if operator_key and hmac.compare_digest(raw, operator_key.encode()):
+        digest = key_digest(key)  # compared as digests: constant time, whatever the key's length
+        if operator_key and hmac.compare_digest(digest, key_digest(operator_key)):
             return None
-        client = self.current().find(key)
-        if client is None:
+        client = self.current().by_digest.get(digest)  # see ClientsFile.find for why a lookup is safe
+        if client is None or not any(hmac.compare_digest(digest, d) for d in client.digests):
             raise _invalid()
         return client.name
 

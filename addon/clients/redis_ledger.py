@@ -24,6 +24,7 @@ from typing import Any
 
 import redis
 
+from ..protocol.errors import GatewayError
 from .config import Client, ClientsFile
 from .ledger import MemoryLedger, Verdict, renames
 
@@ -237,8 +238,6 @@ class RedisLedger:
                 self._warn(f"client limits: could not renew open-request leases in Redis ({exc})")
 
     async def usage(self, names: list[str]) -> dict[str, dict[str, Any]]:
-        from ..protocol.errors import GatewayError
-
         client = self.state.client
         try:
             seconds, micros = await client.time()  # the windows and the day on Redis's clock
