@@ -81,6 +81,15 @@ def test_keys_allow_lists_and_the_model_list(pair) -> None:
     with pytest.raises(openai.NotFoundError) as err:  # every surface: embeddings too
         a.openai(api_key=KEYS["alice"]).embeddings.create(model="text-embedding-3-small", input="hi")
     assert err.value.code == "model_not_found"
+    # the Gemini-native surface: the same checks, in Google's error envelope
+    native = a.url + "/v1beta/models/gemini-2.5-flash:generateContent"
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    refused = httpx.post(native, headers={"x-goog-api-key": KEYS["alice"]}, json=body)
+    assert refused.status_code == 404 and refused.json()["error"]["status"] == "NOT_FOUND", refused.text
+    unknown = httpx.post(native, headers={"x-goog-api-key": "sk-gw-nobody"}, json=body)
+    assert unknown.status_code == 401 and unknown.json()["error"]["code"] == 401, unknown.text
+    served = httpx.post(native + "?key=" + KEYS["carol"], json=body)
+    assert served.status_code == 200 and served.json()["candidates"], served.text
     # the operator key has no allow-list and no limits; carol (key_env) may use any model
     assert chat(a, OPERATOR, model="o3").parse().choices[0].message.content
     assert chat(a, KEYS["carol"], model="o3").parse().choices[0].message.content
