@@ -300,21 +300,30 @@ def test_gemini_native_recipe_prints_what_it_promises(running: tuple[int, dict[s
     assert "route=/v1beta/models/{model}:{verb}" in text and "stream=true" in text
 
 
-def test_regular_mode_recipe_with_proxy_settings(emulator: Emulator, tmp_path: Path) -> None:
+def test_regular_mode_recipe_with_proxy_settings(tmp_path: Path) -> None:
+    """`scripts/run --emulator --proxy`: the base-URL listener and an HTTP(S) proxy listener in one
+    process, the README's proxy clients answered by the emulator; HTTPS_PROXY pointed at the
+    base-URL listener instead gets the 400 the README warns about."""
     [server] = readme.commands(RECIPES["regular-server"])
     home, tmp = tmp_path / "home", tmp_path / "tmp"
     home.mkdir(), tmp.mkdir()
-    port = free_port()
-    env = clean_env(home, tmp, GEMINI_API_KEY="readme-key", GEMINI_BASE_URL=emulator.url)
-    log = tmp_path / "mitmdump.log"
-    proc = start(server.text.replace("-p 8080", f"-p {port}"), env, log)
+    port, proxy_port = free_port(), free_port()
+    env = clean_env(home, tmp, PORT=str(port), PROXY_PORT=str(proxy_port))
+    log = tmp_path / "run.log"
+    proc = start(server.text.split("  #")[0].strip(), env, log)
     try:
-        wait_up("http://api.openai.com/healthz", proc, log, proxy=f"http://127.0.0.1:{port}")
+        wait_up("http://api.openai.com/healthz", proc, log, proxy=f"http://127.0.0.1:{proxy_port}")
+        wait_up(f"http://127.0.0.1:{port}/healthz", proc, log)
         for cmd in readme.commands(RECIPES["regular-clients"], inline_expect=True):
-            run_client(cmd, env, {"127.0.0.1:8080": f"127.0.0.1:{port}"})
-    finally:
+            run_client(cmd, env, {"127.0.0.1:8080": f"127.0.0.1:{proxy_port}"})
+        with pytest.raises(httpx.ProxyError, match="400"):
+            httpx.get("https://api.openai.com/v1/models", proxy=f"http://127.0.0.1:{port}", timeout=10)
         stop(proc)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     assert "route=/v1/chat/completions" in log.read_text()
+    assert not any(tmp.iterdir())
 
 
 def test_accounts_examples_and_log_line_sample_match_the_code(tmp_path: Path) -> None:
@@ -409,7 +418,7 @@ def node_openai() -> Path:
 def test_hosts_file_recipe_serves_clients_with_a_hard_coded_url(tmp_path: Path) -> None:
     app = node_openai()
     (app / "app.mjs").write_text(NODE_APP)
-    add_host, server = readme.commands(RECIPES["hosts-file"])
+    *setup, server = readme.commands(RECIPES["hosts-file"])
     home, tmp = tmp_path / "home", tmp_path / "tmp"
     home.mkdir(), tmp.mkdir()
     ca = home / ".mitmproxy" / "mitmproxy-ca-cert.pem"
@@ -417,8 +426,7 @@ def test_hosts_file_recipe_serves_clients_with_a_hard_coded_url(tmp_path: Path) 
         set -euo pipefail
         ip link set lo up
         cp /etc/hosts {tmp_path}/hosts && mount --bind {tmp_path}/hosts /etc/hosts
-        sudo() {{ env "$@"; }}  # root already
-        {add_host.text}
+        {chr(10).join(c.text for c in setup)}
         {server.text} > {tmp_path}/server.log 2>&1 &
         server=$!
         for _ in $(seq 300); do curl -s -o /dev/null http://127.0.0.1:443/healthz && break; sleep 0.2; done
