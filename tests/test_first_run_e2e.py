@@ -58,7 +58,7 @@ def test_cooldowns_of_one_key_never_reach_another_key_under_the_same_label(gatew
     again = httpx.post(first.v1 + "/chat/completions", json=CHAT, timeout=30)
     assert again.status_code == 429 and "daily quota" in again.text  # the model rests on that key
     gateways.stop(first)
-    assert "model_cooldowns" in state.read_text() and "gemini-2.5-flash" in state.read_text()
+    assert "model_cooldowns" in state.read_text() and "daily quota" in state.read_text()
 
     calls = len(emulator.log())
     second = gateways.start(None, env={"GEMINI_API_KEY": "another-key-2", "GEMINI_BASE_URL": emulator.url},
