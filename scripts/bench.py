@@ -12,6 +12,9 @@ and prints the median and the range. What it measures:
   * time to first byte of a stream at 1 connection (a small Python probe: wrk cannot);
   * resident memory with 1,000 streams open (slow upstream), gateway and bare pass-through,
     and the engine's and relay's own memory per open stream (tracemalloc, in this process);
+  * the cost of a clients file (per-client keys and limits), with the counters in Redis: the same
+    gateway with and without one, the key being a client's with limits it never reaches (every
+    request is admitted by the Lua script: one Redis round trip);
   * 1 vs 2 gateway processes sharing one Redis (`state=redis://`): wrk drives each process on
     its own port at once and the req/s add up (a Python load balancer would cost more CPU than
     the gateway on 2 cores, and mitmproxy cannot share a listening port);
@@ -307,6 +310,31 @@ async def memory_per_stream(emu: str, n: int) -> dict:
 
 # ---- the run ---------------------------------------------------------------------------------
 
+def clients_cost(stack: Stack, emu: str, redis_url: str, c: int, s: float, n: int) -> None:
+    """The same gateway (counters in Redis) without and with a clients file in which the benchmark's
+    key (chat.lua sends `bench-key`) is a client with every limit, none of them reached."""
+    import hashlib
+
+    clients = stack.tmp / "clients.yaml"
+    clients.write_text(f"clients:\n  - name: bench\n    key_sha256: {hashlib.sha256(b'bench-key').hexdigest()}\n"
+                       "    rpm: 100000000\n    tokens_per_day: 1000000000000\n    max_concurrent: 100000\n")
+    plain, plain_proc = stack.gateway(emu, f"state={redis_url}")
+    limited, limited_proc = stack.gateway(emu, f"state={redis_url}", f"clients={clients}")
+    for g in (plain, limited):
+        wrk(g + "/v1/chat/completions", "chat.lua", 4, 1)
+    for conns in (c, 1):
+        sides = compare({
+            "without a clients file": lambda k=conns: wrk(plain + "/v1/chat/completions", "chat.lua", k, s,
+                                                          pid=plain_proc.pid),
+            "with one (limits in Redis)": lambda k=conns: wrk(limited + "/v1/chat/completions", "chat.lua", k, s,
+                                                              pid=limited_proc.pid)}, n)
+        table(f"non-streaming, {conns} connection{'s' if conns > 1 else ''}, state in Redis", sides)
+        w, wo = sides["with one (limits in Redis)"], sides["without a clients file"]
+        added = sorted((a["p50_us"] - b["p50_us"]) / 1000 for a, b in zip(w, wo))
+        print(f"  with / without: {ratio_span(w, wo)} req/s; p50 added {statistics.median(added):.2f} ms "
+              f"({added[0]:.2f}–{added[-1]:.2f})")
+
+
 def emulator_rules(emu: str, *rules: dict) -> None:
     import urllib.request
 
@@ -324,6 +352,7 @@ def main() -> None:
     ap.add_argument("--streams", type=int, default=1000, help="open streams for the memory measurement")
     ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--skip-redis", action="store_true")
+    ap.add_argument("--skip-clients", action="store_true", help="skip the with/without a clients file comparison")
     args = ap.parse_args()
     raise_fd_limit()  # the memory run holds --streams client connections
     if shutil.which("wrk") is None:
@@ -416,6 +445,8 @@ def main() -> None:
                 table(f"{'streaming' if stream else 'non-streaming'}, gateway processes sharing one Redis, "
                       f"{c} connections in all", scale)
                 print(f"  2 / 1 processes: {ratio_span(scale['2 processes'], scale['1 process'])}")
+            if not args.skip_clients:
+                clients_cost(stack, emu, url, c, s, n)
     finally:
         stack.close()
 
