@@ -91,9 +91,11 @@ def test_a_renamed_client_keeps_its_counters_through_its_key() -> None:
     before = file({"name": "bob", "key_sha256": sha("kb"), "tokens_per_day": 10})
     asyncio.run(ledger.reconcile(before))
     ledger.admit_now(before.by_name["bob"], "t1")
-    ledger.settle("bob", "t1", "m", 6, 6, held=False)
+    ledger.settle("bob", "t1", "m", 3, 3, held=False)
+    ledger.admit_now(before.by_name["bob"], "t1b")  # still open when the file changes
     after = file({"name": "robert", "key_sha256": sha("kb"), "tokens_per_day": 10})
     asyncio.run(ledger.reconcile(after))
+    ledger.settle("bob", "t1b", "m", 3, 3, held=False)  # settles under the new name
     assert ledger.admit_now(after.by_name["robert"], "t2").refused == "tokens_per_day"
     assert asyncio.run(ledger.usage(["bob"]))["bob"]["requests"] == 0
     # a new key for the same name keeps the counters too (they belong to the name)

@@ -93,6 +93,7 @@ class MemoryLedger:
         self._recent: dict[str, deque[float]] = {}
         self._open: dict[str, set[str]] = {}
         self._owners: dict[str, str] = {}  # hex key digest -> client name
+        self._renamed: dict[str, str] = {}  # old name -> new: requests admitted before a rename settle there
         self._file = state_file
         if state_file is not None:
             saved = state_file.load().get("clients")
@@ -165,6 +166,7 @@ class MemoryLedger:
 
     def settle(self, name: str, ticket: str, model: str | None, tokens_in: int, tokens_out: int,
                held: bool) -> None:
+        name = self._renamed.get(name, name)
         if held:
             self._open.get(name, set()).discard(ticket)
         rec = self._rec(name)
@@ -199,6 +201,7 @@ class MemoryLedger:
     async def reconcile(self, clients: ClientsFile) -> None:
         for old, new in renames(clients, self._owners):
             self._merge(old, new)
+            self._renamed[old] = new
         for client in clients.clients:
             for digest in client.digests:
                 self._owners[digest.hex()] = client.name

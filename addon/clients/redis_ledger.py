@@ -148,6 +148,7 @@ class RedisLedger:
         self._admit = self._settle = self._merge = None  # redis-py Script objects, made on first use
         self._fallback = MemoryLedger()  # decides while Redis cannot answer
         self._open: dict[str, str] = {}  # ticket -> client name, this instance's open requests
+        self._renamed: dict[str, str] = {}  # old name -> new: requests admitted before a rename settle there
         self._pending: list[tuple[str, str, str | None, int, int, bool]] = []
         self._writer: asyncio.Task | None = None
         self._renewer: asyncio.Task | None = None
@@ -185,6 +186,7 @@ class RedisLedger:
     def settle(self, name: str, ticket: str, model: str | None, tokens_in: int, tokens_out: int,
                held: bool) -> None:
         self._open.pop(ticket, None)
+        name = self._renamed.get(name, name)
         if held:
             self._fallback.settle(name, ticket, None, 0, 0, held)  # in case it was admitted there
         if len(self._pending) >= MAX_PENDING:
@@ -264,6 +266,10 @@ class RedisLedger:
             owners = {k.decode(): v.decode() for k, v in (await self.state.client.hgetall(OWNERS)).items()}
             for old, new in renames(clients, owners):
                 moved = await self._merge(keys=[*_keys(old), *_keys(new)], args=[LEASE_MS])
+                self._renamed[old] = new
+                for ticket, name in self._open.items():  # their leases moved with the merge
+                    if name == old:
+                        self._open[ticket] = new
                 if moved:
                     log.info("client %s is now %s (same key): its counters moved with it", old, new)
             mapping = {d.hex(): c.name for c in clients.clients for d in c.digests}
