@@ -45,6 +45,7 @@ from addon.protocol.errors import GatewayError  # noqa: E402
 from addon.ops.story import LOG_FORMATS, MARKS, Story  # noqa: E402
 from addon.upstream.http import DEFAULT_CONNECTIONS_PER_HOST  # noqa: E402
 from addon.clients import load_clients  # noqa: E402
+from addon.config.reloading import one_line  # noqa: E402
 from addon.wiring import Wiring, load_accounts, load_mappings  # noqa: E402
 
 log = logging.getLogger("gateway")
@@ -230,7 +231,7 @@ class Gateway:
         try:
             return load(path)
         except Exception as exc:
-            raise exceptions.OptionsError(f"cannot load {what} {path}: {exc}") from None
+            raise exceptions.OptionsError(f"cannot load {what} {path}: {one_line(exc)}") from None
 
     def _check_listen_host(self) -> None:
         host = ctx.options.listen_host

@@ -1,77 +1,134 @@
-"""Operations other than a completion (Gemini-native calls, token counts, embeddings) through the
-account pool: the engine's side of `frontends.base.PoolCalls`.
-
-`run(client_model, op, story, capability=)` does for any operation what the completion path does
-(Engine.run: the model checked and mapped, accounts with the capability picked by the retry policy,
-the story filled); `route_for` / `operate` dispatch the front ends' operation routes.
+"""The engine's `PoolCalls` (addon/routes.py): any operation through the model mapping and the
+account pool. Completions (the engine's own path), embeddings, token counts and Gemini-native
+calls all go through `run` / `attempts`: the client's model checked (it exists, the client may use
+it) and mapped, accounts picked by the retry policy among those whose provider has the capability,
+the client's limits admitted last (a request refused for its content costs no rate), a fallback
+chain walked target by target (addon/fallback.py), the story filled. Also what the mapping knows (model names, targets) for handlers that list models.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
-from .frontends.base import Answer, OpRoute, RouteCall
+from .config.mapping import Chain, Target
+from .ops.story import Story
+from .pool.accounts_file import Account
 from .protocol import canonical as c
 from .protocol import limits
 from .protocol.errors import GatewayError
 
-if TYPE_CHECKING:
-    from .engine import Engine, Incoming
-
 T = TypeVar("T")
 
-class EnginePoolCalls:
-    def __init__(self, engine: Engine) -> None:
+# How a 400 names an operation the providers serving a model cannot do.
+CAPABILITY_NAMES = {"embed": "Embeddings", "native": "Gemini-native requests",
+                    "native_embed": "Gemini-native embeddings"}
+
+
+class Operations:
+    """`engine`: the Engine (its mapping, pool, policy, providers, clients and redactor are read
+    at call time: configuration reloads replace them)."""
+
+    def __init__(self, engine: Any) -> None:
         self.engine = engine
+        self._known: tuple[Any, Any, frozenset[str]] | None = None  # (mappings, accounts, names) cache
 
-    async def run(self, client_model: str, op: Callable[[Any, Any, str], Awaitable[T]], story: Any, *,
-                  capability: str = "chat") -> T:
-        return await self.engine.run(client_model, op, story, capability=capability)
-
-    # ---- the engine's dispatch of operation routes ------------------------------------------
-    def route_for(self, req: Incoming, path: str, *, listing: bool) -> tuple[OpRoute, re.Match[str]] | None:
-        """The operation route `path` belongs to (a 405 if only its method is wrong); with `listing`
-        (GET /v1/models[/{id}]) a surface may claim the request for its own listing shape."""
-        allowed = []
-        for route in self.engine.op_routes:
-            m = route.pattern.fullmatch(path)
-            if m is None:
-                continue
-            if req.method == route.method:
-                return route, m
-            allowed.append(route.method)
-        if allowed:
-            raise GatewayError(405, f"Method {req.method} is not allowed on {req.path}; use "
-                                    f"{' or '.join(allowed)}.", code="method_not_allowed")
-        if listing and req.method == "GET":
-            for surface in self.engine.surfaces:  # google-genai lists at /v1/models: Google's shape for Google
-                found = surface.listing_for(req.headers, req.query, path)
-                if found is not None:
-                    return found
-        return None
-
-    async def operate(self, route: OpRoute, match: re.Match[str], req: Incoming, story: Any) -> Answer:
-        limit = self.engine.settings.max_body_size
-        if len(req.body) > limit:
-            raise limits.too_large(limit)
-        body = limits.parse_json(req.body) if req.body else None
-        return await route.handler(RouteCall(req, match, body, story, self))
-
-    def record_usage(self, acc: Any, model: str, usage: c.Usage | None, story: Any) -> None:
-        if usage is not None:
-            self.engine.pool.record_usage(acc, model, usage)
-            story.tokens_in, story.tokens_out = usage.input_tokens, usage.output_tokens
-
+    # ---- what the mapping knows -------------------------------------------------------------
     def model_ids(self) -> list[str]:
-        return self.engine._model_ids()
+        names = self.engine.mappings.listed_models()
+        for acc in self.engine.pool.accounts:
+            names += [m for m in acc.models or [] if "*" not in m]
+        return list(dict.fromkeys(names))
+
+    def known_models(self) -> frozenset[str]:
+        """The listed names (mapping file and accounts), cached until either file changes."""
+        mappings, accounts = self.engine.mappings, self.engine.accounts_seen
+        if self._known is None or self._known[0] is not mappings or self._known[1] is not accounts:
+            self._known = (mappings, accounts, frozenset(self.model_ids()))
+        return self._known[2]
 
     def model_exists(self, name: str) -> bool:
-        return self.engine._model_exists(name)
+        """The one answer to "does this model exist", shared by /v1/models/{id} and every operation:
+        a name is served if a mapping rule covers it (with a `default`, every name is), it is listed,
+        or an account with a `models` list serves it."""
+        mappings = self.engine.mappings
+        return (bool(mappings.default) or mappings.matches(name) or name in self.known_models()
+                or any(acc.models is not None and acc.serves(name) for acc in self.engine.pool.accounts))
 
-    def resolve(self, name: str) -> str:
-        return self.engine.mappings.resolve(name)
+    @staticmethod
+    def no_such_model(name: str) -> GatewayError:
+        return GatewayError(404, f"The model '{name}' does not exist: no mapping rule covers it and the mapping file "
+                                 "has no default.", param="model", code="model_not_found")
+
+    def target(self, client_model: str) -> Target:
+        return self.engine.mappings.target(client_model)
+
+    def resolve(self, client_model: str) -> str:
+        return self.engine.mappings.resolve(client_model)
 
     def redact(self, text: str) -> str:
         return self.engine.redact(text)
+
+    # ---- calls through the pool -------------------------------------------------------------
+    def checked_chain(self, client_model: str, story: Story) -> Chain:
+        """The client's model, checked and mapped to its targets (a fallback chain has several);
+        the story learns the client's name and the first target's."""
+        limits.check_model_name(client_model)
+        story.client_model = client_model
+        if not self.model_exists(client_model):
+            raise self.no_such_model(client_model)
+        clients = self.engine.clients
+        if clients is not None:
+            clients.check_model(story.client, client_model, story)
+        chain = self.engine.mappings.chain(client_model)
+        story.mapped_model = chain[0].model
+        return chain
+
+    async def attempts(self, chain: Chain, call: Callable[[Account, Target], Awaitable[T]], story: Story,
+                       capability: str = "chat", sticky_key: str | None = None) -> tuple[Account, Target, T]:
+        """`call(account, target)` along the chain (addon/fallback.py), each target through the retry
+        policy; returns who answered, for which target, and the result."""
+        engine = self.engine
+        unable: frozenset[str] = frozenset()
+        if capability != "chat":  # only accounts whose provider has the method serve the operation
+            unable = frozenset(a.name for a in engine.pool.accounts
+                               if not callable(getattr(engine.providers.get(a.provider), capability, None)))
+            for target in chain:
+                serving = engine.pool.candidates(target.model)
+                if not serving or any(a.name not in unable for a in serving):
+                    break
+            else:  # every target is served only by accounts that cannot do this
+                kinds = ", ".join(sorted({f"'{a.provider}'" for a in serving}))
+                raise GatewayError(400, f"{CAPABILITY_NAMES.get(capability, capability)} are not served by {kinds} "
+                                        f"accounts, and no other account serves '{story.mapped_model}'.",
+                                   code="unsupported_operation")
+        if engine.clients is not None:  # last, so a request refused for its content costs no rate
+            await engine.clients.admit(story.client, story)
+
+        async def attempt(acc: Account, target: Target) -> T:
+            story.account = acc.name
+            return await call(acc, target)
+
+        acc, target, result = await engine.chains.run(chain, attempt, story, sticky_key=sticky_key, skip=unable)
+        story.account = acc.name
+        return acc, target, result
+
+    async def run(self, client_model: str, op: Callable[[Any, Account, str], Awaitable[T]], story: Story, *,
+                  capability: str = "chat", sticky_key: str | None = None) -> T:
+        chain = self.checked_chain(client_model, story)
+        providers = self.engine.providers
+        acc, target, result = await self.attempts(
+            chain, lambda acc, t: op(providers[acc.provider], acc, t.model or client_model), story,
+            capability, sticky_key)
+        usage = getattr(result, "usage", None)  # any operation's result; one with canonical usage counts it
+        if isinstance(usage, c.Usage):
+            self.record_usage(acc, target.model or client_model, usage, story)
+        return result
+
+    def record_usage(self, acc: Account | None, model: str, usage: c.Usage | None, story: Story | None) -> None:
+        if usage is None:
+            return
+        if acc is not None:
+            self.engine.pool.record_usage(acc, model, usage)
+        if story is not None:
+            story.tokens_in, story.tokens_out = usage.input_tokens, usage.output_tokens

@@ -1,6 +1,6 @@
 """The object graph, built in one place: state store, HTTP clients, providers, pool, front ends,
-the response and thought-signature stores, engine. The mitmproxy adapter only turns options into `Wiring` arguments; tests can build the
-same graph without mitmproxy."""
+the response and thought-signature stores, engine. The mitmproxy adapter only turns options into
+`Wiring` arguments; tests can build the same graph without mitmproxy."""
 
 from __future__ import annotations
 
@@ -56,11 +56,11 @@ class Wiring:
                              [key_from_text(self.shared.secret("seal_key", lambda: encode_key(new_key())))])
         # with a clients file: its keys, allow-lists and limits; counters where the other state lives
         self.clients = build_gate(clients, self.shared) if clients is not None else None
-        signatures = signatures if signatures is not None else self._signatures(state_url)
+        self.signatures = signatures if signatures is not None else self._signatures(state_url)
         self.engine = Engine(settings=settings, mappings=mappings, accounts=accounts, pool=self.pool,
-                             providers=build_providers(self.http, self.tokens, self.shared.state_file),
-                             frontends=build_frontends(responses or self.shared.responses, signatures, self.sealer),
-                             live_secrets=self.tokens.active_tokens, signatures=signatures, clients=self.clients)
+                             providers=build_providers(self.http, self.tokens, self.shared.state_file, self.signatures),
+                             frontends=build_frontends(responses or self.shared.responses, self.signatures, self.sealer),
+                             live_secrets=self.tokens.active_tokens, clients=self.clients)
 
     def _signatures(self, state_url: str) -> SignatureStore:
         """In this process by default; in the shared state when instances share one (so a tool loop
@@ -81,8 +81,8 @@ class Wiring:
             await self.clients.start()
 
     async def check_models(self) -> None:
-        """Warn about mapping targets the Gemini accounts' upstream does not serve (see model_check)."""
-        await unserved_targets(self.engine.mappings, self.pool.accounts, self.engine.providers["gemini"],
+        """Warn about mapping targets the accounts' upstreams do not serve (see model_check)."""
+        await unserved_targets(self.engine.mappings, self.pool.accounts, self.engine.providers,
                                redact=self.engine.redact)
 
     async def aclose(self) -> None:

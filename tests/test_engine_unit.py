@@ -13,9 +13,12 @@ import pytest
 
 from addon import auth
 from addon.pool.pool import AccountPool
-from addon.pool.accounts_file import AccountsFile
+from addon.pool.accounts_file import AccountsFile, parse_accounts
+from addon.protocol import canonical as c
+from addon.protocol.errors import GatewayError
+from addon.routes import Outcome, Route, RouteCall, json_outcome
 from addon.engine import Engine, Fixed, Incoming, Settings
-from addon.frontends import build_frontends
+from addon.frontends import Frontend, build_frontends
 from addon.config.mapping import parse_mappings
 from addon.ops.redact import Redactor
 from addon.stores.response_store import MemoryResponseStore
@@ -134,3 +137,104 @@ def test_fast_json_keeps_what_the_standard_library_accepts() -> None:
     with pytest.raises(json.JSONDecodeError) as err:
         jsonfast.loads(b'{"x": ')
     assert err.value.pos == 6 and err.value.msg  # the engine quotes both in its 400
+
+
+# ---- the interfaces a new surface or provider builds on ------------------------------------------
+
+class _MessagesLike(Frontend[None]):
+    """A surface with its own error shape (Anthropic's), a completion route and a handler route
+    that calls the pool for another operation."""
+
+    name = "messages-like"
+
+    def routes(self) -> list[Route]:
+        return [Route("POST", r"/v1/messages", "/v1/messages"),
+                Route("POST", r"/v1/messages/count", "/v1/messages/count", self._count)]
+
+    def owns(self, path: str) -> bool:
+        return path.startswith("/v1/messages")
+
+    def error(self, err: GatewayError) -> Outcome:
+        body = {"type": "error", "error": {"type": "invalid_request_error", "message": err.message}}
+        return Outcome(err.status, {"content-type": "application/json", **err.headers}, json.dumps(body).encode())
+
+    async def parse(self, body: Any, match: Any, incoming: Incoming) -> tuple[c.ChatRequest, None]:
+        return c.ChatRequest(model=body["model"], messages=[c.Message("user", [c.TextPart("hi")])]), None
+
+    def render(self, completion: c.Completion, req: c.ChatRequest, ctx: None) -> dict[str, Any]:
+        return {"text": completion.choices[0].text}
+
+    def encoder(self, req: c.ChatRequest, ctx: None) -> Any:
+        raise AssertionError("not streamed here")
+
+    async def _count(self, call: RouteCall) -> Outcome:
+        async def op(provider: Any, acc: Any, model: str) -> int:
+            return await provider.count_tokens(acc, model)
+
+        n = await call.pool.run(call.body["model"], op, call.story, capability="count_tokens")
+        return json_outcome(200, {"input_tokens": n})
+
+
+class _Counting:
+    name = "gemini"
+
+    async def complete(self, acc: Any, req: c.ChatRequest, model: str) -> c.Completion:
+        return c.Completion([c.Choice(text=f"from {model}", finish_reason="stop")], c.Usage(3, 4))
+
+    async def count_tokens(self, acc: Any, model: str) -> int:
+        return len(model)
+
+    def describe(self, acc: Any) -> dict[str, Any]:
+        return {}
+
+
+def _engine_with(frontend: Frontend[Any], provider: Any, **settings: Any) -> Engine:
+    accounts = parse_accounts({"accounts": [{"provider": "gemini", "email": "a@x", "api_key": "k" * 12}]})
+    mappings = parse_mappings({"default": "gemini-2.5-flash", "mappings": {"gpt-4o": "gemini-2.5-pro"}})
+    return Engine(settings=Settings(**settings), mappings=Fixed(mappings), accounts=Fixed(accounts), pool=AccountPool(),
+                  providers={"gemini": provider}, frontends=[*build_frontends(MemoryResponseStore()), frontend])
+
+
+async def test_a_surface_answers_errors_in_its_own_shape_even_header_level_refusals() -> None:
+    engine = _engine_with(_MessagesLike(), _Counting(), auth_mode="all_except_health", api_key="s3cret-key")
+    refused = engine.refusal(Incoming("POST", "/v1/messages", {"content-type": "application/json"}, b"", "127.0.0.1"))
+    assert refused is not None and refused.status == 401
+    assert json.loads(refused.body)["type"] == "error"  # not OpenAI's {"error": {...}}
+    status, _, body = await call(engine, "GET", "/v1/messages/nope", headers={"x-api-key": "s3cret-key"})
+    assert status == 404 and body["error"]["type"] == "invalid_request_error" and body["type"] == "error"
+    # the OpenAI surfaces and the engine's own routes keep OpenAI's shape
+    status, _, body = await call(engine, "GET", "/v1/chat/completions", headers={"x-api-key": "s3cret-key"})
+    assert status == 405 and body["error"]["code"] == "method_not_allowed"
+
+
+async def test_completions_and_other_operations_go_through_the_pool() -> None:
+    engine = _engine_with(_MessagesLike(), _Counting())
+    out = await engine.handle(Incoming("POST", "/v1/messages", {"content-type": "application/json"},
+                                       json.dumps({"model": "gpt-4o"}).encode(), "127.0.0.1"))
+    assert out.status == 200 and json.loads(out.body) == {"text": "from gemini-2.5-pro"}
+    assert (out.story.route, out.story.mapped_model, out.story.account) == ("/v1/messages", "gemini-2.5-pro", "a@x")
+    assert (out.story.tokens_in, out.story.tokens_out) == (3, 4)
+    out = await engine.handle(Incoming("POST", "/v1/messages/count", {"content-type": "application/json"},
+                                       json.dumps({"model": "gpt-4o"}).encode(), "127.0.0.1"))
+    assert out.status == 200 and json.loads(out.body) == {"input_tokens": len("gemini-2.5-pro")}
+    assert out.story.route == "/v1/messages/count" and out.story.attempts[0].status == 200
+
+
+async def test_an_operation_a_provider_lacks_is_a_400_naming_it() -> None:
+    class _Plain(_Counting):
+        count_tokens = None  # type: ignore[assignment]
+
+    engine = _engine_with(_MessagesLike(), _Plain())
+    out = await engine.handle(Incoming("POST", "/v1/messages/count", {"content-type": "application/json"},
+                                       json.dumps({"model": "gpt-4o"}).encode(), "127.0.0.1"))
+    body = json.loads(out.body)
+    assert out.status == 400 and "count_tokens" in body["error"]["message"] and "'gemini'" in body["error"]["message"]
+
+
+def test_every_account_model_has_a_provider_and_back() -> None:
+    from addon.pool.accounts_file import ACCOUNT_MODELS
+    from addon.upstream import HttpClient, TokenManager, build_providers
+
+    providers = build_providers(HttpClient(), TokenManager(HttpClient(), None))
+    kinds = {m.model_fields["provider"].annotation.__args__[0] for m in ACCOUNT_MODELS}
+    assert kinds == set(providers) and all(p.name == k for k, p in providers.items())

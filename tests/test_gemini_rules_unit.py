@@ -405,7 +405,7 @@ async def test_the_model_list_is_paged_filtered_and_compared_with_the_targets(ca
             "c": "llama-3", "gemini-*": None}})
         only_gemini = GeminiAccount(provider="gemini", email="g@x", api_key="k", base_url=url, models=["gemini-*"])
         bad_key = GeminiAccount(provider="gemini", email="bad@x", api_key="bad-key", base_url=url)
-        found = await unserved_targets(mappings, [only_gemini, bad_key], provider)
+        found = await unserved_targets(mappings, [only_gemini, bad_key], {"gemini": provider})
         # llama-3 is not this account's to serve; gemini-2.5-flash is no longer listed (re-routed)
         assert found == {"g@x": ["gemini-3-pro-high", "gemini-2.5-flash"]}
         assert "g@x" in caplog.text and "gemini-3-pro-high" in caplog.text

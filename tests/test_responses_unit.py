@@ -29,7 +29,9 @@ from openai.types.responses.response_stream_event import ResponseStreamEvent
 from addon.backends import gemini
 from addon.frontends.responses import ResponsesFrontend
 from addon.protocol import canonical as c
+from addon.ops.story import Story
 from addon.protocol.errors import GatewayError
+from addon.routes import Incoming, Route, RouteCall
 from addon.stores.response_store import MemoryResponseStore
 from tests import emulator as emu
 from tests.golden import cases as golden_cases
@@ -417,20 +419,25 @@ def test_get_route_returns_the_stored_response() -> None:
     front = new_front()
     req, ctx = parse(front, {"model": "m", "input": "hi"})
     obj = render(front, c.Completion([c.Choice(text="x")]), req, ctx)
-    routes = {method: (pattern, fn) for method, pattern, fn in front.routes()}
-    assert set(routes) == {"GET", "DELETE"}
-    pattern, fn = routes["GET"]
+    routes = {r.method: r for r in front.routes()}
+    assert set(routes) == {"POST", "GET", "DELETE"} and routes["POST"].handler is None
+
+    def call(route: Route, path: str) -> tuple[int, Any]:
+        match = re.fullmatch(route.pattern, path)
+        assert match and route.handler is not None
+        out = asyncio.run(route.handler(RouteCall(Incoming(route.method, path, {}), match, None, Story(), None)))
+        return out.status, json.loads(out.body)
+
     for path in (f"/v1/responses/{obj['id']}", f"/responses/{obj['id']}"):
-        match = re.fullmatch(pattern, path)
-        assert match and asyncio.run(fn(match)) == (200, obj)
+        assert call(routes["GET"], path) == (200, obj)
     with pytest.raises(GatewayError) as info:
-        asyncio.run(fn(re.fullmatch(pattern, "/v1/responses/resp_missing")))
+        call(routes["GET"], "/v1/responses/resp_missing")
     assert (info.value.status, info.value.type) == (404, "not_found_error")
-    delete_pattern, delete = routes["DELETE"]
-    assert asyncio.run(delete(re.fullmatch(delete_pattern, f"/v1/responses/{obj['id']}"))) == (
+    assert call(routes["DELETE"], f"/v1/responses/{obj['id']}") == (
         200, {"id": obj["id"], "object": "response.deleted", "deleted": True})
     with pytest.raises(GatewayError):
-        asyncio.run(fn(re.fullmatch(pattern, f"/v1/responses/{obj['id']}")))
+        call(routes["GET"], f"/v1/responses/{obj['id']}")
+    assert front.owns("/v1/responses/x") and front.owns("/responses") and not front.owns("/v1/chat/completions")
 
 
 # ---- stream ---------------------------------------------------------------------------------------

@@ -389,7 +389,7 @@ MAX_CLIENT_SCHEMA_NODES = 20_000  # objects and arrays in all of one request's s
 
 
 def check_schemas(parameters: list[Any], response: Any = None) -> None:
-    """A clear 400, before an account is chosen, for schemas too large to walk (the converter
+    """A clear 400, before the request is translated, for schemas too large to walk (the converter
     itself is bounded too, but silently); objects and arrays are counted iteratively."""
     stack = [s for s in (*parameters, response) if isinstance(s, (dict, list))]
     nodes = 0

@@ -20,6 +20,18 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+def one_line(exc: BaseException) -> str:
+    """Why a configuration file cannot be used, on one line: YAML's position and problem, the
+    OS's reason, or the schema's message (which names the entry)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        where = f" ({exc.context})" if exc.context else ""
+        return f"line {mark.line + 1}, column {mark.column + 1}: {exc.problem}{where}"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 class ReloadingFile(Generic[T]):
     def __init__(self, path: str | Path, parse: Callable[[Any], T], *, interval: float = 1.0) -> None:
         self.path = Path(path)
@@ -57,6 +69,6 @@ class ReloadingFile(Generic[T]):
                     log.info("reloaded %s", self.path)
             except Exception as exc:  # keep serving with the last good version
                 if stamp is None or stamp != self._bad_stamp:
-                    log.warning("keeping the previous %s: %s", self.path.name, exc)
+                    log.warning("keeping the previous %s: %s", self.path, one_line(exc))
                 self._bad_stamp = stamp
         return self._value

@@ -1,71 +1,29 @@
-"""What a front end is: the interface every OpenAI surface implements."""
+"""What a front end is: the interface every client surface implements.
+
+A front end owns everything about its protocol: its routes (`routes`), the paths whose errors it
+answers (`owns`: also header-level refusals such as 401, 403, 413, 415 on those paths), its error
+shape (`error`, and `StreamEncoder.fail` once a stream has begun), parsing a request into the
+canonical `ChatRequest` with a typed per-request context (`Ctx`), and rendering or streaming the
+canonical answer. It never imports the engine: routes with a `handler` get a `RouteCall`, whose
+`pool` calls upstreams.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from ..protocol import canonical as c
 from ..protocol.errors import GatewayError, UnusableAnswer, UpstreamError
+from ..routes import Incoming, Outcome, Route
 
 log = logging.getLogger(__name__)
 
-# (method, path regex, handler(match) -> (status, JSON object)); the handler may raise GatewayError.
-Route = tuple[str, str, Callable[[re.Match[str]], Awaitable[tuple[int, Any]]]]
-
-
-@dataclass(slots=True)
-class Answer:
-    """What an operation route answers: a whole body, or a stream whose upstream already said 200."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes = b""
-    stream: AsyncIterator[bytes] | None = None
-
-
-class PoolCalls(Protocol):
-    """The engine's side of an operation: one call through the account pool (model mapping, retry
-    policy, rotation, cooldowns), filling the story. `capability` names the provider method the
-    operation needs (e.g. "native"); accounts whose provider lacks all of them are not picked."""
-
-    async def run(self, client_model: str, op: Callable[[Any, Any, str], Awaitable[Any]], story: Any, *,
-                  capability: str = "chat") -> Any: ...
-
-    def record_usage(self, acc: Any, model: str, usage: c.Usage | None, story: Any) -> None: ...
-
-    def model_ids(self) -> list[str]: ...
-
-    def model_exists(self, name: str) -> bool: ...
-
-    def resolve(self, name: str) -> str: ...
-
-    def redact(self, text: str) -> str: ...
-
-
-@dataclass(slots=True)
-class RouteCall:
-    """One request on an operation route: what a handler gets (a front end never imports the engine)."""
-
-    incoming: Any  # the engine's Incoming: method, path, headers, query
-    match: re.Match[str]
-    body: Any  # the parsed JSON body (None when there was none)
-    story: Any
-    pool: PoolCalls
-
-
-@dataclass(slots=True)
-class OpRoute:
-    """A route served by `handler` rather than as a completion; `label` is its bounded name in logs
-    and metrics; `pattern` must match the whole path (no query)."""
-
-    method: str
-    pattern: re.Pattern[str]
-    label: str
-    handler: Callable[[RouteCall], Awaitable[Answer]]
+Ctx = TypeVar("Ctx")
 
 
 class StreamEncoder(Protocol):
@@ -74,53 +32,62 @@ class StreamEncoder(Protocol):
     def start(self) -> bytes: ...
     def feed(self, ev: c.StreamEvent) -> bytes: ...
     def close(self) -> bytes: ...
-    def fail(self, err: GatewayError) -> bytes: ...
+    def fail(self, err: GatewayError) -> bytes: ...  # the protocol's own error event, after the first byte
 
 
-class Frontend:
-    """One OpenAI API surface. `ctx` is whatever parse() learned that rendering needs."""
+class Surface(ABC):
+    """One client API surface: its routes, the paths whose errors it answers, its error shape.
+    A surface whose routes all have handlers (e.g. embeddings) is just this; one that serves
+    completions through the engine is a `Frontend`."""
 
-    path: str | None  # e.g. "/v1/chat/completions"; None: a surface of operation routes only
-    # Whether answers carry the upstream's reasoning signature back to the client (Responses
-    # reasoning items do; Chat Completions has no place for it), so the engine keeps it.
-    returns_reasoning_state = False
+    name: str  # e.g. "chat", "responses": bounded, for logs
 
-    async def parse(self, body: Any) -> tuple[c.ChatRequest, Any]:
-        raise NotImplementedError
-
-    def render(self, completion: c.Completion, req: c.ChatRequest, ctx: Any) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def encoder(self, req: c.ChatRequest, ctx: Any) -> StreamEncoder:
-        raise NotImplementedError
-
-    async def settle(self, ctx: Any) -> None:
-        """Called once the whole answer was rendered or encoded, before its last bytes go out:
-        keep what must outlive the request (the Responses store)."""
-
+    @abstractmethod
     def routes(self) -> list[Route]:
-        return []
-
-    def op_routes(self) -> list[OpRoute]:
-        """Routes answered by a handler of their own (operations other than a completion)."""
-        return []
+        """All its routes: completions (handler None) and any other operation (with a handler)."""
 
     def owns(self, path: str) -> bool:
-        """Whether errors on `path` (even refusals on the headers alone) are this surface's to shape."""
-        return False
+        """Whether errors on `path` (no trailing slash) are answered in this surface's shape; by
+        default, the paths of its routes."""
+        return self._own_paths.fullmatch(path) is not None
 
-    def error(self, err: GatewayError) -> tuple[int, dict[str, str], bytes]:
-        """`err` in this surface's error shape: (status, headers, body)."""
-        return err.status, {"content-type": "application/json", **err.headers}, err.body()
+    @functools.cached_property
+    def _own_paths(self) -> re.Pattern[str]:
+        return re.compile("|".join(f"(?:{r.pattern})" for r in self.routes()))
+
+    @abstractmethod
+    def error(self, err: GatewayError) -> Outcome:
+        """`err` as a whole answer in this surface's error shape, with err.status and err.headers."""
 
     def accepts_query_key(self, path: str) -> bool:
-        """Whether a client may present the gateway's key as `?key=` on `path` (Google's API does)."""
+        """Whether a client may present its key as `?key=` on `path` (Google's API does)."""
         return False
 
-    def listing_for(self, headers: Any, query: str, path: str) -> tuple[OpRoute, re.Match[str]] | None:
+    def listing_for(self, headers: Any, query: str, path: str) -> tuple[Route, re.Match[str]] | None:
         """A route of this surface that answers GET /v1/models[/{id}] for this client instead of
         OpenAI's listing (Google's SDK lists at /v1/models too), with its match; None: not this one."""
         return None
+
+
+class Frontend(Surface, Generic[Ctx]):
+    """A surface whose routes without a handler are completions: the engine parses the request
+    with it, calls the pool, and renders or streams the answer with it. `Ctx` is what parse()
+    learned that rendering needs."""
+
+    @abstractmethod
+    async def parse(self, body: Any, match: re.Match[str], incoming: Incoming) -> tuple[c.ChatRequest, Ctx]:
+        """The request body (parsed JSON, None if empty), its route match and the request itself
+        -> the canonical request and this surface's context. Raises GatewayError (4xx)."""
+
+    @abstractmethod
+    def render(self, completion: c.Completion, req: c.ChatRequest, ctx: Ctx) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def encoder(self, req: c.ChatRequest, ctx: Ctx) -> StreamEncoder: ...
+
+    async def settle(self, ctx: Ctx) -> None:
+        """Called once the whole answer was rendered or encoded, before its last bytes go out:
+        keep what must outlive the request (the Responses store)."""
 
 
 def _ignore(*_: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..protocol.openai.chat import (
     ToolCallIn,
     parse_chat_request,
 )
+from ..routes import Incoming, Outcome, Route, openai_error
 from .base import Frontend
 from .common import (
     DONE,
@@ -335,12 +337,19 @@ class ChatStreamEncoder:
         return sse_data(err.payload())
 
 
-class ChatFrontend(Frontend):
-    """`POST /v1/chat/completions`."""
+class ChatFrontend(Frontend[bool]):
+    """`POST /v1/chat/completions` (also `/chat/completions`); the context says whether the
+    request used the legacy `functions` fields."""
 
-    path = "/v1/chat/completions"
+    name = "chat"
 
-    async def parse(self, body: Any) -> tuple[c.ChatRequest, bool]:
+    def routes(self) -> list[Route]:
+        return [Route("POST", r"/(?:v1/)?chat/completions", "/v1/chat/completions")]
+
+    def error(self, err: GatewayError) -> Outcome:
+        return openai_error(err)
+
+    async def parse(self, body: Any, match: re.Match[str], incoming: Incoming) -> tuple[c.ChatRequest, bool]:
         return parse_with_context(body)
 
     def render(self, completion: c.Completion, req: c.ChatRequest, ctx: bool) -> dict[str, Any]:

@@ -11,6 +11,7 @@ than silently ignored:
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from ..protocol.errors import GatewayError, bad_request
 from ..protocol.ids import new_id
 from ..protocol.openai.common import validate_body
 from ..protocol.openai.completions import CompletionRequest
+from ..routes import Incoming, Outcome, Route, openai_error
 from .base import Frontend
 from .common import DONE, check_stream_options, sse_data, stop_sequences, usage_json
 
@@ -141,12 +143,18 @@ class CompletionsStreamEncoder:
         return sse_data(err.payload())
 
 
-class CompletionsFrontend(Frontend):
-    """`POST /v1/completions` (also `/completions`)."""
+class CompletionsFrontend(Frontend[str]):
+    """`POST /v1/completions` (also `/completions`); the context is the prompt echoed back (`echo`)."""
 
-    path = "/v1/completions"
+    name = "completions"
 
-    async def parse(self, body: Any) -> tuple[c.ChatRequest, str]:
+    def routes(self) -> list[Route]:
+        return [Route("POST", r"/(?:v1/)?completions", "/v1/completions")]
+
+    def error(self, err: GatewayError) -> Outcome:
+        return openai_error(err)
+
+    async def parse(self, body: Any, match: re.Match[str], incoming: Incoming) -> tuple[c.ChatRequest, str]:
         return parse(body)
 
     def render(self, completion: c.Completion, req: c.ChatRequest, ctx: str) -> dict[str, Any]:

@@ -22,10 +22,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..protocol import canonical as c
+from ..protocol import jsonfast
 from ..protocol.batching import CONCURRENT_BATCHES, estimate_tokens, gather_or_cancel, merge, split
 from ..protocol.errors import GatewayError, bad_request
 from ..protocol.openai.common import validate_body
 from ..protocol.openai.embeddings import EmbeddingRequest
+from ..routes import JSON_HEADERS, Outcome, Route, RouteCall, openai_error
+from .base import Surface
 
 MAX_INPUTS = 2048  # OpenAI's own limit of texts per request
 MAX_DIMENSIONS = 16384  # beyond any embedding model's width: a typo, not a request
@@ -125,3 +128,40 @@ async def render_off_loop(req: c.EmbedRequest, result: c.Embeddings, as_base64: 
     if sum(len(v) for v in result.vectors) < OFF_LOOP_VALUES:
         return dumps(render(req, result, as_base64, tokens))
     return await asyncio.to_thread(lambda: dumps(render(req, result, as_base64, tokens)))
+
+
+class EmbeddingsSurface(Surface):
+    """`POST /v1/embeddings` (also `/embeddings`), in OpenAI's shape, errors included."""
+
+    name = "embeddings"
+
+    def routes(self) -> list[Route]:
+        return [Route("POST", r"/(?:v1/)?embeddings", "/v1/embeddings", self._embed)]
+
+    def error(self, err: GatewayError) -> Outcome:
+        return openai_error(err)
+
+    async def _embed(self, call: RouteCall) -> Outcome:
+        story = call.story
+        creq, as_base64 = parse(call.body)
+        story.client_model = creq.model
+        target = call.pool.target(creq.model)
+        if creq.task_type is None and target.task_type:
+            creq.task_type = target.task_type
+        if creq.dimensions is None and target.dimensions:
+            creq.dimensions = target.dimensions
+        used: list[Any] = []  # the account that answered last: its usage is counted
+
+        def run(model: str, op: Op) -> Awaitable[c.Embeddings]:
+            async def on(provider: Any, acc: Any, mapped: str) -> c.Embeddings:
+                used[:] = [acc]
+                return await op(provider, acc, mapped)
+            return call.pool.run(model, on, story, capability="embed")
+
+        result = await embed_all(creq, run)
+        tokens = usage_tokens(creq, result)
+        story.tokens_in = tokens
+        if used and story.mapped_model:
+            call.pool.record_usage(used[0], story.mapped_model, c.Usage(input_tokens=tokens), None)
+        data = await render_off_loop(creq, result, as_base64, tokens, jsonfast.dumps)
+        return Outcome(200, dict(JSON_HEADERS), data)

@@ -35,12 +35,14 @@ from ..protocol import canonical as c
 from ..protocol import jsonfast, limits
 from ..protocol.errors import GatewayError, UpstreamError
 from ..stores.signature_store import SignatureStore
-from .base import Answer, Frontend, OpRoute, RouteCall
+from ..routes import Outcome, Route, RouteCall
+from .base import Surface
 from .gemini_wire import JSON_TYPE, ArrayFraming, SSEFraming, error_answer, framed, model_object, models_page
 
-_VERB_PATH = re.compile(r"/(?:v1beta|v1)/models/(?P<model>[^/:]+):(?P<verb>[A-Za-z]+)")
-_LIST_PATH = re.compile(r"/v1beta/models")
-_GET_PATH = re.compile(r"/v1beta/models/(?P<model>[^/:]+)")
+_VERB = r"/(?:v1beta|v1)/models/(?P<model>[^/:]+):(?P<verb>[A-Za-z]+)"
+_LIST = r"/v1beta/models"
+_GET = r"/v1beta/models/(?P<model>[^/:]+)"
+_VERB_PATH, _LIST_PATH, _GET_PATH = re.compile(_VERB), re.compile(_LIST), re.compile(_GET)
 LABEL = "/v1beta/models/{model}:{verb}"
 
 
@@ -56,54 +58,53 @@ def is_google_client(headers: Any, query: str) -> bool:
     return bool(query) and any(k in ("key", "pageSize", "pageToken") for k in query_params(query))
 
 
-class GeminiFrontend(Frontend):
+class GeminiFrontend(Surface):
     name = "gemini"
-    path = None  # no completion route: operations only
 
     def __init__(self, signatures: SignatureStore) -> None:
         self.signatures = signatures
 
     # ---- the surface ----------------------------------------------------------------------
-    def op_routes(self) -> list[OpRoute]:
-        return [OpRoute("POST", _VERB_PATH, LABEL, self._call),
-                OpRoute("GET", _LIST_PATH, "/v1beta/models", self.list_models),
-                OpRoute("GET", _GET_PATH, "/v1beta/models/{model}", self.get_model)]
+    def routes(self) -> list[Route]:
+        return [Route("POST", _VERB, LABEL, self._call),
+                Route("GET", _LIST, "/v1beta/models", self.list_models),
+                Route("GET", _GET, "/v1beta/models/{model}", self.get_model)]
 
     def owns(self, path: str) -> bool:
         return path.startswith("/v1beta/") or path == "/v1beta" or _VERB_PATH.fullmatch(path) is not None
 
-    def error(self, err: GatewayError) -> tuple[int, dict[str, str], bytes]:
-        return error_answer(err)
+    def error(self, err: GatewayError) -> Outcome:
+        return Outcome(*error_answer(err))
 
     def accepts_query_key(self, path: str) -> bool:
         """Google's API takes the key as `?key=` too (its REST docs and curl examples do)."""
         return self.owns(path)
 
-    def listing_for(self, headers: Any, query: str, path: str) -> tuple[OpRoute, re.Match[str]] | None:
+    def listing_for(self, headers: Any, query: str, path: str) -> tuple[Route, re.Match[str]] | None:
         if not is_google_client(headers, query):
             return None
         name = path.removeprefix("/v1/models").removeprefix("/models").lstrip("/")
         if not name:
-            return OpRoute("GET", _LIST_PATH, "/v1/models", self.list_models), _LIST_PATH.fullmatch("/v1beta/models")
+            return Route("GET", _LIST, "/v1/models", self.list_models), _LIST_PATH.fullmatch("/v1beta/models")
         m = _GET_PATH.fullmatch(f"/v1beta/models/{name}")
-        return (OpRoute("GET", _GET_PATH, "/v1/models/{id}", self.get_model), m) if m is not None else None
+        return (Route("GET", _GET, "/v1/models/{id}", self.get_model), m) if m is not None else None
 
     # ---- models ---------------------------------------------------------------------------
-    async def list_models(self, call: RouteCall) -> Answer:
+    async def list_models(self, call: RouteCall) -> Outcome:
         page = models_page(call.pool.model_ids(), call.pool.resolve, query_params(call.incoming.query))
-        return Answer(200, {"content-type": JSON_TYPE}, jsonfast.dumps(page))
+        return Outcome(200, {"content-type": JSON_TYPE}, jsonfast.dumps(page))
 
-    async def get_model(self, call: RouteCall) -> Answer:
+    async def get_model(self, call: RouteCall) -> Outcome:
         name = call.match["model"]
         limits.check_model_name(name)
         if not call.pool.model_exists(name):
             raise GatewayError(404, f"models/{name} is not found for API version v1beta, or is not served by "
                                     "this gateway (no mapping rule covers it).", code="model_not_found")
-        return Answer(200, {"content-type": JSON_TYPE, "x-mapped-model": limits.header_value(call.pool.resolve(name))},
+        return Outcome(200, {"content-type": JSON_TYPE, "x-mapped-model": limits.header_value(call.pool.resolve(name))},
                       jsonfast.dumps(model_object(name, call.pool.resolve(name))))
 
     # ---- operations -----------------------------------------------------------------------
-    async def _call(self, call: RouteCall) -> Answer:
+    async def _call(self, call: RouteCall) -> Outcome:
         model, verb = call.match["model"], call.match["verb"]
         if verb not in gn.VERBS:
             raise GatewayError(404, f"The method '{verb[:40]}' is not served on models/{model[:100]}; this gateway "
@@ -130,10 +131,10 @@ class GeminiFrontend(Frontend):
             return self._stream(call, result, acc, mapped, SSEFraming() if sse else ArrayFraming())
         await self._keep(gn.answer_signatures(result), acc, mapped)
         call.pool.record_usage(acc, mapped, gn.usage(result), call.story)
-        return Answer(200, {"content-type": JSON_TYPE}, jsonfast.dumps(result))
+        return Outcome(200, {"content-type": JSON_TYPE}, jsonfast.dumps(result))
 
     def _stream(self, call: RouteCall, batches: AsyncIterator[list[Any]], acc: Any, mapped: str,
-                framing: SSEFraming | ArrayFraming) -> Answer:
+                framing: SSEFraming | ArrayFraming) -> Outcome:
         last: list[c.Usage] = []
 
         def on_event(event: Any) -> Any:
@@ -155,7 +156,7 @@ class GeminiFrontend(Frontend):
                 call.pool.record_usage(acc, mapped, last[0] if last else None, call.story)
 
         headers = {"content-type": framing.content_type, "cache-control": "no-cache", "x-accel-buffering": "no"}
-        return Answer(200, headers, stream=counted())
+        return Outcome(200, headers, stream=counted())
 
     # ---- thought signatures ---------------------------------------------------------------
     async def _origins(self, body: dict[str, Any], verb: str) -> dict[str, str | None]:

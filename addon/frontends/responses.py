@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..protocol import canonical as c
-from ..protocol import jsonfast
 from ..protocol.errors import GatewayError, bad_request
 from ..protocol.ids import new_id
 from ..protocol.limits import MAX_TOOLS
@@ -43,7 +43,8 @@ from ..protocol.openai.responses import (
 )
 from ..stores.response_store import ResponseStore
 from ..stores.sealing import Sealer
-from .base import Frontend, Route
+from ..routes import Incoming, Outcome, Route, RouteCall, json_outcome, openai_error
+from .base import Frontend
 from .common import check_json_args, custom_arguments, media_from_url
 from .responses_items import ResponseContext, assistant_turn, output_items, signature_ref
 from .responses_state import open_step, wants_sealing
@@ -240,17 +241,26 @@ def _echo(req: ResponsesRequest, body: dict[str, Any]) -> dict[str, Any]:
 # ---- the front end -----------------------------------------------------------------------------
 
 
-class ResponsesFrontend(Frontend):
+class ResponsesFrontend(Frontend[ResponseContext]):
     """`POST /v1/responses` (also `/responses`) and `GET`/`DELETE /v1/responses/{id}`."""
 
-    path = "/v1/responses"
-    returns_reasoning_state = True  # reasoning items' encrypted_content
+    name = "responses"
 
     def __init__(self, store: ResponseStore, sealer: Sealer | None = None) -> None:
         self.store = store
         self.sealer = sealer  # seals reasoning state for clients that ask for encrypted content
 
-    async def parse(self, body: Any) -> tuple[c.ChatRequest, ResponseContext]:
+    def routes(self) -> list[Route]:
+        one = r"/(?:v1/)?responses/([^/]+)"
+        return [Route("POST", r"/(?:v1/)?responses", "/v1/responses"),
+                Route("GET", one, "/v1/responses/{id}", self._retrieve),
+                Route("DELETE", one, "/v1/responses/{id}", self._delete)]
+
+    def error(self, err: GatewayError) -> Outcome:
+        return openai_error(err)
+
+    async def parse(self, body: Any, match: re.Match[str] | None = None,
+                    incoming: Incoming | None = None) -> tuple[c.ChatRequest, ResponseContext]:
         req = validate_request(body)
         check_metadata(req.metadata)
         if req.background:
@@ -284,6 +294,7 @@ class ResponsesFrontend(Frontend):
             user=req.user,
             web_search=plan.web_search,
             left_out=plan.left_out,
+            returns_reasoning_state=True,  # reasoning items' encrypted_content
         )
         ctx = ResponseContext(new_id("resp_"), int(time.time()), _echo(req, body), conversation,
                               store=req.store is not False, plan=plan, sealer=sealer)
@@ -310,17 +321,15 @@ class ResponsesFrontend(Frontend):
             turn = [assistant_turn(ctx.output, ctx.plan, self.sealer)] if ctx.output else []
             await self.store.put(ctx.final, ctx.conversation + turn)
 
-    def routes(self) -> list[Route]:
-        path = r"/(?:v1/)?responses/([^/]+)"
-        return [("GET", path, self._retrieve), ("DELETE", path, self._delete)]
-
-    async def _retrieve(self, match: Any) -> tuple[int, dict[str, Any]]:
-        stored = await self.store.get(match.group(1))
+    async def _retrieve(self, call: RouteCall) -> Outcome:
+        response_id = call.match.group(1)
+        stored = await self.store.get(response_id)
         if stored is None:
-            raise GatewayError(404, f"Response with id '{match.group(1)}' not found.", code="response_not_found")
-        return 200, stored.response
+            raise GatewayError(404, f"Response with id '{response_id}' not found.", code="response_not_found")
+        return json_outcome(200, stored.response)
 
-    async def _delete(self, match: Any) -> tuple[int, dict[str, Any]]:
-        if not await self.store.delete(match.group(1)):
-            raise GatewayError(404, f"Response with id '{match.group(1)}' not found.", code="response_not_found")
-        return 200, {"id": match.group(1), "object": "response.deleted", "deleted": True}
+    async def _delete(self, call: RouteCall) -> Outcome:
+        response_id = call.match.group(1)
+        if not await self.store.delete(response_id):
+            raise GatewayError(404, f"Response with id '{response_id}' not found.", code="response_not_found")
+        return json_outcome(200, {"id": response_id, "object": "response.deleted", "deleted": True})

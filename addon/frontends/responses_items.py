@@ -4,7 +4,6 @@ and our own output items read back into the canonical assistant turn (`previous_
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,17 +14,7 @@ from .common import custom_arguments
 from .responses_state import StepState, open_step, seal_step
 from .responses_tools import ToolPlan, new_call_item
 
-_SIGNATURE_KEY = re.compile(r"sig_[0-9a-f]{24}")
-
-
-def signature_ref(encrypted_content: str | None) -> c.Signature | None:
-    """A reasoning item's encrypted_content: the key of a stored signature (looked up before the
-    request goes upstream), or, from before the store existed, the signature itself."""
-    if not encrypted_content:
-        return None
-    if _SIGNATURE_KEY.fullmatch(encrypted_content):
-        return c.Signature("", key=encrypted_content)
-    return c.Signature(encrypted_content)
+signature_ref = c.signature_ref  # the key format is the canonical layer's (back ends mint it)
 
 
 # ---- response objects --------------------------------------------------------------------------

@@ -29,7 +29,7 @@ CLOUDCODE_BASE = "https://cloudcode-pa.googleapis.com"
 VERTEX_GLOBAL_BASE = "https://aiplatform.googleapis.com"  # also the express-mode endpoint
 
 
-class _AccountBase(BaseModel):
+class AccountBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: str | None = None  # label shown in X-Account-Email and in flows
@@ -66,7 +66,7 @@ def _secret(value: str | None, env: str | None, what: str) -> str | None:
     return None
 
 
-class _GoogleAccount(_AccountBase):
+class GoogleAccount(AccountBase):
     """Gemini API, Vertex AI and Cloud Code accounts: all send Gemini's generateContent body."""
 
     safety_settings: SafetySettings | None = None  # None: the file's top-level safety_settings
@@ -77,7 +77,7 @@ class _GoogleAccount(_AccountBase):
         return None if value is None else parse_safety_settings(value)
 
 
-class GeminiAccount(_GoogleAccount):
+class GeminiAccount(GoogleAccount):
     provider: Literal["gemini"]
     api_key: str | None = Field(default=None, repr=False)
     api_key_env: str | None = None
@@ -92,7 +92,7 @@ class GeminiAccount(_GoogleAccount):
         return self
 
 
-class CloudCodeAccount(_GoogleAccount):
+class CloudCodeAccount(GoogleAccount):
     provider: Literal["cloudcode"]
     refresh_token: str | None = Field(default=None, repr=False)
     refresh_token_env: str | None = None
@@ -128,7 +128,7 @@ class CloudCodeAccount(_GoogleAccount):
                 **({"oauth_creds": self.oauth_creds} if self.oauth_creds else {})}
 
 
-class VertexAccount(_GoogleAccount):
+class VertexAccount(GoogleAccount):
     """Vertex AI: a service-account key, Application Default Credentials, or an express-mode API key."""
 
     provider: Literal["vertex"]
@@ -189,7 +189,7 @@ class VertexAccount(_GoogleAccount):
                    if self._creds and self._creds.grant.client_email else {})}
 
 
-class OpenAIAccount(_AccountBase):
+class OpenAIAccount(AccountBase):
     provider: Literal["openai"]
     base_url: str  # e.g. http://127.0.0.1:8000/v1 (ends before /chat/completions)
     api_key: str | None = Field(default=None, repr=False)
@@ -237,9 +237,11 @@ def _split_credentials(url: str) -> tuple[str, str | None]:
     return urlunsplit(parts._replace(netloc=host)), basic
 
 
-Account = GeminiAccount | CloudCodeAccount | VertexAccount | OpenAIAccount
-_TaggedAccount = Annotated[Union[GeminiAccount, CloudCodeAccount, VertexAccount, OpenAIAccount],
-                           Field(discriminator="provider")]
+# The one registry of account models, one per `provider:` value. A new provider adds its model
+# here; its Provider goes into build_providers (addon/upstream/__init__.py) under the same name.
+ACCOUNT_MODELS = (GeminiAccount, CloudCodeAccount, VertexAccount, OpenAIAccount)
+Account = Union[ACCOUNT_MODELS]  # any account (built from the registry)
+_TaggedAccount = Annotated[Account, Field(discriminator="provider")]
 
 
 class AccountsFile(BaseModel):
@@ -256,7 +258,7 @@ class AccountsFile(BaseModel):
     @model_validator(mode="after")
     def _default_safety(self) -> "AccountsFile":
         for acc in self.accounts:
-            if isinstance(acc, _GoogleAccount) and acc.safety_settings is None:
+            if isinstance(acc, GoogleAccount) and acc.safety_settings is None:
                 acc.safety_settings = self.safety_settings
         return self
 

@@ -2,33 +2,40 @@
 
 A mapping target the upstream does not know fails every request mapped to it with a 404 (a name
 from another tool, such as Antigravity's `gemini-3-pro-high`, or a model Google has shut down).
-Each Gemini API account's `GET /v1beta/models` (paged) is compared with the targets the account
-would serve; a warning names the missing ones. It never blocks or fails the start: an upstream
+Each account whose provider can list its models (`list_models`: the Gemini API's
+`GET /v1beta/models`, paged) is compared with the targets the account would serve; a warning
+names the missing ones. It never blocks or fails the start: an upstream
 that cannot be asked is reported and skipped.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 from ..backends.gemini.lifecycle import advice
 from ..config.mapping import ModelMap
 from ..protocol.errors import UpstreamError
-from ..upstream.gemini import GeminiProvider
-from .accounts_file import Account, GeminiAccount
+from .accounts_file import Account
+
+
+@runtime_checkable
+class ListsModels(Protocol):
+    async def list_models(self, acc: Any) -> set[str]: ...
 
 log = logging.getLogger(__name__)
 
 
-async def unserved_targets(mappings: ModelMap, accounts: Iterable[Account], provider: GeminiProvider,
+async def unserved_targets(mappings: ModelMap, accounts: Iterable[Account], providers: Mapping[str, Any],
                            page_size: int | None = None,
                            redact: Callable[[str], str] = str) -> dict[str, list[str]]:
     """Account name -> the mapping targets it would be asked for but does not list."""
     targets = mappings.targets()
     found: dict[str, list[str]] = {}
     for acc in accounts:
-        if not isinstance(acc, GeminiAccount) or acc.disabled:
+        provider = providers.get(acc.provider)
+        if not isinstance(provider, ListsModels) or acc.disabled:
             continue
         wanted = [t for t in targets if acc.serves(t)]
         if not wanted:

@@ -9,6 +9,8 @@ Plain slotted dataclasses: they are built on every request, so they stay cheap.
 from __future__ import annotations
 
 import hashlib
+import os
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -54,6 +56,26 @@ class Signature:
     origin: str | None = None
     model: str | None = None
     key: str | None = None
+
+
+# The key a back end gives a reasoning signature that has no tool-call id to ride on (a Responses
+# reasoning item echoes it as `encrypted_content`): minted by `new_signature_key`, recognised by
+# `signature_ref`, so that front ends never parse an id a back end made.
+_SIGNATURE_KEY = re.compile(r"sig_[0-9a-f]{24}")
+
+
+def new_signature_key() -> str:
+    return "sig_" + os.urandom(12).hex()
+
+
+def signature_ref(echoed: str | None) -> Signature | None:
+    """What a client echoed for a reasoning signature: the key of a stored one (looked up before
+    the request goes upstream), or, from before the store existed, the signature itself."""
+    if not echoed:
+        return None
+    if _SIGNATURE_KEY.fullmatch(echoed):
+        return Signature("", key=echoed)
+    return Signature(echoed)
 
 
 @dataclass(slots=True)
@@ -137,6 +159,9 @@ class ChatRequest:
     user: str | None = None
     web_search: bool = False  # the client offered a hosted web search tool (Responses) / web_search_options (chat)
     left_out: list[str] = field(default_factory=list)  # what the front end could not forward (told in the story)
+    # The client can send reasoning signatures back (a Responses reasoning item can, a chat message
+    # cannot): only then are they worth keeping (see stores/signature_store.py).
+    returns_reasoning_state: bool = False
 
 
 def conversation_key(req: ChatRequest) -> str:

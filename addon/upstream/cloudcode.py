@@ -16,7 +16,8 @@ from ..protocol import jsonfast
 from ..protocol.errors import UpstreamError
 from ..protocol.ids import new_id
 from .codeassist import INDIVIDUALS_ENDED, AccountUnusable, ProjectDirectory
-from .gemini import JSON, GeminiProvider, verb
+from .gemini import JSON, GeminiFormat, verb
+from ..stores.signature_store import SignatureStore
 from .http import HttpClient, UpstreamResponse
 from .oauth import TokenManager
 
@@ -25,18 +26,19 @@ from .oauth import TokenManager
 CODE_ASSIST_NAMES = {"gemini-3.5-flash": "gemini-3-flash"}
 
 
-class CloudCodeProvider(GeminiProvider):
+class CloudCodeProvider(GeminiFormat[CloudCodeAccount]):
     name = "cloudcode"
     # Code Assist has no embedding method: gemini-cli's CodeAssistServer.embedContent only throws
     # (packages/core/src/code_assist/server.ts). No `embed` capability, so embeddings skip these accounts.
     embed = None
 
-    def __init__(self, http: HttpClient, tokens: TokenManager, projects: ProjectDirectory | None = None) -> None:
-        super().__init__(http)
+    def __init__(self, http: HttpClient, tokens: TokenManager, projects: ProjectDirectory | None = None, *,
+                 signatures: SignatureStore | None = None) -> None:
+        super().__init__(http, signatures)
         self.tokens = tokens
         self.projects = projects or ProjectDirectory(http, tokens)
 
-    async def probe(self, acc: CloudCodeAccount) -> UpstreamError | None:  # type: ignore[override]
+    async def probe(self, acc: CloudCodeAccount) -> UpstreamError | None:
         """A fresh access token (a refused refresh raises CredentialsRejected), then the project."""
         await self.tokens.invalidate(acc)
         try:
@@ -46,7 +48,7 @@ class CloudCodeProvider(GeminiProvider):
             return err
         return None
 
-    async def _send(self, acc: CloudCodeAccount, req: c.ChatRequest, body: dict[str, Any],  # type: ignore[override]
+    async def _send(self, acc: CloudCodeAccount, req: c.ChatRequest, body: dict[str, Any],
                     model: str, stream: bool) -> UpstreamResponse:
         project = await self.projects.project(acc)
         inner = dict(body)
@@ -59,7 +61,7 @@ class CloudCodeProvider(GeminiProvider):
     unwraps = True
     native_embed = None  # Code Assist has no embeddings (gemini-cli's CodeAssistServer.embedContent throws)
 
-    async def _native_send(self, acc: CloudCodeAccount, body: dict[str, Any], model: str,  # type: ignore[override]
+    async def _native_send(self, acc: CloudCodeAccount, body: dict[str, Any], model: str,
                            verb_name: str, stream: bool) -> UpstreamResponse:
         if verb_name == gn.COUNT:
             wrapped = gn.cloudcode_count_body(body, model)
@@ -81,5 +83,5 @@ class CloudCodeProvider(GeminiProvider):
                 raise AccountUnusable(403, INDIVIDUALS_ENDED, reason="UNSUPPORTED_CLIENT") from None
             raise
 
-    def describe(self, acc: CloudCodeAccount) -> dict:
+    def describe(self, acc: CloudCodeAccount) -> dict[str, Any]:
         return self.projects.describe(acc)

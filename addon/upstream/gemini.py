@@ -1,7 +1,11 @@
 """Gemini API provider (API keys): `{base}/v1beta/models/{model}:generateContent` and
 `:streamGenerateContent?alt=sse`, key in `x-goog-api-key`; `GET {base}/v1beta/models` lists what
-the key can call (the startup check of mapping targets). The base of the other Gemini-format
-providers (Cloud Code, Vertex AI), which differ in `_send`, the HTTP call.
+the key can call (the startup check of mapping targets). `GeminiFormat` is the base of every
+Gemini-format provider (this one, Cloud Code, Vertex AI), which differ in `_send`, the HTTP call.
+
+Thought signatures are this format's own: before an attempt, the history's tool calls and
+reasoning get their stored signatures back (`hydrate`, from the signature store); an answer's new
+signatures are stored before the client can see them (it may send the next step at once).
 
 One attempt builds the request for the account it goes to (thought signatures are only sent to
 the credential that issued them), and the answer's signatures are stamped with that credential.
@@ -13,11 +17,12 @@ the attempt (and is retried) before the client gets a byte."""
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
-from ..pool.accounts_file import GeminiAccount, credential_id
+from ..pool.accounts_file import GeminiAccount, GoogleAccount, credential_id
 from ..backends import decoding, gemini, well_formed
 from ..backends import embeddings as emb
 from ..backends.gemini.models import rules_for
@@ -28,10 +33,12 @@ from ..protocol.errors import UpstreamError
 from .fanout import all_or_none, merge_completions, merge_streams, singles
 from . import native
 from .http import HttpClient, UpstreamResponse
+from ..stores.signature_store import MemorySignatureStore, SignatureStore, hydrate, in_completion, remembering
 from .streaming import StreamBatches, decode_stream, read_ahead
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+A = TypeVar("A", bound=GoogleAccount)
 
 JSON = {"content-type": "application/json"}
 READ_AHEAD_SECONDS = 10.0  # how long a stream may think before it is handed over unchecked
@@ -47,11 +54,14 @@ def _fan_out(req: c.ChatRequest, model: str) -> bool:
     return req.n > 1 and not rules_for(model).multi_candidates
 
 
-class GeminiProvider:
-    name = "gemini"
+class GeminiFormat(ABC, Generic[A]):
+    """A provider speaking generateContent; subclasses say how one call is sent (`_send`)."""
 
-    def __init__(self, http: HttpClient) -> None:
+    name: str
+
+    def __init__(self, http: HttpClient, signatures: SignatureStore | None = None) -> None:
         self.http = http
+        self.signatures = signatures if signatures is not None else MemorySignatureStore()
 
     async def _post(self, url: str, headers: dict[str, str], body: bytes) -> UpstreamResponse:
         resp = await self.http.post(url, body, headers)
@@ -59,40 +69,37 @@ class GeminiProvider:
             raise gemini.error_from(resp.status, await resp.read(), resp.headers)
         return resp
 
-    async def _send(self, acc: GeminiAccount, req: c.ChatRequest, body: dict[str, Any], model: str,
+    @abstractmethod
+    async def _send(self, acc: A, req: c.ChatRequest, body: dict[str, Any], model: str,
                     stream: bool) -> UpstreamResponse:
         """One call with the prepared GenerateContentRequest `body` (`req` for what a provider's
         envelope needs)."""
-        data = jsonfast.dumps(body)
-        url = f"{acc.base_url}/v1beta/models/{quote(model, safe='')}:{verb(stream)}"
-        return await self._post(url, {**JSON, "x-goog-api-key": acc.api_key or ""}, data)
+
+    @abstractmethod
+    async def probe(self, acc: A) -> UpstreamError | None: ...
 
     # ---- Gemini-native requests (frontends/gemini.py): the client's body as sent ----------------
     unwraps = False  # whether answers come in Cloud Code's {"response": ...} envelope
 
-    async def native(self, acc: Any, body: dict[str, Any], model: str, verb: str, stream: bool) -> Any:
+    async def native(self, acc: A, body: dict[str, Any], model: str, verb: str, stream: bool) -> Any:
         """One call of Google's own API (generateContent, streamGenerateContent, countTokens, and
         for Gemini API keys embedContent / batchEmbedContents): the answer object, or for a stream
         its events once the upstream answered 200."""
         resp = await self._native_send(acc, body, model, verb, stream)
         return await (native.events(resp, unwrap=self.unwraps) if stream else native.whole(resp, unwrap=self.unwraps))
 
-    async def native_embed(self, acc: Any, body: dict[str, Any], model: str, verb: str, stream: bool) -> Any:
+    async def native_embed(self, acc: A, body: dict[str, Any], model: str, verb: str, stream: bool) -> Any:
         """Embeddings as Google's API takes them: only Gemini API keys serve these two verbs."""
         return await self.native(acc, body, model, verb, stream)
 
-    async def _native_send(self, acc: GeminiAccount, body: dict[str, Any], model: str, verb: str,
-                           stream: bool) -> UpstreamResponse:
-        url = f"{acc.base_url}/v1beta/models/{quote(model, safe='')}:{verb}" + ("?alt=sse" if stream else "")
-        return await self._post(url, {**JSON, "x-goog-api-key": acc.api_key or ""}, jsonfast.dumps(body))
+    @abstractmethod
+    async def _native_send(self, acc: A, body: dict[str, Any], model: str, verb: str,
+                           stream: bool) -> UpstreamResponse: ...
 
-    async def probe(self, acc: GeminiAccount) -> UpstreamError | None:
-        """The key alone, without the client's request: list one model."""
-        resp = await self.http.get(f"{acc.base_url}/v1beta/models?pageSize=1", {"x-goog-api-key": acc.api_key or ""})
-        body = await resp.read()
-        return None if resp.status == 200 else gemini.error_from(resp.status, body, resp.headers)
+    def describe(self, acc: A) -> dict[str, Any]:
+        return {}
 
-    async def _signed(self, acc: Any, req: c.ChatRequest, model: str,
+    async def _signed(self, acc: A, req: c.ChatRequest, model: str,
                       call: Callable[[dict[str, Any], gemini.Reply], Awaitable[T]]) -> T:
         """`call(body, reply)` with the request built for this account's credential; once more
         with dummy signatures only if Gemini refuses the ones sent."""
@@ -109,9 +116,17 @@ class GeminiProvider:
             log.info("%s refused the thought signatures (%s); resending with dummy signatures", acc.name, err.reason)
             return await call(plain, reply)
 
-    async def complete(self, acc: GeminiAccount, req: c.ChatRequest, model: str) -> c.Completion:
+    async def complete(self, acc: A, req: c.ChatRequest, model: str) -> c.Completion:
+        await hydrate(self.signatures, req)  # the history's signatures, with their origin
+        completion = await self._complete(acc, req, model)
+        issued = in_completion(completion, req.returns_reasoning_state)
+        if issued:
+            await self.signatures.put(issued)  # before the client can send the next step
+        return completion
+
+    async def _complete(self, acc: A, req: c.ChatRequest, model: str) -> c.Completion:
         if _fan_out(req, model):
-            return merge_completions(await all_or_none([self.complete(acc, one, model) for one in singles(req)]))
+            return merge_completions(await all_or_none([self._complete(acc, one, model) for one in singles(req)]))
 
         async def call(body: dict[str, Any], reply: gemini.Reply) -> c.Completion:
             resp = await self._send(acc, req, body, model, stream=False)
@@ -121,7 +136,8 @@ class GeminiProvider:
 
         return await self._signed(acc, req, model, call)
 
-    async def stream(self, acc: GeminiAccount, req: c.ChatRequest, model: str) -> StreamBatches:
+    async def stream(self, acc: A, req: c.ChatRequest, model: str) -> StreamBatches:
+        await hydrate(self.signatures, req)
         calls = singles(req) if _fan_out(req, model) else [req]
         n = req.n if len(calls) == 1 else 1
 
@@ -132,7 +148,29 @@ class GeminiProvider:
             return await self._signed(acc, one, model, call)
 
         streams = await all_or_none([open_one(one) for one in calls], discard=lambda s: s.aclose())
-        return streams[0] if len(streams) == 1 else merge_streams(streams)
+        batches = streams[0] if len(streams) == 1 else merge_streams(streams)
+        return remembering(self.signatures, batches, req.returns_reasoning_state)
+
+
+class GeminiProvider(GeminiFormat[GeminiAccount]):
+    name = "gemini"
+
+    async def _send(self, acc: GeminiAccount, req: c.ChatRequest, body: dict[str, Any], model: str,
+                    stream: bool) -> UpstreamResponse:
+        data = jsonfast.dumps(body)
+        url = f"{acc.base_url}/v1beta/models/{quote(model, safe='')}:{verb(stream)}"
+        return await self._post(url, {**JSON, "x-goog-api-key": acc.api_key or ""}, data)
+
+    async def probe(self, acc: GeminiAccount) -> UpstreamError | None:
+        """The key alone, without the client's request: list one model."""
+        resp = await self.http.get(f"{acc.base_url}/v1beta/models?pageSize=1", {"x-goog-api-key": acc.api_key or ""})
+        body = await resp.read()
+        return None if resp.status == 200 else gemini.error_from(resp.status, body, resp.headers)
+
+    async def _native_send(self, acc: GeminiAccount, body: dict[str, Any], model: str, verb: str,
+                           stream: bool) -> UpstreamResponse:
+        url = f"{acc.base_url}/v1beta/models/{quote(model, safe='')}:{verb}" + ("?alt=sse" if stream else "")
+        return await self._post(url, {**JSON, "x-goog-api-key": acc.api_key or ""}, jsonfast.dumps(body))
 
     async def embed(self, acc: GeminiAccount, req: c.EmbedRequest, model: str) -> c.Embeddings:
         """`batchEmbedContents`, at most 100 texts per call (Google refuses more)."""

@@ -53,6 +53,9 @@ class OpenAIProvider:
         with decoding():
             return well_formed(tr.completion_from_body(body))
 
+    def describe(self, acc: OpenAIAccount) -> dict[str, Any]:
+        return {}
+
     async def stream(self, acc: OpenAIAccount, req: c.ChatRequest, model: str) -> StreamBatches:
         resp = await self._send(acc, self._body(acc, req, model, stream=True))
         return decode_stream(resp, tr.OpenAIStreamDecoder())

@@ -27,19 +27,20 @@ from ..protocol import canonical as c
 from ..protocol import jsonfast
 from ..protocol.batching import decode, in_batches
 from ..protocol.errors import UpstreamError
-from .gemini import JSON, GeminiProvider, verb
+from .gemini import JSON, GeminiFormat, verb
+from ..stores.signature_store import SignatureStore
 from .http import HttpClient, UpstreamResponse
 from .oauth import TokenManager
 
 
-class VertexProvider(GeminiProvider):
+class VertexProvider(GeminiFormat[VertexAccount]):
     name = "vertex"
 
-    def __init__(self, http: HttpClient, tokens: TokenManager) -> None:
-        super().__init__(http)
+    def __init__(self, http: HttpClient, tokens: TokenManager, *, signatures: SignatureStore | None = None) -> None:
+        super().__init__(http, signatures)
         self.tokens = tokens
 
-    async def probe(self, acc: VertexAccount) -> UpstreamError | None:  # type: ignore[override]
+    async def probe(self, acc: VertexAccount) -> UpstreamError | None:
         """OAuth: a fresh access token. An express-mode key has no client-free call known to check
         it, so the policy cannot confirm its errors: such an account cools down, never disables."""
         if acc.api_key:
@@ -51,13 +52,13 @@ class VertexProvider(GeminiProvider):
             return err
         return None
 
-    async def _send(self, acc: VertexAccount, req: c.ChatRequest, request: dict[str, Any],  # type: ignore[override]
+    async def _send(self, acc: VertexAccount, req: c.ChatRequest, request: dict[str, Any],
                     model: str, stream: bool) -> UpstreamResponse:
         return await self._call(acc, model, verb(stream), jsonfast.dumps(request))
 
     native_embed = None  # Vertex AI embeds with :predict / :embedContent of its own (the `embed` capability)
 
-    async def _native_send(self, acc: VertexAccount, body: dict[str, Any], model: str,  # type: ignore[override]
+    async def _native_send(self, acc: VertexAccount, body: dict[str, Any], model: str,
                            verb_name: str, stream: bool) -> UpstreamResponse:
         if verb_name == gn.COUNT:
             body = gn.vertex_count_body(body)
@@ -75,7 +76,7 @@ class VertexProvider(GeminiProvider):
         return await self.tokens.call_with_token(
             acc, lambda token: self._post(url, {**headers, "authorization": f"Bearer {token}"}, body))
 
-    async def embed(self, acc: VertexAccount, req: c.EmbedRequest,  # type: ignore[override]
+    async def embed(self, acc: VertexAccount, req: c.EmbedRequest,
                     model: str) -> c.Embeddings:
         """Vertex's text embeddings API (`:predict` with `instances`): at most 250 texts per call,
         one for gemini-embedding-001 (Vertex's documented limits); `:embedContent`, one text per

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...protocol import canonical as c
-from ...protocol.ids import new_id
 from .names import ToolNames
 from .signatures import tool_call_id
 
@@ -32,5 +31,5 @@ class Reply:
 
     def reasoning(self, value: str | None) -> c.Signature | None:
         # Clients refer to it by a key of its own (a Responses reasoning item's encrypted_content).
-        return c.Signature(value, self.origin, self.model, new_id("sig_", 12)) if value else None
+        return c.Signature(value, self.origin, self.model, c.new_signature_key()) if value else None
 

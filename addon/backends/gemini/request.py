@@ -11,7 +11,7 @@ from typing import Any
 
 from ...protocol import canonical as c
 from ...protocol.errors import bad_request
-from ..schema import response_schema, tool_parameters
+from ..schema import check_schemas, response_schema, tool_parameters
 from .models import gemini_major, rules_for
 from .names import ToolNames
 from .reply import Reply
@@ -157,6 +157,8 @@ def prepare(req: c.ChatRequest, model: str, origin: str | None = None, *,
     account's (or the gateway's) safetySettings list. `trust_signatures=False` sends no stored
     signature at all and the dummy on every model step's first call: the form Gemini accepts
     whatever the history."""
+    rf = req.response_format
+    check_schemas([t.parameters for t in req.tools], rf.schema if rf is not None else None)  # a clear 400 first
     rules = rules_for(model)
     names = ToolNames.of(req)
     contents, system = _contents(req.messages, names, model, Signer(model, origin, trust_signatures))
@@ -183,7 +185,6 @@ def prepare(req: c.ChatRequest, model: str, origin: str | None = None, *,
         gen["stopSequences"] = req.stop
     if req.n > 1:
         gen["candidateCount"] = req.n
-    rf = req.response_format
     if rf is not None:
         schema = response_schema(rf.schema) if rf.schema else None
         tool_choice_none = req.tool_choice is not None and req.tool_choice.mode == "none"

@@ -14,6 +14,7 @@ from ...protocol import canonical as c
 from ...protocol import jsonfast
 from ...protocol.anthropic.messages import CountTokensRequest, MessagesRequest, validate
 from ...protocol.errors import GatewayError
+from ...routes import Route
 from ..base import Frontend
 from .ids import request_id
 from .parse import Context, to_canonical
@@ -29,7 +30,11 @@ COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 class MessagesFrontend(Frontend):
     """`POST /v1/messages` (with or without `?beta=true`); `count_tokens` next to it."""
 
+    name = "messages"
     path = "/v1/messages"
+
+    def routes(self) -> list[Route]:  # (not in build_frontends yet)
+        return [Route("POST", r"/(?:v1/)?messages", "/v1/messages")]
     # thinking blocks carry the key of Gemini's signature back (their `signature`)
     returns_reasoning_state = True
     keepalive = PING
