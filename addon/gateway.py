@@ -20,7 +20,6 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 # mitmproxy loads this file as a script, not as part of the package: make `addon` importable.
@@ -30,26 +29,25 @@ if str(_ROOT) not in sys.path:
 
 from mitmproxy import command, ctx, exceptions, http  # noqa: E402
 from mitmproxy.connection import ConnectionState  # noqa: E402
-from mitmproxy.net.http import status_codes  # noqa: E402
-from mitmproxy.proxy.mode_specs import LocalMode, ProxyMode, ReverseMode  # noqa: E402
+from mitmproxy.proxy.mode_specs import ReverseMode  # noqa: E402
 from mitmproxy.utils import human  # noqa: E402
 
 from addon import auth  # noqa: E402
 from addon.engine import Incoming, Outcome, Settings, quiet  # noqa: E402
 from addon.mitm.connections import ClientLimits, raise_open_files_limit  # noqa: E402
 from addon.mitm.flow_secrets import hide_credentials  # noqa: E402
+from addon.mitm.flows import duration, once, shutting_down, show_client_address, tell, whole_response  # noqa: E402
 from addon.mitm.log_filters import ConnectionChatter, RelayNoise, quiet_dumper  # noqa: E402
+from addon.mitm.options import check_listen_host, declare_options, own_options  # noqa: E402
 from addon.mitm.relay import Relay  # noqa: E402
 from addon.protocol import limits  # noqa: E402
 from addon.protocol.errors import GatewayError  # noqa: E402
-from addon.ops.story import LOG_FORMATS, MARKS, Story  # noqa: E402
-from addon.upstream.http import DEFAULT_CONNECTIONS_PER_HOST  # noqa: E402
+from addon.ops.story import Story  # noqa: E402
 from addon.clients import load_clients  # noqa: E402
 from addon.config.reloading import one_line  # noqa: E402
 from addon.wiring import Wiring, load_accounts, load_mappings  # noqa: E402
 
 log = logging.getLogger("gateway")
-DEFAULT_MAPPINGS = str(_ROOT / "mappings.yaml")
 WATCH_INTERVAL = 0.5  # seconds between looks at the clients of in-flight calls
 # mitmweb's flow list: its default columns plus the comment, where each flow's story is told.
 WEB_COLUMNS_DEFAULT = ["tls", "icon", "path", "method", "status", "size", "time"]
@@ -86,49 +84,7 @@ class Gateway:
     # ---- options ----------------------------------------------------------------------------
     def load(self, loader) -> None:
         raise_open_files_limit()
-        loader.add_option("accounts", str, "", "Accounts YAML file (gemini / vertex / cloudcode / openai). "
-                          "Empty: one Gemini account from $GEMINI_API_KEY.")
-        loader.add_option("mappings", str, DEFAULT_MAPPINGS, "Model mapping YAML file (reloaded on change).")
-        loader.add_option("auth_mode", str, "auto", "Client auth: off | strict | all_except_health | auto "
-                          "(auto = all_except_health with LAN access or a key configured, else off).")
-        loader.add_option("api_key", str, "", "Key clients must present when auth is on "
-                          "(default: $GATEWAY_API_KEY). Accepted as Bearer, x-api-key or x-goog-api-key.")
-        loader.add_option("clients", str, "", "Clients YAML file (scripts/clients add NAME writes it): per-client "
-                          "keys (their SHA-256), model allow-lists, rpm, tokens_per_day, max_concurrent. Every route "
-                          "but /healthz then needs a client key, or api_key as the operator's (no limits). The file "
-                          "is reloaded on change; the option is read at start-up.")
-        loader.add_option("allow_lan_access", bool, False, "Serve clients that are not on this machine.")
-        loader.add_option("gateway_hosts", Sequence[str], ["api.openai.com"], "Outside reverse mode: hosts "
-                          "whose requests the gateway answers (others pass through untouched).")
-        loader.add_option("state_file", str, "", "Where cooldowns, disabled flags, tokens and usage persist "
-                          "(default: next to the accounts file, or in mitmproxy's confdir).")
-        loader.add_option("state", str, "", "Where pool state lives: empty = this process (state_file, memory); "
-                          "redis://host:port/db = shared by every gateway instance using that Redis (cooldowns, "
-                          "disabled flags, usage, OAuth tokens, stored Responses). Read at start-up.")
-        loader.add_option("seal_key", str, "", "Secret that seals reasoning state handed to stateless clients "
-                          "(Responses encrypted_content); several comma-separated = rotation, the first seals. "
-                          "Default: a random key generated once and kept with the state. Read at start-up.")
-        loader.add_option("keepalive_seconds", int, 15, "Send an SSE comment after this much upstream silence.")
-        loader.add_option("max_attempts", int, 3, "Upstream attempts per request (bounded by the pool size).")
-        loader.add_option("check_models", bool, True, "At start, ask each Gemini API account's upstream for its "
-                          "model list and warn about mapping targets it does not serve.")
-        loader.add_option("max_body_size", str, "32m", "Largest request body the gateway accepts (after "
-                          "decompression), e.g. 32m; larger ones get 413.")
-        loader.add_option("allowed_hosts", Sequence[str], [], "Host names (and web page origins) accepted besides "
-                          "IP addresses, localhost and the listen host; '*' accepts any (no DNS rebinding protection).")
-        loader.add_option("upstream_headers_timeout", int, 300, "Seconds to wait for an upstream's response headers "
-                          "before trying the next account (a non-streamed answer's headers come when it is complete).")
-        loader.add_option("log_format", str, "logfmt", "One log line per request when it ends (route, models, "
-                          "account, attempts, status, latency, tokens): logfmt | json | off.", choices=LOG_FORMATS)
-        loader.add_option("upstream_connections", int, DEFAULT_CONNECTIONS_PER_HOST, "Open connections per "
-                          "upstream host (all Gemini API keys share one host), i.e. concurrent upstream calls; "
-                          "more wait locally for a free one. 0 = no limit. Read at start-up.")
-        loader.add_option("shutdown_grace_seconds", int, 5, "On Ctrl-C or SIGTERM: stop accepting connections, "
-                          "let open requests and streams finish for this long, then end each remaining stream "
-                          "with its protocol's error event.")
-        loader.add_option("upstream_connect_timeout", int, 10, "Seconds to open a connection to an upstream "
-                          "(a timeout cools the account down; waiting for a free local connection does not "
-                          "count). Read at start-up.")
+        declare_options(loader)
 
     def configure(self, updated: set[str]) -> None:
         try:
@@ -202,8 +158,8 @@ class Gateway:
                 self.wiring.state.path = Path(state_path)
                 self.wiring.state.mark_dirty()
         if first or updated & {"listen_host", "allow_lan_access"}:
-            self._check_listen_host()
-        self._own_options()
+            check_listen_host(ctx.options)
+        own_options(ctx.options)
         if "stream_large_bodies" in updated and opts.stream_large_bodies:
             # mitmproxy then streams large *request* bodies straight to the server, past the
             # `request` hook: the gateway never sees them. Its responses stream regardless.
@@ -212,38 +168,11 @@ class Gateway:
                         "are streamed anyway.", opts.stream_large_bodies)
 
     @staticmethod
-    def _own_options() -> None:
-        """mitmproxy options the gateway cannot work without, set once the rest is valid (setting
-        one re-enters configure)."""
-        opts = ctx.options
-        if "connection_strategy" in opts and opts.connection_strategy != "lazy":
-            # eager would connect to the reverse target (a placeholder) before every request the addon
-            # answers itself, and answer with an empty reply when nothing listens there
-            log.info("connection_strategy set to lazy: the gateway answers requests itself")
-            opts.connection_strategy = "lazy"
-        if "keep_host_header" in opts and not opts.keep_host_header:
-            # In reverse mode mitmproxy replaces the client's Host header with the (never contacted)
-            # placeholder target before any hook runs; the DNS-rebinding check needs the original.
-            opts.keep_host_header = True
-
-    @staticmethod
     def _source(what: str, path: str, load):
         try:
             return load(path)
         except Exception as exc:
             raise exceptions.OptionsError(f"cannot load {what} {path}: {one_line(exc)}") from None
-
-    def _check_listen_host(self) -> None:
-        host = ctx.options.listen_host
-        try:
-            modes = [ProxyMode.parse(m) for m in ctx.options.mode]
-        except ValueError:
-            modes = []  # mitmproxy itself reports a bad mode
-        if all(isinstance(m, LocalMode) for m in modes):
-            return  # local mode intercepts processes on this machine; it listens on no interface
-        if not ctx.options.allow_lan_access and host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("listening on %s without allow_lan_access: requests from other machines get 403; "
-                        "use --listen-host 127.0.0.1 to not accept them at all", host or "all interfaces")
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def running(self) -> None:
@@ -344,7 +273,7 @@ class Gateway:
         finally:
             hide_credentials(flow.request)
         if refusal is None and self._stopping:
-            refusal = self.wiring.engine.refused(incoming, _shutting_down())
+            refusal = self.wiring.engine.refused(incoming, shutting_down())
         if refusal is None:
             flow.metadata["gateway_admitted"] = True
             flow.metadata["gateway_client"] = incoming.client  # a name from the clients file, never a key
@@ -353,18 +282,18 @@ class Gateway:
 
     def _answer_now(self, flow: http.HTTPFlow, out: Outcome) -> None:
         """A whole answer, sent as the hook returns; its story is finished when the flow ends."""
-        _tell(flow, out.story)
-        flow.response = _response(out.status, out.headers, out.body)
+        tell(flow, out.story)
+        flow.response = whole_response(out.status, out.headers, out.body)
         self._handoffs[flow.id] = Handoff(out.story)
 
     def _refuse(self, flow: http.HTTPFlow, out: Outcome) -> None:
         if "content-length" not in flow.request.headers and "transfer-encoding" not in flow.request.headers:
             self._answer_now(flow, out)
             return
-        _tell(flow, out.story)
+        tell(flow, out.story)
         # A response set now is only sent once mitmproxy has buffered the whole body, however
         # large it claims to be. Instead, stream the body to the relay, which drops it and answers.
-        path = self.relay.register(out.status, out.headers, _once(out.body))
+        path = self.relay.register(out.status, out.headers, once(out.body))
         self._handoffs[flow.id] = Handoff(out.story, flow.request, path)
         relay_request = http.Request.make("POST", f"http://127.0.0.1:{self.relay.port}{path}")
         del relay_request.headers["content-length"]  # make() says 0; the client's framing applies
@@ -405,16 +334,16 @@ class Gateway:
         incoming = self._incoming(flow, body, admitted=True)
         incoming.client = client
         outcome = await self._answer(flow, incoming, story)
-        _show_client_address(flow)
+        show_client_address(flow)
         if outcome is None:
             story.client_gone = True
-            _tell(flow, story)
+            tell(flow, story)
             self.wiring.engine.finish(story)
             return
         if outcome.stream is None:
             self._answer_now(flow, outcome)
             return
-        _tell(flow, story)
+        tell(flow, story)
         # Stream: let mitmproxy read it from the relay so it goes out chunk by chunk.
         path = self.relay.register(outcome.status, outcome.headers, outcome.stream)
         self._handoffs[flow.id] = Handoff(story, flow.request, path)
@@ -434,7 +363,7 @@ class Gateway:
         except asyncio.CancelledError:
             if work.cancelled() and not asyncio.current_task().cancelling():
                 if self.wiring.engine.stopping:  # the grace period is over
-                    return self.wiring.engine.refused(incoming, _shutting_down())
+                    return self.wiring.engine.refused(incoming, shutting_down())
                 return None  # the watcher cancelled it: the client left
             raise
         finally:
@@ -485,7 +414,7 @@ class Gateway:
             flow.request = handoff.request
         if failed and not handoff.story.stream_error:
             handoff.story.client_gone = True  # the connection broke before the answer was complete
-        _tell(flow, handoff.story)
+        tell(flow, handoff.story)
         if self.wiring is not None:
             self.wiring.engine.finish(handoff.story)
         if quiet(handoff.story):
@@ -502,7 +431,7 @@ class Gateway:
         for r in rows:
             lines.append(f"{r['account']} [{r['provider']}] {r['status']} last={r['last_status']} "
                          f"requests={r['requests']}" + (f" project={r['project']}" if r.get("project") else ""))
-            lines += [f"  {model}: {m['why']} ({m['status']}), {_duration(m['cooldown_seconds'])} left"
+            lines += [f"  {model}: {m['why']} ({m['status']}), {duration(m['cooldown_seconds'])} left"
                       for model, m in r.get("models", {}).items()]
         text = "\n".join(lines) or "no accounts configured"
         log.info("gateway accounts:\n%s", text)
@@ -514,50 +443,6 @@ class Gateway:
         if not self.wiring or not self.wiring.pool.enable(account):
             raise exceptions.CommandError(f"no account labelled {account!r}")
         log.info("account %s re-enabled", account)
-
-
-def _duration(seconds: float) -> str:
-    """3h05m, 4m10s, 12.0s: how long a cooldown still runs, for people."""
-    if seconds >= 3600:
-        return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
-    if seconds >= 60:
-        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
-    return f"{seconds:.1f}s"
-
-
-def _shutting_down() -> GatewayError:
-    return GatewayError(503, "The gateway is shutting down; send the request again.", code="gateway_shutting_down")
-
-
-def _tell(flow: http.HTTPFlow, story: Story) -> None:
-    flow.comment = story.comment()
-    mark = story.mark()
-    if mark or flow.marked in MARKS.values():  # leave a marker the user set alone
-        flow.marked = mark
-
-
-async def _once(body: bytes):
-    yield body
-
-
-def _response(status: int, headers: dict[str, str], body: bytes) -> http.Response:
-    """http.Response.make without its per-call work (header normalisation, content re-encoding
-    checks): the engine's headers are already plain strings and the body is never encoded."""
-    now = time.time()
-    fields = [(k.encode(), v.encode("utf-8", "surrogateescape")) for k, v in headers.items()]
-    fields.append((b"content-length", b"%d" % len(body)))
-    return http.Response(b"HTTP/1.1", status, status_codes.RESPONSES.get(status, "").encode(), http.Headers(fields),
-                         body, None, now, now)
-
-
-def _show_client_address(flow: http.HTTPFlow) -> None:
-    """In reverse mode the request carries the placeholder target (127.0.0.1:9), which the gateway
-    never contacts; show the address the client actually called (e.g. 127.0.0.1:8045, or
-    https://api.openai.com when a hosts-file entry sends that name to a TLS listener) instead."""
-    conn = flow.client_conn
-    if isinstance(conn.proxy_mode, ReverseMode) and conn.sockname:
-        flow.request.scheme = "https" if conn.tls_established else "http"
-        flow.request.host, flow.request.port = conn.sni or conn.sockname[0], conn.sockname[1]
 
 
 addons = [Gateway()]
