@@ -302,3 +302,8 @@ def pytest_collection_modifyitems(config, items) -> None:
         for item in items:
             if "gemini_cli" in item.keywords:
                 item.add_marker(skip)
+    if not os.environ.get("RUN_CLAUDE"):
+        skip = pytest.mark.skip(reason="Claude Code is opt-in: run scripts/test-claude")
+        for item in items:
+            if "claude" in item.keywords:
+                item.add_marker(skip)

@@ -15,6 +15,7 @@ How each kind is run, and the only liberties taken with the text:
     test is root already. Node 20 (the `openai` npm package, v5), Python and curl at their default
     base URL must all reach the gateway.
   * Codex: tests/test_codex_e2e.py runs the README's config and command (scripts/test-codex).
+  * Claude Code: tests/test_claude_code_e2e.py runs the README's command (scripts/test-claude).
 """
 
 from __future__ import annotations
@@ -120,10 +121,11 @@ def run_client(cmd: readme.Command, env: dict[str, str], subs: dict[str, str]) -
 def test_every_recipe_is_run() -> None:
     ran_here = {"servers", "try-it", "python", "embeddings", "accounts-file", "safety-settings", "mapping-example",
                 "regular-server", "regular-clients", "hosts-file", "log-line", "shared-state",
-                "clients-setup", "clients-try", "clients-file", "gemini-native"}
+                "clients-setup", "clients-try", "clients-file", "gemini-native", "anthropic-python"}
     ran_by_codex_test = {"codex-config", "codex", "codex-mcp"}
     ran_by_gemini_cli_test = {"gemini-cli"}
-    assert set(RECIPES) == ran_here | ran_by_codex_test | ran_by_gemini_cli_test
+    ran_by_claude_test = {"claude-code"}
+    assert set(RECIPES) == ran_here | ran_by_codex_test | ran_by_gemini_cli_test | ran_by_claude_test
 
 
 # ---- servers -----------------------------------------------------------------------------------
@@ -274,13 +276,14 @@ def running(tmp_path_factory) -> Iterator[tuple[int, dict[str, str], Path]]:
             stop(proc)
 
 
-@pytest.mark.parametrize("block", ["try-it", "python"])
+@pytest.mark.parametrize("block", ["try-it", "python", "anthropic-python"])
 def test_client_recipes_print_what_they_promise(running: tuple[int, dict[str, str], Path], block: str) -> None:
     port, env, log = running
     for cmd in readme.commands(RECIPES[block], inline_expect=True):
         run_client(cmd, env, {"127.0.0.1:8045": f"127.0.0.1:{port}"})
     text = log.read_text()
-    assert "route=/v1/chat/completions" in text and "stream=true" in text
+    route = "route=/v1/messages" if block.startswith("anthropic") else "route=/v1/chat/completions"
+    assert route in text and "stream=true" in text
     # streamed answers are kept (no "content missing"), and the relay hop is not in the log
     assert "content missing" not in text and "server connect" not in text and "Streaming response" not in text
 

@@ -23,12 +23,16 @@ log = logging.getLogger(__name__)
 PATH_PREFIX = "/__gateway_relay__/"
 
 
+KEEPALIVE = b": keep-alive\n\n"  # an SSE comment: every client's parser skips it
+
+
 class _Entry:
-    __slots__ = ("status", "headers", "stream", "expiry")
+    __slots__ = ("status", "headers", "stream", "expiry", "keepalive")
 
     def __init__(self, status: int, headers: dict[str, str], stream: AsyncIterator[bytes],
-                 expiry: asyncio.TimerHandle | None) -> None:
+                 expiry: asyncio.TimerHandle | None, keepalive: bytes = KEEPALIVE) -> None:
         self.status, self.headers, self.stream, self.expiry = status, headers, stream, expiry
+        self.keepalive = keepalive
 
 
 class Relay:
@@ -67,11 +71,13 @@ class Relay:
         for task in list(self.pumping):
             task.cancel()
 
-    def register(self, status: int, headers: dict[str, str], stream: AsyncIterator[bytes]) -> str:
-        """Returns the path mitmproxy should request from 127.0.0.1:port."""
+    def register(self, status: int, headers: dict[str, str], stream: AsyncIterator[bytes],
+                 keepalive: bytes | None = None) -> str:
+        """Returns the path mitmproxy should request from 127.0.0.1:port. `keepalive`: what to send
+        during upstream silences (the protocol's own ping; an SSE comment by default)."""
         token = secrets.token_urlsafe(24)
         expiry = asyncio.get_running_loop().call_later(self.claim_timeout, self._expire, token)
-        self._entries[token] = _Entry(status, headers, stream, expiry)
+        self._entries[token] = _Entry(status, headers, stream, expiry, keepalive or KEEPALIVE)
         return PATH_PREFIX + token
 
     def discard(self, path: str) -> None:
@@ -152,11 +158,13 @@ class Relay:
                 if pump is not None and not pump.done():
                     pump.cancel()
 
+        ping = b"%x\r\n%s\r\n" % (len(entry.keepalive), entry.keepalive)
+
         async def keep_alive() -> None:
             while True:
                 await asyncio.sleep(self.keepalive)
                 if time.monotonic() - last_write >= self.keepalive:
-                    writer.write(b"e\r\n: keep-alive\n\n\r\n")
+                    writer.write(ping)
 
         watcher = asyncio.ensure_future(watch_client())
         pinger = asyncio.ensure_future(keep_alive())

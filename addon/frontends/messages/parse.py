@@ -40,6 +40,7 @@ from ..common import media_from_url
 from .ids import tool_id_in
 
 _BILLING_LINE = "x-anthropic-billing-header:"
+_CONTEXT_SUFFIX = re.compile(r"\[\d+[km]\]$")  # Claude Code's "claude-opus-4-8[1m]": the 1M-context variant
 _SIGNATURE_KEY = re.compile(r"sig_[0-9a-f]{24}")  # the store's key for a reasoning signature
 MAX_STOP_SEQUENCES = 5  # Gemini's limit for stopSequences
 # Anthropic's effort levels -> the canonical reasoning_effort; "max" has no Gemini level above xhigh
@@ -261,7 +262,7 @@ def _thinking(req: CountTokensRequest) -> tuple[str | None, int | None, bool]:
 def to_canonical(req: CountTokensRequest) -> tuple[c.ChatRequest, Context]:
     tools, search = _tools(req.tools)
     effort, budget, show = _thinking(req)
-    creq = c.ChatRequest(model=req.model, messages=_messages(req), tools=tools,
+    creq = c.ChatRequest(model=_CONTEXT_SUFFIX.sub("", req.model), messages=_messages(req), tools=tools,
                          tool_choice=_tool_choice(req, tools, search), web_search=search is not None,
                          reasoning_effort=effort, thinking_budget=budget, show_reasoning=show)
     tc = req.tool_choice
