@@ -282,3 +282,20 @@ def test_every_refusal_on_these_paths_is_googles_shape(pooled: Gateway, emulator
                    headers=key, timeout=10)
     assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
     assert "txt" in r.json()["error"]["message"]
+
+
+def test_a_fallback_chain_serves_the_path_model(gateways: GatewayFactory, emulator: Emulator) -> None:
+    gw = gateways.start(gemini_pool(emulator, f"AIzaSy-chain-{SALT}"), mappings_yaml="""
+mappings:
+  team-model: [gemini-2.5-pro, gemini-2.5-flash]
+""")
+    emulator.rules({"match": {"model": "gemini-2.5-pro"}, "status": 429, "retry_delay": "600s"})
+    gm = client(gw, key="anything")
+    answer = gm.models.generate_content(model="team-model", contents="chained")
+    assert answer.text == "Echo(gemini-2.5-flash): chained"
+    assert answer.sdk_http_response.headers["x-mapped-model"] == "gemini-2.5-flash"
+    streamed = "".join(ch.text or "" for ch in gm.models.generate_content_stream(model="team-model", contents="again"))
+    assert streamed == "Echo(gemini-2.5-flash): again"
+    paths = [c["path"] for c in generate_calls(emulator)]
+    assert paths == ["/v1beta/models/gemini-2.5-pro:generateContent", "/v1beta/models/gemini-2.5-flash:generateContent",
+                     "/v1beta/models/gemini-2.5-flash:streamGenerateContent"], "the resting model is not asked again"

@@ -119,13 +119,13 @@ class GeminiFrontend(Surface):
         origins = await self._origins(body, verb)
         embedding = verb in (gn.EMBED, gn.BATCH_EMBED)
 
-        async def op(provider: Any, acc: Any, mapped: str) -> tuple[Any, Any]:
+        async def op(provider: Any, acc: Any, mapped: str) -> tuple[Any, str, Any]:
             if embedding and getattr(provider, "native_embed", None) is None:
-                return acc, await _embed_through(provider, acc, body, mapped, verb, model)
-            return acc, await _attempt(provider, acc, body, mapped, verb, origins)
+                return acc, mapped, await _embed_through(provider, acc, body, mapped, verb, model)
+            return acc, mapped, await _attempt(provider, acc, body, mapped, verb, origins)
 
-        acc, result = await call.pool.run(model, op, call.story, capability="embed" if embedding else "native")
-        mapped = call.story.mapped_model or model
+        # who answered, for which model of a fallback chain
+        acc, mapped, result = await call.pool.run(model, op, call.story, capability="embed" if embedding else "native")
         if stream:
             sse = query_params(call.incoming.query).get("alt") == "sse"
             return self._stream(call, result, acc, mapped, SSEFraming() if sse else ArrayFraming())
