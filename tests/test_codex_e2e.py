@@ -324,3 +324,30 @@ def test_codex_tool_search_loads_the_mcp_tool_through_the_gateway(gateway: Gatew
     assert "mcp__probe__echo" in namespaced_declarations(calls[1]), "the searched tool is offered after the search"
     [loaded] = [p["functionResponse"] for p in calls[1]["contents"][-1]["parts"] if "functionResponse" in p]
     assert loaded["name"] == "tool_search" and loaded["response"]["loaded_tools"] == ["mcp__probe__echo"]
+
+
+def test_codex_spawns_a_sub_agent_through_the_gateway(gateway: Gateway, emulator: Emulator, tmp_path: Path) -> None:
+    """Sub-agents (the `multi_agent_v1` namespace): the model's `spawn_agent` call comes back in the
+    form Codex dispatches, and the sub-agent's own requests go through the gateway too (here with a
+    model override, gpt-4o -> gemini-2.5-flash, so the emulator can tell parent and child apart)."""
+    pro, flash = {"model": "gemini-2.5-pro"}, {"model": "gemini-2.5-flash"}
+    spawn = {"name": "multi_agent_v1__spawn_agent", "args": {"message": "Report CHILD_DONE.", "model": "gpt-4o"}}
+    emulator.rules(
+        {"match": pro, "times": 1, "reply": {"function_calls": [spawn]}},
+        {"match": flash, "times": 1, "reply": {"text": "CHILD_DONE"}},
+        # every later parent step (after the spawn, and after Codex's note that the child finished)
+        {"match": pro, "reply": {"text": FINAL_TEXT}},
+    )
+    _, proc = run_codex(gateway, tmp_path, "gpt-5-codex", "Spawn a helper agent.")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert FINAL_TEXT in proc.stdout
+
+    log = [r for r in emulator.log() if "GenerateContent" in r["path"]]
+    parent = [r["body"] for r in log if "gemini-2.5-pro" in r["path"]]
+    child = [r["body"] for r in log if "gemini-2.5-flash" in r["path"]]
+    assert len(parent) >= 2 and child, "the sub-agent asked the gateway itself"
+    assert "Report CHILD_DONE." in json.dumps(child[0]["contents"]), "the task reached the sub-agent as plain input"
+    results = [p["functionResponse"] for c in parent[1]["contents"] for p in c["parts"] if "functionResponse" in p]
+    assert [r["name"] for r in results] == ["multi_agent_v1__spawn_agent"]
+    assert "unsupported" not in json.dumps(results).lower(), "Codex ran the spawn: the call came back namespaced"
+    assert "CHILD_DONE" in json.dumps(parent[-1]["contents"]), "the sub-agent's answer reached the parent"
