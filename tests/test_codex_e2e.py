@@ -326,10 +326,15 @@ def test_codex_tool_search_loads_the_mcp_tool_through_the_gateway(gateway: Gatew
     assert loaded["name"] == "tool_search" and loaded["response"]["loaded_tools"] == ["mcp__probe__echo"]
 
 
-def test_codex_spawns_a_sub_agent_through_the_gateway(gateway: Gateway, emulator: Emulator, tmp_path: Path) -> None:
+SUBAGENT_MAPPINGS = "default: gemini-2.5-flash\nmappings:\n  gpt-5-codex: gemini-2.5-pro\n  gpt-4o: gemini-2.5-flash\n"
+
+
+def test_codex_spawns_a_sub_agent_through_the_gateway(gateways: GatewayFactory, emulator: Emulator,
+                                                      tmp_path: Path) -> None:
     """Sub-agents (the `multi_agent_v1` namespace): the model's `spawn_agent` call comes back in the
     form Codex dispatches, and the sub-agent's own requests go through the gateway too (here with a
     model override, gpt-4o -> gemini-2.5-flash, so the emulator can tell parent and child apart)."""
+    gateway = gateways.start(gemini_accounts(emulator.url, "parent"), mappings_yaml=SUBAGENT_MAPPINGS)
     pro, flash = {"model": "gemini-2.5-pro"}, {"model": "gemini-2.5-flash"}
     spawn = {"name": "multi_agent_v1__spawn_agent", "args": {"message": "Report CHILD_DONE.", "model": "gpt-4o"}}
     emulator.rules(
@@ -345,9 +350,11 @@ def test_codex_spawns_a_sub_agent_through_the_gateway(gateway: Gateway, emulator
     log = [r for r in emulator.log() if "GenerateContent" in r["path"]]
     parent = [r["body"] for r in log if "gemini-2.5-pro" in r["path"]]
     child = [r["body"] for r in log if "gemini-2.5-flash" in r["path"]]
-    assert len(parent) >= 2 and child, "the sub-agent asked the gateway itself"
+    assert len(parent) >= 2 and child, f"the sub-agent asked the gateway itself ({len(parent)} parent, " \
+                                       f"{len(child)} child requests)\n{proc.stdout[-2000:]}"
     assert "Report CHILD_DONE." in json.dumps(child[0]["contents"]), "the task reached the sub-agent as plain input"
     results = [p["functionResponse"] for c in parent[1]["contents"] for p in c["parts"] if "functionResponse" in p]
     assert [r["name"] for r in results] == ["multi_agent_v1__spawn_agent"]
     assert "unsupported" not in json.dumps(results).lower(), "Codex ran the spawn: the call came back namespaced"
-    assert "CHILD_DONE" in json.dumps(parent[-1]["contents"]), "the sub-agent's answer reached the parent"
+    assert any("CHILD_DONE" in json.dumps(p["contents"]) for p in parent[1:]), \
+        f"the sub-agent's answer reached the parent\n{proc.stdout[-2000:]}"
