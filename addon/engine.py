@@ -371,12 +371,13 @@ class Engine:
                                    on_usage=lambda usage: self._used(acc, model, usage, story),
                                    on_failure=lambda why: setattr(story, "stream_error", why),
                                    settle=lambda: frontend.settle(ctx), redact=self.redact)
-            return Outcome(200, dict(SSE_HEADERS), stream=_timed(stream, story))
+            return Outcome(200, {**SSE_HEADERS, **frontend.answer_headers(ctx)}, stream=_timed(stream, story),
+                           keepalive=frontend.keepalive)
         self.ops.record_usage(acc, model, result.usage, story)
         story.answered_by(result.upstream_model)
         rendered = frontend.render(result, creq, ctx)
         await frontend.settle(ctx)
-        return json_outcome(200, rendered)
+        return json_outcome(200, rendered, frontend.answer_headers(ctx))
 
     def _used(self, acc: Account, model: str, usage: c.Usage, story: Story) -> None:
         self.ops.record_usage(acc, model, usage, story)

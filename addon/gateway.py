@@ -345,7 +345,7 @@ class Gateway:
             return
         tell(flow, story)
         # Stream: let mitmproxy read it from the relay so it goes out chunk by chunk.
-        path = self.relay.register(outcome.status, outcome.headers, outcome.stream)
+        path = self.relay.register(outcome.status, outcome.headers, outcome.stream, outcome.keepalive)
         self._handoffs[flow.id] = Handoff(story, flow.request, path)
         now = time.time()  # (the constructor, not Request.make: no URL parsing per stream)
         flow.request = http.Request("127.0.0.1", self.relay.port, b"GET", b"http", b"", path.encode(), b"HTTP/1.1",

@@ -52,6 +52,7 @@ class Outcome:
     body: bytes = b""
     stream: AsyncIterator[bytes] | None = None
     story: Story = field(default_factory=Story)
+    keepalive: bytes | None = None  # a stream's bytes for upstream silences (None: an SSE comment)
 
 
 def json_outcome(status: int, obj: Any, headers: dict[str, str] | None = None) -> Outcome:

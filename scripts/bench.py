@@ -386,6 +386,9 @@ def main() -> None:
             if lite:
                 sides["LiteLLM (1 worker)"] = lambda st=stream: wrk(lite[0] + "/v1/chat/completions", "chat.lua",
                                                                     c, s, st, pid=lite[1].pid)
+            # the same answer through the Anthropic Messages front end (it may cost no more than chat)
+            sides["gateway, /v1/messages"] = lambda st=stream: wrk(gw + "/v1/messages", "messages.lua", c, s, st,
+                                                                   pid=gw_proc.pid)
             results[stream] = compare(sides, n)
             table(f"{'streaming (20 chunks)' if stream else 'non-streaming'}, {c} connections", results[stream])
             target = 0.8 if stream else 1.0
@@ -394,6 +397,7 @@ def main() -> None:
                   f"CPU per request, pass-through / gateway: {ratio_span(b, g, 'cpu_ms')}")
             if lite:
                 print(f"  gateway / LiteLLM: {ratio_span(results[stream]['gateway'], results[stream]['LiteLLM (1 worker)'])}")
+            print(f"  /v1/messages / chat: {ratio_span(results[stream]['gateway, /v1/messages'], g)} req/s")
 
         one = compare({"upstream directly": lambda: wrk(emu + GEN, "gemini.lua", 1, s),
                        "bare mitmproxy pass-through": lambda: wrk(bare + GEN, "gemini.lua", 1, s, pid=bare_proc.pid),

@@ -192,7 +192,9 @@ def _engine_with(frontend: Frontend[Any], provider: Any, **settings: Any) -> Eng
     accounts = parse_accounts({"accounts": [{"provider": "gemini", "email": "a@x", "api_key": "k" * 12}]})
     mappings = parse_mappings({"default": "gemini-2.5-flash", "mappings": {"gpt-4o": "gemini-2.5-pro"}})
     return Engine(settings=Settings(**settings), mappings=Fixed(mappings), accounts=Fixed(accounts), pool=AccountPool(),
-                  providers={"gemini": provider}, frontends=[*build_frontends(MemoryResponseStore()), frontend])
+                  providers={"gemini": provider},
+                  # the real Anthropic surface would answer these paths first: the stand-in replaces it
+                  frontends=[*(f for f in build_frontends(MemoryResponseStore()) if f.name != "messages"), frontend])
 
 
 async def test_a_surface_answers_errors_in_its_own_shape_even_header_level_refusals() -> None:

@@ -54,7 +54,8 @@ def generate_bodies(emulator: Emulator) -> list[dict[str, Any]]:
 
 def test_create_answers_a_message(gw: Gateway, emulator: Emulator) -> None:
     raw = client(gw).messages.with_raw_response.create(model=MODEL, max_tokens=200, messages=user("Hello"),
-                                                        system="Be brief.", temperature=0.3, top_k=20)
+                                                        system="Be brief.", extra_body={"temperature": 0.3,
+                                                                                        "top_k": 20})
     msg = raw.parse()
     assert msg.id.startswith("msg_") and msg.model == MODEL and msg.role == "assistant"
     assert [b.type for b in msg.content] == ["text"] and msg.content[0].text == f"Echo({GEM3}): Hello"
@@ -206,18 +207,22 @@ def test_error_shapes_and_statuses(gw: Gateway, emulator: Emulator) -> None:
     error_of(lambda: c.messages.create(model=MODEL, max_tokens=10, messages=user("x"),
                                        tools=[{"type": "code_execution_20250825", "name": "code_execution"}]),
              anthropic.BadRequestError)
-    # an upstream that is overloaded on every attempt: Anthropic's 529, which the SDK would retry
-    emulator.rules({"status": 503, "message": "The model is overloaded."})
-    err = error_of(lambda: c.messages.create(model=MODEL, max_tokens=10, messages=user("x")),
-                   anthropic.InternalServerError)
-    assert err.status_code == 529 and err.body["error"]["type"] == "overloaded_error"
-    emulator.reset()
     # a failure after the first byte: Anthropic's error event, which the SDK raises
     emulator.rules({"times": 1, "reply": {"chunks": ["a", "b", "c"]}, "cut_after": 1})
     with pytest.raises(anthropic.APIStatusError) as info:
         with c.messages.stream(model=MODEL, max_tokens=10, messages=user("x")) as stream:
             stream.get_final_message()
     assert info.value.body["error"]["type"] == "api_error"
+
+
+def test_overloaded_upstream_is_anthropic_529(gateways: GatewayFactory, emulator: Emulator) -> None:
+    gw = gateways.start(accounts(gemini(emulator, "ovl-a")), mappings_yaml=MAPPINGS)
+    # an upstream that is overloaded on every attempt: Anthropic's 529, which the SDK would retry
+    emulator.rules({"status": 503, "message": "The model is overloaded."})
+    err = error_of(lambda: client(gw).messages.create(model=MODEL, max_tokens=10, messages=user("x")),
+                   anthropic.InternalServerError)
+    assert err.status_code == 529 and err.body["error"]["type"] == "overloaded_error"
+    assert "overloaded" in err.body["error"]["message"]
 
 
 def test_rate_limited_pool_is_a_429_with_retry_after(gateways: GatewayFactory, emulator: Emulator) -> None:
@@ -229,8 +234,8 @@ def test_rate_limited_pool_is_a_429_with_retry_after(gateways: GatewayFactory, e
 
 
 def test_auth_refusals_are_anthropic_shaped_before_the_body_is_read(gateways: GatewayFactory,
-                                                                    emulator_proc: Emulator) -> None:
-    gw = gateways.start(gemini_accounts(emulator_proc.url, "ant-auth"), auth_mode="strict", api_key="gw-secret",
+                                                                    emulator: Emulator) -> None:
+    gw = gateways.start(gemini_accounts(emulator.url, "ant-auth"), auth_mode="strict", api_key="gw-secret",
                         mappings_yaml=MAPPINGS)
     err = error_of(lambda: client(gw, api_key="wrong").messages.create(model=MODEL, max_tokens=10,
                                                                        messages=user("x")),

@@ -187,8 +187,8 @@ def test_error_shape_and_statuses() -> None:
                               (413, "request_too_large", 413), (429, "rate_limit_error", 429),
                               (500, "api_error", 500), (502, "api_error", 502), (503, "overloaded_error", 529),
                               (529, "overloaded_error", 529)]:
-        got, headers, body = front.error(GatewayError(status, "nope", headers={"retry-after": "7"}))
-        data = json.loads(body)
+        answer = front.error(GatewayError(status, "nope", headers={"retry-after": "7"}))
+        got, headers, data = answer.status, answer.headers, json.loads(answer.body)
         assert got == out and data["type"] == "error" and data["error"] == {"type": kind, "message": "nope"}
         assert headers["request-id"] == data["request_id"] and data["request_id"].startswith("req_")
         assert headers["retry-after"] == "7"
@@ -278,3 +278,32 @@ def test_encoder_fail_uses_the_status_type() -> None:
     raw = enc.fail(GatewayError(429, "slow down"))
     assert parse_sse(raw) == [{"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}]
     assert isinstance(UpstreamError(503, "x"), Exception)
+
+
+# ---- count_tokens ------------------------------------------------------------------------------
+
+def test_count_request_for_each_google_upstream() -> None:
+    from addon.backends import openai as openai_wire
+    from addon.backends.gemini.count import count_request, total_tokens
+
+    req, _ = parse({**BASE_REQUEST, "system": "Count me.", "tools": BASE_REQUEST["tools"][:1]})
+    whole = count_request(req, "gemini-3.8-flash", "origin-1")["generateContentRequest"]
+    assert whole["model"] == "models/gemini-3.8-flash" and whole["systemInstruction"]["parts"][0]["text"] == "Count me."
+    assert whole["tools"][0]["functionDeclarations"][0]["name"] == "get_weather"
+    emu.validate_generate_request({k: v for k, v in whole.items() if k != "model"}, "gemini-3.8-flash",
+                                  emu.EmulatorState())
+    # Cloud Code counts contents only: the system text and the declarations ride in the first user turn
+    folded = count_request(req, "gemini-3.8-flash", contents_only=True)["generateContentRequest"]
+    assert set(folded) == {"model", "contents"}
+    first = [p["text"] for p in folded["contents"][0]["parts"]]
+    assert first[0] == "Count me." and "get_weather" in first[1] and first[2] == "hi"
+    assert total_tokens({"totalTokens": 12}) == 12 and total_tokens({}) == 0 and total_tokens([]) == 0
+    # OpenAI-compatible upstreams: one token per 4 bytes of the messages and tools they would get
+    small, big = (openai_wire.estimate_tokens(parse({**BASE_REQUEST, "messages": [{"role": "user", "content": t}]})[0],
+                                              "m") for t in ("hi", "hi " * 400))
+    assert 0 < small < big and big >= 300
+
+
+def test_claude_codes_context_suffix_is_dropped_before_mapping() -> None:
+    req, ctx = parse({**BASE_REQUEST, "model": "claude-opus-4-8[1m]"})
+    assert req.model == "claude-opus-4-8" and ctx.model == "claude-opus-4-8[1m]"  # answers echo what was sent

@@ -103,6 +103,23 @@ async def test_keepalive_comments_fill_upstream_silence() -> None:
         await relay.close()
 
 
+async def test_a_stream_brings_its_own_keepalive_bytes() -> None:
+    """Anthropic's stream pings with its own event (`event: ping`) rather than a comment."""
+    ping = b'event: ping\ndata: {"type": "ping"}\n\n'
+    relay = Relay(keepalive=0.1)
+    await relay.start()
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        path = relay.register(200, {}, Source(b"event: x\ndata: {}\n\n", pause=0.45)(), ping)
+        writer.write(f"GET {path} HTTP/1.1\r\n\r\n".encode())
+        _, body = await read_response(reader)
+        chunks = dechunk(body)
+        assert chunks.count(ping) >= 2 and b": keep-alive\n\n" not in chunks
+        writer.close()
+    finally:
+        await relay.close()
+
+
 async def test_client_leaving_mid_stream_closes_the_upstream(relay: Relay) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
     src = Source(b"data: first\n\n", hang=True)

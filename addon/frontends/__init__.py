@@ -17,6 +17,7 @@ from .chat import ChatFrontend
 from .completions import CompletionsFrontend
 from .embeddings import EmbeddingsSurface
 from .gemini import GeminiFrontend
+from .messages import MessagesFrontend
 from .responses import ResponsesFrontend
 
 __all__ = ["Frontend", "StreamEncoder", "Surface", "build_frontends", "encode_stream"]
@@ -28,4 +29,4 @@ def build_frontends(store: ResponseStore, signatures: SignatureStore | None = No
     Gemini-native surface keeps which credential issued each thought signature (the providers' store);
     `sealer`: seals reasoning state for clients that keep the conversation themselves (Responses)."""
     return [ChatFrontend(), ResponsesFrontend(store, sealer), CompletionsFrontend(), EmbeddingsSurface(),
-            GeminiFrontend(signatures if signatures is not None else MemorySignatureStore())]
+            GeminiFrontend(signatures if signatures is not None else MemorySignatureStore()), MessagesFrontend()]

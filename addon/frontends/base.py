@@ -74,6 +74,8 @@ class Frontend(Surface, Generic[Ctx]):
     with it, calls the pool, and renders or streams the answer with it. `Ctx` is what parse()
     learned that rendering needs."""
 
+    keepalive: bytes | None = None  # what its streams send during upstream silences; None: an SSE comment
+
     @abstractmethod
     async def parse(self, body: Any, match: re.Match[str], incoming: Incoming) -> tuple[c.ChatRequest, Ctx]:
         """The request body (parsed JSON, None if empty), its route match and the request itself
@@ -84,6 +86,10 @@ class Frontend(Surface, Generic[Ctx]):
 
     @abstractmethod
     def encoder(self, req: c.ChatRequest, ctx: Ctx) -> StreamEncoder: ...
+
+    def answer_headers(self, ctx: Ctx) -> dict[str, str]:
+        """Headers of its own on every answer (Anthropic's `request-id`)."""
+        return {}
 
     async def settle(self, ctx: Ctx) -> None:
         """Called once the whole answer was rendered or encoded, before its last bytes go out:

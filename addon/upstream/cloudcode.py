@@ -59,6 +59,7 @@ class CloudCodeProvider(GeminiFormat[CloudCodeAccount]):
         return await self._call(acc, f"{acc.base_url}/v1internal:{verb(stream)}", jsonfast.dumps(wrapped))
 
     unwraps = True
+    counts_contents_only = True
     native_embed = None  # Code Assist has no embeddings (gemini-cli's CodeAssistServer.embedContent throws)
 
     async def _native_send(self, acc: CloudCodeAccount, body: dict[str, Any], model: str,

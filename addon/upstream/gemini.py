@@ -25,6 +25,7 @@ from urllib.parse import quote
 from ..pool.accounts_file import GeminiAccount, GoogleAccount, credential_id
 from ..backends import decoding, gemini, well_formed
 from ..backends import embeddings as emb
+from ..backends.gemini.count import count_request, total_tokens
 from ..backends.gemini.models import rules_for
 from ..protocol import canonical as c
 from ..protocol import jsonfast
@@ -87,6 +88,14 @@ class GeminiFormat(ABC, Generic[A]):
         its events once the upstream answered 200."""
         resp = await self._native_send(acc, body, model, verb, stream)
         return await (native.events(resp, unwrap=self.unwraps) if stream else native.whole(resp, unwrap=self.unwraps))
+
+    counts_contents_only = False  # Cloud Code's countTokens takes contents and nothing else
+
+    async def count_tokens(self, acc: A, req: c.ChatRequest, model: str) -> int:
+        """The request's prompt as the upstream's countTokens counts it (backends/gemini/count.py):
+        the same contents, system instruction and tools a generateContent call would send."""
+        body = count_request(req, model, credential_id(acc), contents_only=self.counts_contents_only)
+        return total_tokens(await self.native(acc, body, model, "countTokens", False))
 
     async def native_embed(self, acc: A, body: dict[str, Any], model: str, verb: str, stream: bool) -> Any:
         """Embeddings as Google's API takes them: only Gemini API keys serve these two verbs."""

@@ -47,6 +47,10 @@ class OpenAIProvider:
         limit = tr.limit_field(model, acc.base_url, acc.max_tokens_field)
         return tr.build_request(req, model, stream, limit=limit)
 
+    async def count_tokens(self, acc: OpenAIAccount, req: c.ChatRequest, model: str) -> int:
+        """OpenAI-compatible servers count no tokens before a call: an estimate (see estimate_tokens)."""
+        return tr.estimate_tokens(req, model)
+
     async def complete(self, acc: OpenAIAccount, req: c.ChatRequest, model: str) -> c.Completion:
         resp = await self._send(acc, self._body(acc, req, model, stream=False))
         body = await resp.read()

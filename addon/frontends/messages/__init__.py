@@ -2,20 +2,23 @@
 Claude Code and the `anthropic` SDKs speak, served by every upstream through the canonical model.
 
 parse.py: request -> canonical; render.py: canonical answer -> Message, errors -> Anthropic's
-shape; stream.py: canonical events -> Anthropic's SSE (a state machine); ids.py: msg_/toolu_ ids.
+shape; stream.py: canonical events -> Anthropic's SSE (a state machine); ids.py: msg_/toolu_ ids;
+models.py: `GET /v1/models` in Anthropic's shape.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 from ...protocol import canonical as c
 from ...protocol import jsonfast
 from ...protocol.anthropic.messages import CountTokensRequest, MessagesRequest, validate
 from ...protocol.errors import GatewayError
-from ...routes import Route
+from ...routes import Incoming, Outcome, Route, RouteCall
 from ..base import Frontend
+from . import models
 from .ids import request_id
 from .parse import Context, to_canonical
 from .render import error_body, error_status, render
@@ -23,28 +26,49 @@ from .stream import PING, MessagesStreamEncoder
 
 __all__ = ["MessagesFrontend"]
 
+# Every path under /v1/messages answers in Anthropic's shape, unknown ones (batches) included
 _OWNED = re.compile(r"/(?:v1/)?messages(?:/.*)?")
-COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+_JSON = {"content-type": "application/json"}
 
 
-class MessagesFrontend(Frontend):
-    """`POST /v1/messages` (with or without `?beta=true`); `count_tokens` next to it."""
+class MessagesFrontend(Frontend[Context]):
+    """`POST /v1/messages` (Claude Code adds `?beta=true`), `POST /v1/messages/count_tokens`, and
+    `GET /v1/models[/{id}]` in Anthropic's shape for clients that send `anthropic-version`."""
 
     name = "messages"
-    path = "/v1/messages"
+    keepalive = PING  # Anthropic's own keep-alive event during upstream silences
 
-    def routes(self) -> list[Route]:  # (not in build_frontends yet)
-        return [Route("POST", r"/(?:v1/)?messages", "/v1/messages")]
-    # thinking blocks carry the key of Gemini's signature back (their `signature`)
-    returns_reasoning_state = True
-    keepalive = PING
+    def __init__(self) -> None:
+        self.started = int(time.time())
+        self._listings = (Route("GET", r"/(?:v1/)?models", "/v1/models", self._list_models),
+                          Route("GET", r"/v1/models/(.+)", "/v1/models/{id}", self._retrieve_model))
 
-    async def parse(self, body: Any) -> tuple[c.ChatRequest, Context]:
+    def routes(self) -> list[Route]:
+        return [Route("POST", r"/(?:v1/)?messages", "/v1/messages"),
+                Route("POST", r"/(?:v1/)?messages/count_tokens", "/v1/messages/count_tokens", self._count_tokens)]
+
+    def owns(self, path: str) -> bool:
+        return _OWNED.fullmatch(path) is not None
+
+    def error(self, err: GatewayError) -> Outcome:
+        rid = request_id()
+        return Outcome(error_status(err.status), {**_JSON, **err.headers, "request-id": rid}, error_body(err, rid))
+
+    def answer_headers(self, ctx: Context) -> dict[str, str]:
+        return {"request-id": request_id()}
+
+    def listing_for(self, headers: Any, query: str, path: str) -> tuple[Route, re.Match[str]] | None:
+        if models.ANTHROPIC_VERSION_HEADER not in headers:
+            return None
+        for route in self._listings:
+            m = re.fullmatch(route.pattern, path)
+            if m is not None:
+                return route, m
+        return None
+
+    async def parse(self, body: Any, match: re.Match[str] | None = None,
+                    incoming: Incoming | None = None) -> tuple[c.ChatRequest, Context]:
         return to_canonical(validate(MessagesRequest, body))
-
-    async def parse_count(self, body: Any) -> tuple[c.ChatRequest, Context]:
-        """A count_tokens request: the same fields as a message, without max_tokens."""
-        return to_canonical(validate(CountTokensRequest, body))
 
     def render(self, completion: c.Completion, req: c.ChatRequest, ctx: Context) -> dict[str, Any]:
         return render(completion, ctx)
@@ -52,19 +76,26 @@ class MessagesFrontend(Frontend):
     def encoder(self, req: c.ChatRequest, ctx: Context) -> MessagesStreamEncoder:
         return MessagesStreamEncoder(ctx)
 
-    def owns(self, path: str) -> bool:
-        return _OWNED.fullmatch(path) is not None
+    # ---- operations ----------------------------------------------------------------------------
+    async def _count_tokens(self, call: RouteCall) -> Outcome:
+        """The prompt's size on the mapped model, counted by the upstream (see the README)."""
+        creq, _ = to_canonical(validate(CountTokensRequest, call.body))
 
-    def headers(self) -> dict[str, str]:
-        return {"request-id": request_id()}
+        async def count(provider: Any, acc: Any, model: str) -> int:
+            return await provider.count_tokens(acc, creq, model)
 
-    def error(self, err: GatewayError) -> tuple[int, dict[str, str], bytes]:
-        rid = request_id()
-        headers = {"content-type": "application/json", **err.headers, "request-id": rid}
-        if err.status in (429, 503) and "retry-after" not in {k.lower() for k in headers}:
-            headers["retry-after"] = "1"  # Claude Code and the SDKs wait what they are told
-        return error_status(err.status), headers, error_body(err, rid)
+        tokens = await call.pool.run(creq.model, count, call.story, capability="count_tokens")
+        return _answer({"input_tokens": tokens})
+
+    async def _list_models(self, call: RouteCall) -> Outcome:
+        return _answer(models.model_list(call.pool.model_ids(), self.started))
+
+    async def _retrieve_model(self, call: RouteCall) -> Outcome:
+        name = call.match.group(1)
+        if not call.pool.model_exists(name):
+            raise GatewayError(404, f"model: {name}", param="model", code="model_not_found")
+        return _answer(models.model_object(name, self.started), {"x-mapped-model": call.pool.resolve(name)})
 
 
-def count_answer(tokens: int) -> bytes:
-    return jsonfast.dumps({"input_tokens": tokens})
+def _answer(obj: Any, headers: dict[str, str] | None = None) -> Outcome:
+    return Outcome(200, {**_JSON, **(headers or {}), "request-id": request_id()}, jsonfast.dumps(obj))

@@ -41,7 +41,6 @@ from .ids import tool_id_in
 
 _BILLING_LINE = "x-anthropic-billing-header:"
 _CONTEXT_SUFFIX = re.compile(r"\[\d+[km]\]$")  # Claude Code's "claude-opus-4-8[1m]": the 1M-context variant
-_SIGNATURE_KEY = re.compile(r"sig_[0-9a-f]{24}")  # the store's key for a reasoning signature
 MAX_STOP_SEQUENCES = 5  # Gemini's limit for stopSequences
 # Anthropic's effort levels -> the canonical reasoning_effort; "max" has no Gemini level above xhigh
 _EFFORT = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh"}
@@ -124,17 +123,6 @@ def _tool_result(block: ToolResultBlock, param: str) -> c.Message:
     return c.Message("tool", parts, tool_call_id=tool_id_in(block.tool_use_id))
 
 
-def signature_ref(signature: str | None) -> c.Signature | None:
-    """A thinking block's signature: the key of a stored Gemini signature, or (from another
-    provider, e.g. a conversation begun at Anthropic) an opaque value of unknown origin, which the
-    Gemini back end never sends."""
-    if not signature:
-        return None
-    if _SIGNATURE_KEY.fullmatch(signature):
-        return c.Signature("", key=signature)
-    return c.Signature(signature)
-
-
 def _user_turn(blocks: list[Any], where: str) -> list[c.Message]:
     """Tool results first (they answer the previous assistant turn), then the user's own content."""
     results: list[c.Message] = []
@@ -164,7 +152,9 @@ def _assistant_turn(blocks: list[Any], where: str) -> c.Message:
             if block.text:
                 turn.content.append(c.TextPart(block.text))
         elif isinstance(block, ThinkingBlock):
-            turn.content.append(c.ReasoningPart(block.thinking, signature_ref(block.signature)))
+            # the signature is the key of a stored Gemini signature, or another provider's (a
+            # conversation begun at Anthropic): of unknown origin, which Gemini is never sent
+            turn.content.append(c.ReasoningPart(block.thinking, c.signature_ref(block.signature)))
         elif isinstance(block, ToolUseBlock):
             turn.tool_calls.append(c.ToolCall(tool_id_in(block.id), block.name,
                                               json.dumps(block.input, ensure_ascii=False)))
@@ -264,7 +254,8 @@ def to_canonical(req: CountTokensRequest) -> tuple[c.ChatRequest, Context]:
     effort, budget, show = _thinking(req)
     creq = c.ChatRequest(model=_CONTEXT_SUFFIX.sub("", req.model), messages=_messages(req), tools=tools,
                          tool_choice=_tool_choice(req, tools, search), web_search=search is not None,
-                         reasoning_effort=effort, thinking_budget=budget, show_reasoning=show)
+                         reasoning_effort=effort, thinking_budget=budget, show_reasoning=show,
+                         returns_reasoning_state=True)  # thinking blocks carry the signature's key back
     tc = req.tool_choice
     if tc is not None and tc.disable_parallel_tool_use:
         creq.parallel_tool_calls = False
