@@ -56,17 +56,17 @@ class ConnectionGuard:
     def connected(self, client_id: str, address: str) -> str | None:
         """A new connection; returns why it is refused, or None. May close an idle one to make room."""
         same = self._by_address.setdefault(address, OrderedDict())
-        if len(same) >= self.per_address:
+        while len(same) >= self.per_address:
             idle = next((cid for cid in same if self._conns[cid].active == 0), None)
-            if idle is None or not self.close(idle):
+            if idle is None:
                 self._report(f"refused a connection from {address}: it holds {len(same)} busy connections "
                              f"(max_client_connections={self.per_address})")
-                if not same:
-                    del self._by_address[address]
                 return "too many connections from this address"
-            self._forget(idle)
-            self._report(f"closed the oldest idle connection from {address} to make room "
-                         f"(max_client_connections={self.per_address})")
+            closed = self.close(idle)
+            self._forget(idle)  # closed now, or closing already (its disconnect is on its way)
+            if closed:
+                self._report(f"closed the oldest idle connection from {address} to make room "
+                             f"(max_client_connections={self.per_address})")
             same = self._by_address.setdefault(address, OrderedDict())
         self._conns[client_id] = _Conn(address, self._clock())
         same[client_id] = None
