@@ -17,6 +17,7 @@ from . import __version__, auth
 from .config.codex_catalog import codex_catalog
 from .config.mapping import ModelMap, Target
 from .fallback import ChainWalk
+from .pool.model_lists import ModelLists
 from .clients import ClientGate
 from .frontends import Frontend, Surface, encode_stream
 from .ops.metrics import Metrics
@@ -104,6 +105,7 @@ class Engine:
         self.ops = Operations(self)  # PoolCalls: what handlers call the pool and the mapping through
         self.metrics = Metrics(pool, known_model=lambda name: name in self.ops.known_models())
         self.chains = ChainWalk(self.policy, pool, on_fallback=self.metrics.fallback)  # fallback targets
+        self.model_lists: ModelLists | None = None  # what the accounts' upstreams list (set by the wiring)
         self.sync_accounts()
 
     def _own_routes(self) -> list[Route]:

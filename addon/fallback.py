@@ -27,6 +27,7 @@ from typing import TypeVar
 from .config.mapping import Target
 from .ops.story import Story
 from .pool.accounts_file import Account
+from .pool.model_lists import ModelLists
 from .pool.policy import RetryPolicy
 from .pool.pool import AccountPool
 from .protocol.errors import GatewayError, UpstreamError
@@ -53,14 +54,16 @@ class ChainWalk:
     """Runs one operation along a target chain through the retry policy."""
 
     def __init__(self, policy: RetryPolicy, pool: AccountPool,
-                 on_fallback: Callable[[str, str], None] = lambda model, why: None) -> None:
+                 on_fallback: Callable[[str, str], None] = lambda model, why: None,
+                 lists: ModelLists | None = None) -> None:
         self.policy = policy
         self.pool = pool
         self.on_fallback = on_fallback  # (model passed over, why): e.g. a metrics counter
+        self.lists = lists  # where a 404 is remembered (what each account serves)
 
     def why_not(self, model: str, skip: frozenset[str] = frozenset()) -> str | None:
         """Why `model` cannot be asked now, known without a request (None: it can)."""
-        if not any(a.name not in skip for a in self.pool.candidates(model)):
+        if not self.pool.listed(model, skip):
             return ABSENT
         return None if self.pool.ready(model, skip) else RESTING
 
@@ -85,6 +88,8 @@ class ChainWalk:
                                                     attempts=story.attempts, skip=skip)
             except GatewayError as err:
                 why = self._after_failure(err, model, len(story.attempts) > made, skip)
+                if why == NOT_FOUND and self.lists is not None and len(story.attempts) > made:
+                    self.lists.absent(story.attempts[-1].account, model)
                 if i == last or why is None:
                     raise
                 self._passed(story, model, why)

@@ -192,7 +192,7 @@ class Gateway:
         if web_url:  # mitmweb asks for this token (the address alone answers 403)
             log.info("mitmweb flow inspector: open %s (the token is new at each start; --set web_password=... "
                      "sets a fixed password)", web_url)
-        if self._model_check is None and self.wiring is not None and ctx.options.check_models:  # once, background
+        if self._model_check is None and self.wiring is not None and ctx.options.check_models:  # background, hourly
             self._model_check = asyncio.ensure_future(self.wiring.check_models())
 
     async def done(self) -> None:

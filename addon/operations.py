@@ -31,21 +31,32 @@ class Operations:
 
     def __init__(self, engine: Any) -> None:
         self.engine = engine
-        self._known: tuple[Any, Any, frozenset[str]] | None = None  # (mappings, accounts, names) cache
+        # (mappings, accounts, model lists version, names): cached until one of them changes
+        self._known: tuple[Any, Any, int, frozenset[str]] | None = None
 
     # ---- what the mapping knows -------------------------------------------------------------
     def model_ids(self) -> list[str]:
-        names = self.engine.mappings.listed_models()
-        for acc in self.engine.pool.accounts:
+        """What is servable: the mapping file's exact names and concrete targets (once the accounts'
+        model lists are known, only those with a target some account lists), the accounts' own
+        `models` names and what their upstreams list."""
+        mappings, pool, lists = self.engine.mappings, self.engine.pool, self.engine.model_lists
+        names = mappings.listed_models()
+        if lists is not None and lists.version:
+            names = [n for n in names if any(pool.listed(t.model or n) for t in mappings.chain(n))]
+            names += lists.all_listed()
+        for acc in pool.accounts:
             names += [m for m in acc.models or [] if "*" not in m]
         return list(dict.fromkeys(names))
 
     def known_models(self) -> frozenset[str]:
-        """The listed names (mapping file and accounts), cached until either file changes."""
+        """The listed names, cached until the mapping file, the accounts file or a model list changes."""
         mappings, accounts = self.engine.mappings, self.engine.accounts_seen
-        if self._known is None or self._known[0] is not mappings or self._known[1] is not accounts:
-            self._known = (mappings, accounts, frozenset(self.model_ids()))
-        return self._known[2]
+        lists = self.engine.model_lists
+        version = lists.version if lists is not None else 0
+        known = self._known
+        if known is None or known[0] is not mappings or known[1] is not accounts or known[2] != version:
+            self._known = known = (mappings, accounts, version, frozenset(self.model_ids()))
+        return known[3]
 
     def model_exists(self, name: str) -> bool:
         """The one answer to "does this model exist", shared by /v1/models/{id} and every operation:

@@ -4,6 +4,7 @@ the response and thought-signature stores, engine. The mitmproxy adapter only tu
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -13,7 +14,8 @@ from .clients import ClientsFile, build_gate
 from .engine import Engine, Fixed, Settings, Source
 from .frontends import build_frontends
 from .config.mapping import ModelMap, parse_mappings
-from .pool.model_check import unserved_targets
+from .pool.model_check import warn_unserved
+from .pool.model_lists import REFRESH_SECONDS, ModelLists
 from .config.reloading import ReloadingFile
 from .stores.response_store import ResponseStore
 from .stores.sealing import Sealer, encode_key, key_from_text, keys_from_text, new_key
@@ -52,6 +54,8 @@ class Wiring:
         self.tokens = TokenManager(HttpClient(read_timeout=OAUTH_READ_TIMEOUT, headers_timeout=OAUTH_READ_TIMEOUT),
                                    self.shared.tokens)
         self.pool = AccountPool(self.shared.accounts)  # before the seal key: a state-file write needs its records
+        self.model_lists = ModelLists()  # what each account's upstream lists (filled by check_models)
+        self.pool.model_filter = self.model_lists.may_serve
         self.sealer = Sealer(keys_from_text(seal_key) or
                              [key_from_text(self.shared.secret("seal_key", lambda: encode_key(new_key())))])
         # with a clients file: its keys, allow-lists and limits; counters where the other state lives
@@ -61,6 +65,8 @@ class Wiring:
                              providers=build_providers(self.http, self.tokens, self.shared.state_file, self.signatures),
                              frontends=build_frontends(responses or self.shared.responses, self.signatures, self.sealer),
                              live_secrets=self.tokens.active_tokens, clients=self.clients)
+        self.engine.chains.lists = self.model_lists  # a 404 is remembered as absent on that account
+        self.engine.model_lists = self.model_lists
 
     def _signatures(self, state_url: str) -> SignatureStore:
         """In this process by default; in the shared state when instances share one (so a tool loop
@@ -80,10 +86,17 @@ class Wiring:
         if self.clients is not None:
             await self.clients.start()
 
-    async def check_models(self) -> None:
-        """Warn about mapping targets the accounts' upstreams do not serve (see model_check)."""
-        await unserved_targets(self.engine.mappings, self.pool.accounts, self.engine.providers,
-                               redact=self.engine.redact)
+    async def check_models(self, every: float = REFRESH_SECONDS) -> None:
+        """In the background for as long as the gateway runs: fetch each listable account's model
+        list now and then every `every` seconds (model_lists), warning once, after the first
+        fetch, about mapping targets an account's upstream does not serve (model_check)."""
+        first = True
+        while True:
+            await self.model_lists.refresh(self.pool.accounts, self.engine.providers, redact=self.engine.redact)
+            if first:
+                warn_unserved(self.engine.mappings, self.pool.accounts, self.model_lists)
+                first = False
+            await asyncio.sleep(every)
 
     async def aclose(self) -> None:
         if self.clients is not None:

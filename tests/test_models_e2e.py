@@ -4,6 +4,7 @@ the log line, the mitmweb story and /metrics."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -178,3 +179,59 @@ def test_the_readme_chain_example_runs_as_written(gateways: GatewayFactory, emul
     calls = [e for e in emulator.log()[since:] if ":generateContent" in e["path"]]
     assert [generate_paths(emulator, since)] == [["gemini-4-argon", "gemini-3.1-pro-preview"]]
     assert calls[-1]["body"]["generationConfig"]["thinkingConfig"] == {"thinkingLevel": "high"}
+
+
+# ---- what each account serves ------------------------------------------------------------------
+
+def test_a_target_an_account_does_not_list_is_skipped_there_without_a_request(gateways: GatewayFactory,
+                                                                             emulator: Emulator) -> None:
+    accounts = f"""
+accounts:
+  - provider: openai
+    label: local-lists
+    base_url: {emulator.url}/openai/v1
+    api_key: sk-lists
+    models: ["local-*", "emulator-*"]
+  - provider: gemini
+    email: lists@example.com
+    api_key: lists-gemini
+    base_url: {emulator.url}
+    models: ["gemini-*"]
+"""
+    mappings = "mappings:\n  try-local: [local-not-listed, gemini-3.8-flash]\n  echo: [emulator-echo, gemini-3.8-flash]\n"
+    gw = gateways.start(accounts, mappings_yaml=mappings, check_models=True)
+    deadline = time.monotonic() + 10
+    while "local-not-listed" not in gw.log():  # the start-up warning, once the lists are in
+        assert time.monotonic() < deadline, gw.log()[-2000:]
+        time.sleep(0.1)
+    [warning] = [ln for ln in gw.log().splitlines() if "does not serve" in ln]
+    assert "account local-lists" in warning and "fallback chains move on to gemini-3.8-flash" in warning
+    since = len(emulator.log())
+    client = gw.openai()
+    raw = client.chat.completions.with_raw_response.create(model="try-local", messages=user("listed?"))
+    assert raw.headers["x-mapped-model"] == "gemini-3.8-flash"
+    assert not [e for e in emulator.log()[since:] if e["path"].startswith("/openai/v1/chat")]  # not asked
+    [line] = [ln for ln in request_lines(gw) if ln.get("client_model") == "try-local"]
+    assert line["fallback_from"] == "local-not-listed:absent"
+    # a listed one is asked
+    assert client.chat.completions.with_raw_response.create(
+        model="echo", messages=user("x")).headers["x-mapped-model"] == "emulator-echo"
+    # /v1/models: what is servable (try-local still is, through its second target), and what upstreams list
+    ids = {m.id for m in client.models.list().data}
+    assert {"try-local", "echo", "emulator-echo", "gemini-3.8-flash", "gemini-4-argon"} <= ids
+    assert "local-not-listed" not in ids
+
+
+def test_a_model_an_account_404s_is_remembered_as_absent_there(gateways: GatewayFactory, emulator: Emulator) -> None:
+    gw = gateways.start(gemini_accounts(emulator.url, "absent-a", "absent-b"),
+                        mappings_yaml="mappings:\n  preview: [gemini-2.0-flash, gemini-3.6-flash]\n")
+    since = len(emulator.log())
+    client = gw.openai()
+    for i in range(3):
+        raw = client.chat.completions.with_raw_response.create(model="preview", messages=user(f"try {i}"))
+        assert raw.headers["x-mapped-model"] == "gemini-3.6-flash"
+    # each account was asked once (404: gemini-2.0-flash is shut down), then never again
+    asked = [e["key"] for e in emulator.log()[since:] if "gemini-2.0-flash" in e["path"]]
+    assert sorted(asked) == ["absent-a", "absent-b"]
+    lines = [ln["fallback_from"] for ln in request_lines(gw) if ln.get("client_model") == "preview"]
+    assert lines == ["gemini-2.0-flash:not_found", "gemini-2.0-flash:not_found", "gemini-2.0-flash:absent"]

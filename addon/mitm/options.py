@@ -41,8 +41,9 @@ def declare_options(loader) -> None:
                       "Default: a random key generated once and kept with the state. Read at start-up.")
     loader.add_option("keepalive_seconds", int, 15, "Send an SSE comment after this much upstream silence.")
     loader.add_option("max_attempts", int, 3, "Upstream attempts per request (bounded by the pool size).")
-    loader.add_option("check_models", bool, True, "At start, ask each Gemini API account's upstream for its "
-                      "model list and warn about mapping targets it does not serve.")
+    loader.add_option("check_models", bool, True, "At start and hourly, in the background, fetch each Gemini "
+                      "API / OpenAI-compatible account's model list (unlisted targets are not asked there) and "
+                      "warn once about mapping targets an upstream does not serve.")
     loader.add_option("max_body_size", str, "32m", "Largest request body the gateway accepts (after "
                       "decompression), e.g. 32m; larger ones get 413.")
     loader.add_option("allowed_hosts", Sequence[str], [], "Host names (and web page origins) accepted besides "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -120,6 +121,9 @@ class AccountPool:
         self._cursors: dict[str, int] = {}  # per model: alternating models must not pin each to one account
         self._records = records
         self._clock = clock
+        # Whether an account may serve a model by what its upstream lists (addon/pool/model_lists.py);
+        # None: every account serving the model by its `models` patterns is asked.
+        self.model_filter: Callable[[Account, str], bool] | None = None
         if records is not None:
             for name, data in records.attach(self).items():
                 st = self._states[name] = AccountState.from_json(data)
@@ -169,8 +173,19 @@ class AccountPool:
 
     # -- selection --------------------------------------------------------------------------
     def candidates(self, model: str) -> list[Account]:
-        return [a for a in self._accounts if not a.disabled and a.serves(model)
-                and not self.state(a).disabled_reason]
+        """Enabled accounts that serve `model`; of those, the ones whose upstream lists it, when
+        some do (when none does, all are asked: a list may be stale, the upstream decides)."""
+        found = [a for a in self._accounts if not a.disabled and a.serves(model)
+                 and not self.state(a).disabled_reason]
+        if self.model_filter is not None and found:
+            listed = [a for a in found if self.model_filter(a, model)]
+            return listed or found
+        return found
+
+    def listed(self, model: str, skip: frozenset[str] = frozenset()) -> bool:
+        """False when no enabled account (outside `skip`) may serve `model` by what the upstreams list."""
+        found = [a for a in self.candidates(model) if a.name not in skip]
+        return bool(found) and (self.model_filter is None or any(self.model_filter(a, model) for a in found))
 
     def pick(self, model: str, exclude: set[str], sticky_key: str | None = None) -> Account:
         """Next account for `model`, skipping `exclude` and cooling accounts. Raises NoAccount."""

@@ -34,6 +34,16 @@ class OpenAIProvider:
         body = await resp.read()
         return None if resp.status == 200 else tr.error_from(resp.status, body, resp.headers)
 
+    async def list_models(self, acc: OpenAIAccount) -> set[str]:
+        """The ids of `GET {base_url}/models` (OpenAI's list shape: {"data": [{"id"}, ...]})."""
+        resp = await self.http.get(f"{acc.base_url}/models", self._auth(acc))
+        body = await resp.read()
+        if resp.status != 200:
+            raise tr.error_from(resp.status, body, resp.headers)
+        data = jsonfast.loads(body)
+        rows = data.get("data") if isinstance(data, dict) else None
+        return {str(m["id"]) for m in rows or [] if isinstance(m, dict) and isinstance(m.get("id"), str)}
+
     async def _send(self, acc: OpenAIAccount, body: dict[str, Any]) -> UpstreamResponse:
         headers = {"content-type": "application/json", **self._auth(acc)}
         resp = await self.http.post(f"{acc.base_url}/chat/completions",
