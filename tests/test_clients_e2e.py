@@ -111,10 +111,19 @@ def test_rpm_holds_across_instances(pair, redis_server: RedisServer) -> None:
         retry = int(err.value.response.headers["retry-after"])
         assert 1 <= retry <= 60
         assert err.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+    # one budget across surfaces: Anthropic's Messages API answers the same refusal in its own shape
+    messages = httpx.post(b.v1 + "/messages", headers={"x-api-key": KEYS["alice"], "anthropic-version": "2023-06-01"},
+                          json={"model": "gpt-4o", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]})
+    assert messages.status_code == 429 and messages.json()["error"]["type"] == "rate_limit_error", messages.text
+    assert messages.headers["retry-after"] and messages.headers["x-ratelimit-remaining-requests"] == "0"
+    not_allowed = httpx.post(b.v1 + "/messages", headers={"x-api-key": KEYS["alice"], "anthropic-version": "2023-06-01"},
+                             json={"model": "claude-sonnet-4", "max_tokens": 16,
+                                   "messages": [{"role": "user", "content": "hi"}]})
+    assert not_allowed.status_code == 404 and not_allowed.json()["error"]["type"] == "not_found_error"
     # the operator's view: both instances' requests and refusals, in one place
     rows = httpx.get(b.url + "/gateway/clients", headers={"authorization": f"Bearer {OPERATOR}"}).json()["data"]
     alice = next(r for r in rows if r["name"] == "alice")
-    assert alice["requests"] == 2 and alice["refused"] == {"rpm": 2} and alice["requests_last_minute"] == 2
+    assert alice["requests"] == 2 and alice["refused"] == {"rpm": 3, "model": 1} and alice["requests_last_minute"] == 2
     wait_for(lambda: httpx.get(b.url + "/gateway/clients", headers={"authorization": f"Bearer {KEYS['alice']}"})
              .json()["data"][0]["models"].get("gpt-4o", {}).get("requests") == 2, what="alice's model usage")
     own = httpx.get(a.url + "/gateway/clients", headers={"authorization": f"Bearer {KEYS['alice']}"}).json()["data"]
