@@ -150,18 +150,17 @@ class EmbeddingsSurface(Surface):
             creq.task_type = target.task_type
         if creq.dimensions is None and target.dimensions:
             creq.dimensions = target.dimensions
-        used: list[Any] = []  # the account that answered last: its usage is counted
+        used: list[Any] = []  # the account that answered last, and its model (a fallback chain may move on)
 
         def run(model: str, op: Op) -> Awaitable[c.Embeddings]:
             async def on(provider: Any, acc: Any, mapped: str) -> c.Embeddings:
-                used[:] = [acc]
+                used[:] = [acc, mapped]
                 return await op(provider, acc, mapped)
             return call.pool.run(model, on, story, capability="embed")
 
         result = await embed_all(creq, run)
         tokens = usage_tokens(creq, result)
-        story.tokens_in = tokens
-        if used and story.mapped_model:
-            call.pool.record_usage(used[0], story.mapped_model, c.Usage(input_tokens=tokens), None)
+        if used:
+            call.pool.record_usage(used[0], used[1], c.Usage(input_tokens=tokens), story)
         data = await render_off_loop(creq, result, as_base64, tokens, jsonfast.dumps)
         return Outcome(200, dict(JSON_HEADERS), data)
