@@ -267,7 +267,11 @@ class Engine:
         if route.handler is None:
             return await self._complete(frontend, req, match, story)
         body = self._body(req) if route.method in ("POST", "PUT", "PATCH") else None  # GET bodies mean nothing
-        return await route.handler(RouteCall(req, match, body, story, self.ops))
+        return await route.handler(RouteCall(req, match, body, story, self._pool_for(req)))
+
+    def _pool_for(self, req: Incoming) -> Any:
+        """What a route handler sees of the pool: with a client key, only the models it may use."""
+        return self.ops if self.clients is None else self.clients.listing_view(self.ops, req.client)
 
     def _body(self, req: Incoming) -> Any:
         """The request's JSON body (None when empty), within the bounds on client input."""
@@ -296,7 +300,7 @@ class Engine:
             found = surface.listing_for(req.headers, req.query, req.path.rstrip("/"))
             if found is not None and found[0].handler is not None:
                 call.story.route = found[0].label
-                return await found[0].handler(RouteCall(req, found[1], None, call.story, self.ops))
+                return await found[0].handler(RouteCall(req, found[1], None, call.story, self._pool_for(req)))
         return None
 
     async def _clients(self, call: RouteCall) -> Outcome:

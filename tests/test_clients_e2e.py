@@ -78,6 +78,12 @@ def test_keys_allow_lists_and_the_model_list(pair) -> None:
     assert "o3" in all_models and len(all_models) > len(alice_models)
     with pytest.raises(openai.NotFoundError):
         a.openai(api_key=KEYS["alice"]).models.retrieve("o3")
+    anthropic_list = httpx.get(a.v1 + "/models", headers={"x-api-key": KEYS["alice"], "anthropic-version": "2023-06-01"})
+    google_list = httpx.get(a.url + "/v1beta/models", headers={"x-goog-api-key": KEYS["alice"]})
+    assert [m["id"] for m in anthropic_list.json()["data"]] == alice_models, anthropic_list.text
+    assert {m["name"].removeprefix("models/") for m in google_list.json()["models"]} <= set(alice_models)
+    assert httpx.get(a.v1 + "/models/o3", headers={"x-api-key": KEYS["alice"],
+                                                   "anthropic-version": "2023-06-01"}).status_code == 404
     with pytest.raises(openai.NotFoundError) as err:  # every surface: embeddings too
         a.openai(api_key=KEYS["alice"]).embeddings.create(model="text-embedding-3-small", input="hi")
     assert err.value.code == "model_not_found"

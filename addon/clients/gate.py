@@ -90,6 +90,22 @@ def _invalid() -> GatewayError:
     return GatewayError(401, "Incorrect API key provided.", code="invalid_api_key")
 
 
+class _AllowedModels:
+    """A PoolCalls for one client's model listings (Anthropic's, Google's): the models it may use."""
+
+    def __init__(self, pool: Any, client: Client) -> None:
+        self._pool, self._client = pool, client
+
+    def model_ids(self) -> list[str]:
+        return [n for n in self._pool.model_ids() if self._client.allows(n)]
+
+    def model_exists(self, name: str) -> bool:
+        return self._client.allows(name) and self._pool.model_exists(name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+
 class ClientGate:
     def __init__(self, source: Any, ledger: Ledger) -> None:
         """`source.current()` -> ClientsFile (a ReloadingFile: an edit is seen within a second)."""
@@ -153,6 +169,10 @@ class ClientGate:
             story.limit = "model"
         raise GatewayError(404, f"The model '{model[:100]}' does not exist or you do not have access to it.",
                            param="model", type="invalid_request_error", code="model_not_found")
+
+    def listing_view(self, pool: Any, name: str | None) -> Any:
+        """`pool` as a surface's model listing should see it for this caller: only its models."""
+        return pool if name is None else _AllowedModels(pool, self.client(name))
 
     # ---- limits ---------------------------------------------------------------------------
     async def admit(self, name: str | None, story: Any) -> None:
