@@ -16,7 +16,7 @@ import httpx
 import openai
 import pytest
 
-from tests.conftest import Emulator, Gateway, GatewayFactory, gemini_accounts
+from tests.conftest import Emulator, Gateway, GatewayFactory, gemini_accounts, wait_for
 from tests.emulator.embeddings import fake_vector
 
 pytestmark = pytest.mark.e2e
@@ -233,3 +233,28 @@ accounts:
     (call,) = [e for e in emulator.log() if e["path"] == "/openai/v1/embeddings"]
     assert call["body"] == {"model": "text-embedding-3-large", "input": ["p q r", "s"], "encoding_format": "float",
                             "dimensions": 32}
+
+
+def test_model_lists_know_embedding_models(gateways: GatewayFactory, emulator: Emulator) -> None:
+    """With the model lists on (the default), each embedding model goes to the account whose upstream
+    lists it: the Gemini API lists its embedders with embedContent, an OpenAI-compatible server its own
+    in GET /models (either account would otherwise be asked, and the other's 404 returned)."""
+    gw = gateways.start(gemini_accounts(emulator.url, "lists-gem") + f"""
+  - provider: openai
+    label: lists-oai
+    base_url: {emulator.url}/openai/v1
+    api_key: sk-lists
+""", mappings_yaml='mappings:\n  "*": ~\n', check_models="true")
+    client = gw.openai()
+
+    def account(model: str) -> str | None:
+        try:
+            raw = client.embeddings.with_raw_response.create(model=model, input="listed", encoding_format="float")
+        except openai.APIStatusError:
+            return None
+        return raw.headers["x-account-email"]
+
+    wait_for(lambda: "lists-oai" == account("text-embedding-3-small") and "lists-oai" == account(
+        "text-embedding-3-small"), what="the upstreams' model lists")
+    assert {account("text-embedding-3-small") for _ in range(4)} == {"lists-oai"}
+    assert {account("gemini-embedding-001") for _ in range(4)} == {"lists-gem@example.com"}

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from .answers import GEMINI_TO_OPENAI_FINISH, Answer, apply_limits, compose_answer, n_answers, words
-from .embeddings import openai_embed
+from .embeddings import OPENAI_EMBEDDERS, openai_embed
 from .wire import Call, bearer, begin, compact, error_response, rand_id, read_body, write_stream
 
 OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-5", "o3-mini", "emulator-echo")
@@ -228,7 +228,8 @@ async def openai_models(request: web.Request) -> web.StreamResponse:
     if early is not None:
         return early
     return web.json_response({"object": "list", "data": [
-        {"id": m, "object": "model", "created": 1700000000, "owned_by": "emulator"} for m in OPENAI_MODELS]})
+        {"id": m, "object": "model", "created": 1700000000, "owned_by": "emulator"}
+        for m in (*OPENAI_MODELS, *OPENAI_EMBEDDERS)]})
 
 
 async def openai_embeddings(request: web.Request) -> web.StreamResponse:
