@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 from . import __version__, auth
 from .config.codex_catalog import codex_catalog
 from .config.mapping import ModelMap, Target
-from .fallback import ChainWalk
+from .pool.fallback import ChainWalk
 from .pool.model_lists import ModelLists
 from .clients import ClientGate
 from .frontends import Frontend, Surface, encode_stream

@@ -3,7 +3,8 @@ account pool. Completions (the engine's own path), embeddings, token counts and 
 calls all go through `run` / `attempts`: the client's model checked (it exists, the client may use
 it) and mapped, accounts picked by the retry policy among those whose provider has the capability,
 the client's limits admitted last (a request refused for its content costs no rate), a fallback
-chain walked target by target (addon/fallback.py), the story filled. Also what the mapping knows (model names, targets) for handlers that list models.
+chain walked target by target (addon/pool/fallback.py), the story filled. Also what the mapping
+knows (model names, targets) for handlers that list models.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class Operations:
 
     async def attempts(self, chain: Chain, call: Callable[[Account, Target], Awaitable[T]], story: Story,
                        capability: str = "chat", sticky_key: str | None = None) -> tuple[Account, Target, T]:
-        """`call(account, target)` along the chain (addon/fallback.py), each target through the retry
+        """`call(account, target)` along the chain (addon/pool/fallback.py), each target through the retry
         policy; returns who answered, for which target, and the result."""
         engine = self.engine
         unable: frozenset[str] = frozenset()

@@ -255,6 +255,9 @@ def test_reloading_file_picks_up_an_edit_and_survives_a_broken_one(tmp_path: Pat
     _write(path, "mappings: [1, 2]\n", 3)  # valid YAML, invalid mapping file
     assert rf.current() is good
     assert caplog.text.count("keeping the previous") == 2
+    warned = [r.getMessage() for r in caplog.records if "keeping the previous" in r.getMessage()]
+    assert all("\n" not in w and path.name in w for w in warned)  # one line each, naming the file
+    assert "line 2, column 1" in warned[0]  # where YAML gave up
     for _ in range(5):  # the same broken version is not re-read nor warned about at every look
         assert rf.current() is good
     assert caplog.text.count("keeping the previous") == 2

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from addon.protocol import canonical as c
+from addon.stores.bounded import ENTRY_OVERHEAD, BoundedMap
 from addon.stores.signature_store import (
-    ENTRY_OVERHEAD,
     MemorySignatureStore,
     hydrate,
     in_completion,
@@ -111,3 +111,19 @@ async def test_what_an_answer_issued_is_kept_before_the_client_sees_it() -> None
 
     out = [b async for b in remembering(store, upstream())]
     assert out[0] is batch and seen == [2]
+
+
+def test_the_one_bounded_map_counts_every_byte_it_keeps() -> None:
+    clock = Clock()
+    m: BoundedMap[bytes] = BoundedMap(3, ttl=10.0, max_bytes=3 * (2 + 100 + ENTRY_OVERHEAD), clock=clock)
+    for k in ("k0", "k1", "k2"):
+        assert m.put(k, b"x" * 100)
+    assert len(m) == 3 and m.bytes == 3 * (2 + 100 + ENTRY_OVERHEAD)
+    assert m.get("k0") == b"x" * 100  # used: k1 is now the oldest
+    assert m.put("k3", b"y" * 100) and m.get("k1") is None and len(m) == 3
+    assert m.put("k3", b"z" * 50) and m.bytes == 2 * (2 + 100 + ENTRY_OVERHEAD) + (2 + 50 + ENTRY_OVERHEAD)
+    assert not m.put("big", b"b" * 10_000) and m.get("big") is None  # larger than the budget: not kept
+    assert m.put("k4", b"w" * 100) and len(m) == 3 and m.get("k2") is None  # a fourth pushes the oldest out
+    clock.now = 10.5
+    assert m.get("k0") is None and m.get("k3") is None and m.bytes == 2 + 100 + ENTRY_OVERHEAD  # expired: gone
+    assert m.delete("k4") and m.bytes == 0 and not m.delete("k4")

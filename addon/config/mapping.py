@@ -10,7 +10,7 @@ implies a setting: Antigravity's `gemini-3-pro-high` is Gemini's `gemini-3.1-pro
 thinking at level `high`. An embedding name may imply Gemini's task type the same way:
 `{model: gemini-embedding-001, task_type: RETRIEVAL_QUERY}`, and the vector width OpenAI's name
 has by default: `{model: gemini-embedding-001, dimensions: 1536}`. A target may also be a list of them, a *fallback chain* tried in order
-(addon/fallback.py decides when the next one is used); inside a list, `default` stands for the
+(addon/pool/fallback.py decides when the next one is used); inside a list, `default` stands for the
 default target's chain.
 """
 

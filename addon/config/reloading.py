@@ -69,6 +69,6 @@ class ReloadingFile(Generic[T]):
                     log.info("reloaded %s", self.path)
             except Exception as exc:  # keep serving with the last good version
                 if stamp is None or stamp != self._bad_stamp:
-                    log.warning("keeping the previous %s: %s", self.path, one_line(exc))
+                    log.warning("keeping the previous %s: %s", self.path.name, one_line(exc))
                 self._bad_stamp = stamp
         return self._value

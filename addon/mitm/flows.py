@@ -53,5 +53,12 @@ def show_client_address(flow: http.HTTPFlow) -> None:
     https://api.openai.com when a hosts-file entry sends that name to a TLS listener) instead."""
     conn = flow.client_conn
     if isinstance(conn.proxy_mode, ReverseMode) and conn.sockname:
-        flow.request.scheme = "https" if conn.tls_established else "http"
-        flow.request.host, flow.request.port = conn.sni or conn.sockname[0], conn.sockname[1]
+        req = flow.request
+        scheme, host, port = "https" if conn.tls_established else "http", conn.sni or conn.sockname[0], conn.sockname[1]
+        # mitmproxy's setters re-encode the URL parts (and the Host header) on every assignment
+        if req.scheme != scheme:
+            req.scheme = scheme
+        if req.host != host:
+            req.host = host
+        if req.port != port:
+            req.port = port

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -93,13 +94,14 @@ class Metrics:
                                        "(rpm, max_concurrent, tokens_per_day) or model allow-list (model).",
                                        ["client", "limit"], registry=r)
         self.open_streams = Gauge("gateway_open_streams", "Streamed answers in progress.", registry=r)
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r.register(_PoolCollector(pool))
 
     def stream_opened(self) -> None:
         self.open_streams.inc()
 
     def fallback(self, model: str, why: str) -> None:
-        """A fallback chain passed over `model` (why: see addon/fallback.py)."""
+        """A fallback chain passed over `model` (why: see addon/pool/fallback.py)."""
         self.fallbacks.labels(self._mapped_models(model, self._known_model(model)), why).inc()
 
     def observe(self, story: Story) -> None:
@@ -112,25 +114,34 @@ class Metrics:
                                      and self._known_model(story.client_model))
         account = story.account or ""
         who = story.client or ""
-        self.requests.labels(story.route, str(story.status or 0), story.outcome(), client, mapped, account, who).inc()
+        self._child(self.requests, story.route, str(story.status or 0), story.outcome(), client, mapped, account, who).inc()
         if story.limit and who:
-            self.client_refusals.labels(who, story.limit).inc()
+            self._child(self.client_refusals, who, story.limit).inc()
         stream = "true" if story.stream else "false"
         if story.latency is not None:
-            self.duration.labels(story.route, stream).observe(story.latency)
+            self._child(self.duration, story.route, stream).observe(story.latency)
         if story.ttfb is not None:
-            self.ttfb.labels(story.route, stream).observe(story.ttfb)
+            self._child(self.ttfb, story.route, stream).observe(story.ttfb)
         for attempt in story.attempts:
-            self.attempts.labels(attempt.account, str(attempt.status)).inc()
-            self.upstream.labels(attempt.account, str(attempt.status)).observe(attempt.seconds)
+            self._child(self.attempts, attempt.account, str(attempt.status)).inc()
+            self._child(self.upstream, attempt.account, str(attempt.status)).observe(attempt.seconds)
         if len(story.attempts) > 1:
-            self.rotations.labels(mapped).inc(len(story.attempts) - 1)
+            self._child(self.rotations, mapped).inc(len(story.attempts) - 1)
         if story.tokens_in:
-            self.tokens.labels("in", mapped, account, who).inc(story.tokens_in)
+            self._child(self.tokens, "in", mapped, account, who).inc(story.tokens_in)
         if story.tokens_out:
-            self.tokens.labels("out", mapped, account, who).inc(story.tokens_out)
+            self._child(self.tokens, "out", mapped, account, who).inc(story.tokens_out)
         if story.stream and story.status == 200:
             self.open_streams.dec()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, looked up once: prometheus_client's own lookup (a lock, label
+        checks) was most of the cost of counting a request. Bounded as the labels are."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

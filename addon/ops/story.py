@@ -171,10 +171,13 @@ def _ms(seconds: float | None) -> int | None:
     return None if seconds is None else round(seconds * 1000)
 
 
+_BARE = re.compile(r'[!#-<>-\[\]-~]+')  # printable ASCII but space, '"', '=' and '\\': no quotes needed
+
+
 def _logfmt(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     text = str(value)
-    if text and not any(ch in text for ch in ' "=\\') and text.isprintable():
+    if _BARE.fullmatch(text) or (text and not any(ch in text for ch in ' "=\\') and text.isprintable()):
         return text
     return json.dumps(text)  # quoted, with quotes, backslashes and control characters escaped

@@ -5,7 +5,7 @@ remembered as absent on that account for a while.
 The pool asks `may_serve(account, model)` (AccountPool.model_filter): a target missing from an
 account's list is skipped on that account without a request -- when another account lists it; when
 none does, every account is asked anyway (a list may be stale; the upstream's answer decides), and
-a fallback chain moves on to its next target instead (addon/fallback.py).
+a fallback chain moves on to its next target instead (addon/pool/fallback.py).
 
 Lists come from providers that can list: the Gemini API's `models.list` (the models that generate
 or embed), an OpenAI-compatible upstream's `GET /models`. Vertex AI's and Cloud Code's accounts are

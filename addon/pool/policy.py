@@ -178,7 +178,7 @@ def retry_after_seconds(delay: float | None) -> str | None:
 
 
 def _from(err: GatewayError, upstream: UpstreamError) -> GatewayError:
-    """Keep what the upstream said on the client's error: a fallback chain (addon/fallback.py)
+    """Keep what the upstream said on the client's error: a fallback chain (addon/pool/fallback.py)
     reads it to tell a missing model from the request's own fault."""
     err.upstream = upstream  # type: ignore[attr-defined]
     return err

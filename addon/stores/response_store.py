@@ -13,14 +13,13 @@ import asyncio
 import dataclasses
 import json
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..protocol import canonical as c
 from ..protocol import jsonfast
-from .bounded import BoundedKV
+from .bounded import BoundedKV, BoundedMap
 
 
 @dataclass(slots=True)
@@ -78,45 +77,27 @@ class MemoryResponseStore:
 
     def __init__(self, max_items: int = 1000, ttl: float = 3600.0, max_bytes: int = 256 * 1024 * 1024,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_items = max_items
-        self.max_bytes = max_bytes
-        self.ttl = ttl
         self._clock = clock
-        self._items: OrderedDict[str, StoredResponse] = OrderedDict()
-        self.bytes = 0
+        self._map: BoundedMap[StoredResponse] = BoundedMap(max_items, ttl, max_bytes=max_bytes,
+                                                            size=lambda stored: stored.size, clock=clock)
+
+    @property
+    def bytes(self) -> int:
+        return self._map.bytes
 
     async def put(self, response: dict[str, Any], conversation: list[c.Message]) -> None:
-        size = stored_size(response, conversation)
-        self._drop(response["id"])
-        if size > self.max_bytes:
-            return  # larger than the whole budget: not kept (a later previous_response_id gets a 404)
-        self._items[response["id"]] = StoredResponse(response, conversation, self._clock(), size)
-        self.bytes += size
-        while len(self._items) > self.max_items or self.bytes > self.max_bytes:
-            _, oldest = self._items.popitem(last=False)
-            self.bytes -= oldest.size
-
-    def _drop(self, response_id: str) -> bool:
-        entry = self._items.pop(response_id, None)
-        if entry is not None:
-            self.bytes -= entry.size
-        return entry is not None
+        # one larger than the whole budget is not kept (a later previous_response_id gets a 404)
+        self._map.put(response["id"], StoredResponse(response, conversation, self._clock(),
+                                                     stored_size(response, conversation)))
 
     async def get(self, response_id: str) -> StoredResponse | None:
-        entry = self._items.get(response_id)
-        if entry is None:
-            return None
-        if self._clock() - entry.stored_at > self.ttl:
-            self._drop(response_id)
-            return None
-        self._items.move_to_end(response_id)
-        return entry
+        return self._map.get(response_id)
 
     async def delete(self, response_id: str) -> bool:
-        return self._drop(response_id)
+        return self._map.delete(response_id)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._map)
 
 
 class KVResponseStore:

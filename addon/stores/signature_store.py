@@ -18,17 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from typing import Protocol
 
 from ..protocol import canonical as c
-from .bounded import BoundedKV
+from .bounded import BoundedKV, BoundedMap
 
 log = logging.getLogger(__name__)
-
-ENTRY_OVERHEAD = 200  # bytes an entry costs beyond its strings (dict slot, dataclass, floats)
-
 
 class SignatureStore(Protocol):
     async def put(self, records: Mapping[str, c.Signature]) -> None: ...
@@ -46,48 +42,32 @@ class MemorySignatureStore:
 
     def __init__(self, max_items: int = 100_000, max_bytes: int = 64 << 20, ttl: float = 86_400.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_items = max_items
-        self.max_bytes = max_bytes
-        self.ttl = ttl
-        self._clock = clock
-        self._items: OrderedDict[str, tuple[c.Signature, float, int]] = OrderedDict()
-        self.bytes = 0
+        self._map: BoundedMap[c.Signature] = BoundedMap(max_items, ttl, max_bytes=max_bytes, size=_signature_bytes,
+                                                         clock=clock)
 
-    @staticmethod
-    def _size(key: str, sig: c.Signature) -> int:
-        return len(key) + len(sig.value) + len(sig.origin or "") + len(sig.model or "") + ENTRY_OVERHEAD
+    @property
+    def bytes(self) -> int:
+        return self._map.bytes
 
     async def put(self, records: Mapping[str, c.Signature]) -> None:
-        now = self._clock()
         for key, sig in records.items():
-            self._drop(key)
-            size = self._size(key, sig)
-            self._items[key] = (sig, now, size)
-            self.bytes += size
-        while self._items and (len(self._items) > self.max_items or self.bytes > self.max_bytes):
-            self._drop(next(iter(self._items)))
+            self._map.put(key, sig)
 
     async def get(self, keys: Collection[str]) -> dict[str, c.Signature]:
-        now = self._clock()
         found: dict[str, c.Signature] = {}
         for key in keys:
-            entry = self._items.get(key)
-            if entry is None:
-                continue
-            if now - entry[1] > self.ttl:
-                self._drop(key)
-                continue
-            self._items.move_to_end(key)
-            found[key] = entry[0]
+            sig = self._map.get(key)
+            if sig is not None:
+                found[key] = sig
         return found
 
-    def _drop(self, key: str) -> None:
-        entry = self._items.pop(key, None)
-        if entry is not None:
-            self.bytes -= entry[2]
-
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._map)
+
+
+def _signature_bytes(sig: c.Signature) -> int:
+    # its key is the map's key (counted there); the strings it holds besides
+    return len(sig.value) + len(sig.origin or "") + len(sig.model or "")
 
 
 class SharedSignatureStore:

@@ -1,6 +1,6 @@
-"""Fallback chains: a mapping target may be a list of models, tried in order (addon/mapping.py).
+"""Fallback chains: a mapping target may be a list of models, tried in order (addon/config/mapping.py).
 
-The walk wraps the retry policy (addon/policy.py): each target gets the policy's usual attempts
+The walk wraps the retry policy (addon/pool/policy.py): each target gets the policy's usual attempts
 and rotation on its own accounts, and the next target is used -- always before the client got a
 byte, since the policy only returns once an upstream accepted the request -- when
 
@@ -24,13 +24,13 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from .config.mapping import Target
-from .ops.story import Story
-from .pool.accounts_file import Account
-from .pool.model_lists import ModelLists
-from .pool.policy import RetryPolicy
-from .pool.pool import AccountPool
-from .protocol.errors import GatewayError, UpstreamError
+from ..config.mapping import Target
+from ..ops.story import Story
+from .accounts_file import Account
+from .model_lists import ModelLists
+from .policy import RetryPolicy
+from .pool import AccountPool
+from ..protocol.errors import GatewayError, UpstreamError
 
 log = logging.getLogger(__name__)
 
