@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import Emulator, Gateway, GatewayFactory, gemini_accounts
+from tests.conftest import Emulator, Gateway, GatewayFactory, gemini_accounts, wait_for
 from tests.test_operator_e2e import read_flows, request_lines, scrape, value
 
 pytestmark = pytest.mark.e2e
@@ -58,7 +58,9 @@ def test_a_rerouted_name_is_told_in_log_story_and_metrics(gateways: GatewayFacto
     assert raw.headers["x-mapped-model"] == "gemini-2.5-pro" and raw.parse().model == "gemini-2.5-pro"
     chunks = list(client.chat.completions.create(model="gemini-3.7-flash", messages=user("streamed"), stream=True))
     assert chunks
-    lines = {ln["client_model"]: ln for ln in request_lines(gw) if ln.get("client_model")}
+    # a stream's line is written when mitmproxy ends its flow, which may be just after the client's last byte
+    lines = wait_for(lambda: (found := {ln["client_model"]: ln for ln in request_lines(gw) if ln.get("client_model")})
+                     and "gemini-3.7-flash" in found and found, what="the streamed request's log line")
     assert lines["gemini-2.5-pro"]["served_model"] == "gemini-3.8-flash"
     assert lines["gemini-3.7-flash"]["served_model"] == "gemini-3.8-flash"
     samples = scrape(gw, "gw-key")
