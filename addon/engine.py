@@ -26,6 +26,7 @@ from .ops.story import Story
 from .pool.accounts_file import Account, AccountsFile
 from .pool.policy import MAX_ATTEMPTS, RetryPolicy
 from .pool.pool import AccountPool
+from .backends.embeddings import is_embedding_model
 from .protocol import canonical as c
 from .protocol import limits
 from .protocol.errors import GatewayError, UpstreamError
@@ -360,6 +361,9 @@ class Engine:
         story.stream = creq.stream
         story.left_out = creq.left_out  # told in the log line and the mitmweb comment
         chain = self.ops.checked_chain(creq.model, story)
+        if all(is_embedding_model(t.model) for t in chain):  # refused here: an upstream 404 would rest the model
+            raise GatewayError(400, f"The model '{creq.model}' is an embedding model ({chain[0].model}); send it to "
+                                    "POST /v1/embeddings.", param="model", code="model_not_supported")
         client_level = creq.thinking_level
 
         async def call(acc: Account, target: Target) -> Any:

@@ -258,3 +258,17 @@ def test_model_lists_know_embedding_models(gateways: GatewayFactory, emulator: E
         "text-embedding-3-small"), what="the upstreams' model lists")
     assert {account("text-embedding-3-small") for _ in range(4)} == {"lists-oai"}
     assert {account("gemini-embedding-001") for _ in range(4)} == {"lists-gem@example.com"}
+
+
+def test_chat_on_an_embedding_model_is_a_clear_400(gateway: Gateway, emulator: Emulator) -> None:
+    """Refused before any upstream call (whose 404 would also rest the embedding model on the account)."""
+    client = gateway.openai()
+    for call in (lambda: client.chat.completions.create(model="text-embedding-3-small",
+                                                        messages=[{"role": "user", "content": "hi"}]),
+                 lambda: client.responses.create(model="gemini-embedding-001", input="hi")):
+        with pytest.raises(openai.BadRequestError) as exc:
+            call()
+        assert exc.value.body["code"] == "model_not_supported" and "POST /v1/embeddings" in exc.value.message
+    assert emulator.log() == []
+    res = client.embeddings.create(model="gemini-embedding-001", input="still served")
+    assert res.data[0].embedding == f32(fake_vector("still served", WIDE))

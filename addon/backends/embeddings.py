@@ -33,6 +33,12 @@ VERTEX_SINGLE = ("gemini-embedding-001",)  # Vertex serves these one instance pe
 MAX_DIMENSIONS = 65536  # what a sane vector holds; checks the upstream's answer, not the client
 
 
+def is_embedding_model(model: str | None) -> bool:
+    """Google's embedding models (gemini-embedding-001, text-embedding-005, text-multilingual-embedding-002)
+    all say so in their names; they serve only the embedding methods."""
+    return model is not None and "embedding" in model
+
+
 def vertex_method(model: str) -> str:
     """`predict` (the text embeddings API) or `embedContent` (Vertex's newer Gemini embedding models)."""
     return "embedContent" if "gemini" in model and model not in VERTEX_SINGLE else "predict"
