@@ -39,7 +39,8 @@ def declare_options(loader) -> None:
     loader.add_option("seal_key", str, "", "Secret that seals reasoning state handed to stateless clients "
                       "(Responses encrypted_content); several comma-separated = rotation, the first seals. "
                       "Default: a random key generated once and kept with the state. Read at start-up.")
-    loader.add_option("keepalive_seconds", int, 15, "Send an SSE comment after this much upstream silence.")
+    loader.add_option("keepalive_seconds", int, 15, "Send an SSE comment (Anthropic streams: a ping event) after "
+                      "this much upstream silence.")
     loader.add_option("max_attempts", int, 3, "Upstream attempts per request (bounded by the pool size).")
     loader.add_option("check_models", bool, True, "At start and hourly, in the background, fetch each Gemini "
                       "API / OpenAI-compatible account's model list (unlisted targets are not asked there) and "
