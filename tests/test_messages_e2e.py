@@ -250,3 +250,38 @@ def test_auth_refusals_are_anthropic_shaped_before_the_body_is_read(gateways: Ga
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error" and r.headers["request-id"]
     r = httpx.get(gw.url + "/v1/messages", headers={"x-api-key": "gw-secret"})
     assert r.status_code == 405 and r.json()["type"] == "error"
+
+
+def test_count_tokens_on_vertex_and_cloud_code(gateways: GatewayFactory, emulator: Emulator) -> None:
+    """Vertex AI takes the system instruction and tools at the top level of countTokens; Code Assist
+    takes contents only, so the system text and the declarations are counted as a leading user text."""
+    salt = "ant-count"
+    gw = gateways.start(f"""accounts:
+  - provider: vertex
+    label: vertex-express
+    api_key: AQ.{salt}
+    base_url: {emulator.url}
+    models: ["{GEM3}"]
+  - provider: cloudcode
+    email: cc@example.com
+    refresh_token: 1//rt-{salt}
+    client_id: cc.apps.googleusercontent.com
+    client_secret: GOCSPX-{salt}
+    project: project-cc
+    token_url: {emulator.url}/token
+    base_url: {emulator.url}
+    models: ["gemini-2.5-flash"]
+""", mappings_yaml=MAPPINGS)
+    c = client(gw)
+    ask = {"system": "You count.", "tools": [WEATHER], "messages": user("one two three")}
+    via_vertex = c.messages.count_tokens(model=MODEL, **ask).input_tokens  # claude-sonnet-4-6 -> gemini-3.8-flash
+    via_code_assist = c.messages.count_tokens(model="claude-haiku-4-5", **ask).input_tokens  # -> gemini-2.5-flash
+    assert via_vertex > 3 and via_code_assist > 3
+    counted = [r for r in emulator.log() if "counttokens" in r["path"].lower()]
+    assert [r["path"] for r in counted] == [f"/v1/publishers/google/models/{GEM3}:countTokens",
+                                            "/v1internal:countTokens"]
+    vertex, code_assist = counted[0]["body"], counted[1]["body"]
+    assert vertex["systemInstruction"]["parts"][0]["text"] == "You count." and vertex["tools"]
+    assert set(code_assist) == {"request"} and set(code_assist["request"]) == {"model", "contents"}
+    first = json.dumps(code_assist["request"]["contents"][0])
+    assert "You count." in first and "get_weather" in first and "one two three" in first
