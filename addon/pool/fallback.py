@@ -10,7 +10,7 @@ byte, since the policy only returns once an upstream accepted the request -- whe
     every account that serves it cools down. A target known to rest is skipped without a request:
     a resting model is not asked again until its rest ends;
   * no account serves it (the accounts' `models` patterns, or the model lists fetched from the
-    upstreams: addon/model_lists.py).
+    upstreams: addon/pool/model_lists.py).
 
 Any other failure (the request's own 400, a refused credential) ends the walk: the next model
 would refuse it too. The last target's failure is the client's answer, exactly as without a chain.
