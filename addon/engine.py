@@ -331,9 +331,7 @@ class Engine:
 
     # ---- models ---------------------------------------------------------------------------
     def _models(self, query: str, client: str | None = None) -> dict[str, Any]:
-        names = self.ops.model_ids()
-        if client is not None and self.clients is not None:  # only what this client may use
-            names = [n for n in names if self.clients.allows(client, n)]
+        names = self.ops.listed_for(client)  # only what this client may use
         listing: dict[str, Any] = {"object": "list", "data": [self._model_obj(m) for m in names]}
         if "client_version=" in query:
             # Codex CLI (model_catalog_url) reads its own catalog from the same answer: see codex_catalog

@@ -49,6 +49,15 @@ class Operations:
             names += [m for m in acc.models or [] if "*" not in m]
         return list(dict.fromkeys(names))
 
+    def listed_for(self, client: str | None) -> list[str]:
+        """What /v1/models lists to `client` (a clients file's name): the servable names its
+        allow-list admits (all of them for the operator or without a clients file)."""
+        names = self.model_ids()
+        clients = self.engine.clients
+        if client is not None and clients is not None:
+            names = [n for n in names if clients.allows(client, n)]
+        return names
+
     def known_models(self) -> frozenset[str]:
         """The listed names, cached until the mapping file, the accounts file or a model list changes."""
         mappings, accounts = self.engine.mappings, self.engine.accounts_seen

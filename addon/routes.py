@@ -88,6 +88,8 @@ class PoolCalls(Protocol):
 
     def model_ids(self) -> list[str]: ...  # the names /v1/models lists
 
+    def listed_for(self, client: str | None) -> list[str]: ...  # ... to this client (its allow-list)
+
     def model_exists(self, name: str) -> bool: ...
 
     def redact(self, text: str) -> str: ...  # secrets out of text bound for a client or the log

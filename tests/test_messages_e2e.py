@@ -285,3 +285,18 @@ def test_count_tokens_on_vertex_and_cloud_code(gateways: GatewayFactory, emulato
     assert set(code_assist) == {"request"} and set(code_assist["request"]) == {"model", "contents"}
     first = json.dumps(code_assist["request"]["contents"][0])
     assert "You count." in first and "get_weather" in first and "one two three" in first
+
+
+def test_a_clients_allow_list_shapes_its_anthropic_model_list(gateways: GatewayFactory, emulator: Emulator,
+                                                               tmp_path: Any) -> None:
+    clients = tmp_path / "clients.yaml"
+    clients.write_text("clients:\n  - name: haiku-only\n    key_env: HAIKU_KEY\n    models: [\"claude-haiku-*\"]\n")
+    gw = gateways.start(gemini_accounts(emulator.url, "ant-clients"), mappings_yaml=MAPPINGS, clients=str(clients),
+                        api_key="operator-key", env={"HAIKU_KEY": "sk-haiku-only"})
+    ids = [m.id for m in client(gw, api_key="sk-haiku-only").models.list().data]
+    assert ids == ["claude-haiku-4-5"]
+    assert MODEL in [m.id for m in client(gw, api_key="operator-key").models.list().data]
+    err = error_of(lambda: client(gw, api_key="sk-haiku-only").messages.create(model=MODEL, max_tokens=10,
+                                                                               messages=user("x")),
+                   anthropic.NotFoundError)
+    assert err.body["error"]["type"] == "not_found_error"

@@ -88,7 +88,7 @@ class MessagesFrontend(Frontend[Context]):
         return _answer({"input_tokens": tokens})
 
     async def _list_models(self, call: RouteCall) -> Outcome:
-        return _answer(models.model_list(call.pool.model_ids(), self.started))
+        return _answer(models.model_list(call.pool.listed_for(call.incoming.client), self.started))
 
     async def _retrieve_model(self, call: RouteCall) -> Outcome:
         name = call.match.group(1)
