@@ -358,6 +358,8 @@ class Engine:
         creq, ctx = await frontend.parse(self._body(req), match, req)
         story.stream = creq.stream
         story.left_out = creq.left_out  # told in the log line and the mitmweb comment
+        rf = creq.response_format
+        limits.check_schemas([t.parameters for t in creq.tools], rf.schema if rf is not None else None)
         chain = self.ops.checked_chain(creq.model, story)
         if all(is_embedding_model(t.model) for t in chain):  # refused here: an upstream 404 would rest the model
             raise GatewayError(400, f"The model '{creq.model}' is an embedding model ({chain[0].model}); send it to "

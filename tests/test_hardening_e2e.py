@@ -127,6 +127,17 @@ def test_the_recursive_schema_bomb_is_answered_quickly(strict: Gateway, emulator
              400, "schema_too_complex")
 
 
+def test_a_client_mistake_stays_a_400_while_every_account_rests(gateways: GatewayFactory,
+                                                                 emulator: Emulator) -> None:
+    """A bound on the client's own input is checked before an account is picked: with the only
+    account resting after a 429, an oversized schema is still the client's 400, not the pool's 503."""
+    gw = gateways.start(gemini_accounts(emulator.url, "resting"), auth_mode="strict", api_key=KEY)
+    emulator.rules({"status": 429, "retry_after": "60", "times": 1})
+    assert post(gw, chat()).status_code in (429, 503)  # the account now rests for a minute
+    error_of(post(gw, chat(tools=[{"type": "function", "function": {"name": "f", "parameters": WIDE_SCHEMA}}])),
+             400, "schema_too_complex")
+
+
 @E2E
 @given(recursive_schemas())
 def test_generated_recursive_schemas_are_answered_or_refused_quickly(strict: Gateway, schema: dict) -> None:

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from addon.pool.pool import MAX_COOLDOWN, MAX_USAGE_MODELS, OTHER_MODELS, AccountPool, AccountState
 from addon.pool.accounts_file import parse_accounts
 from addon.backends import MAX_UPSTREAM_DELAY, gemini, parse_duration, retry_after_header, well_formed
-from addon.backends.schema import MAX_CLIENT_SCHEMA_NODES, check_schemas, tool_parameters
+from addon.backends.schema import tool_parameters
+from addon.protocol.limits import MAX_CLIENT_SCHEMA_NODES, check_schemas
 from addon.engine import Engine, Fixed, Incoming, Settings
 from addon.frontends import build_frontends
 from addon.config.mapping import parse_mappings

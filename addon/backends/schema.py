@@ -383,21 +383,3 @@ def _relax(node: Any, home: str, reach: dict[str, set[str]], behind: bool = Fals
     for key, value in node.items():
         if key not in ("$defs", "properties"):
             _relax(value, home, reach, behind or key == "additionalProperties")
-
-
-MAX_CLIENT_SCHEMA_NODES = 20_000  # objects and arrays in all of one request's schemas together
-
-
-def check_schemas(parameters: list[Any], response: Any = None) -> None:
-    """A clear 400, before the request is translated, for schemas too large to walk (the converter
-    itself is bounded too, but silently); objects and arrays are counted iteratively."""
-    stack = [s for s in (*parameters, response) if isinstance(s, (dict, list))]
-    nodes = 0
-    while stack:
-        node = stack.pop()
-        nodes += 1
-        if nodes > MAX_CLIENT_SCHEMA_NODES:
-            raise bad_request(f"The JSON schemas of this request have more than {MAX_CLIENT_SCHEMA_NODES} objects "
-                              "and arrays; simplify them.", "tools", code="schema_too_complex")
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend(c for c in children if isinstance(c, (dict, list)))

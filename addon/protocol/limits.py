@@ -172,3 +172,22 @@ def header_value(text: str) -> str:
     if text.isascii() and text.isprintable():
         return text
     return quote(text, safe=" !#$&'()*+,/:;=?@[]~")
+
+
+MAX_CLIENT_SCHEMA_NODES = 20_000  # objects and arrays in all of one request's schemas together
+
+
+def check_schemas(parameters: list[Any], response: Any = None) -> None:
+    """A clear 400 for tool and response schemas too large to walk (every back end's converter
+    walks them). Run on the client's request before an account is picked: a client's mistake
+    must stay a 400 even when every account is resting. Objects and arrays counted iteratively."""
+    stack = [s for s in (*parameters, response) if isinstance(s, (dict, list))]
+    nodes = 0
+    while stack:
+        node = stack.pop()
+        nodes += 1
+        if nodes > MAX_CLIENT_SCHEMA_NODES:
+            raise bad_request(f"The JSON schemas of this request have more than {MAX_CLIENT_SCHEMA_NODES} objects "
+                              "and arrays; simplify them.", "tools", code="schema_too_complex")
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend(c for c in children if isinstance(c, (dict, list)))

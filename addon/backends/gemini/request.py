@@ -11,7 +11,7 @@ from typing import Any
 
 from ...protocol import canonical as c
 from ...protocol.errors import bad_request
-from ..schema import check_schemas, response_schema, tool_parameters
+from ..schema import response_schema, tool_parameters
 from .models import gemini_major, rules_for
 from .names import ToolNames
 from .reply import Reply
@@ -158,7 +158,6 @@ def prepare(req: c.ChatRequest, model: str, origin: str | None = None, *,
     signature at all and the dummy on every model step's first call: the form Gemini accepts
     whatever the history."""
     rf = req.response_format
-    check_schemas([t.parameters for t in req.tools], rf.schema if rf is not None else None)  # a clear 400 first
     rules = rules_for(model)
     names = ToolNames.of(req)
     contents, system = _contents(req.messages, names, model, Signer(model, origin, trust_signatures))
