@@ -172,6 +172,9 @@ def test_models_are_listed_in_googles_shape(pooled: Gateway, emulator: Emulator)
     assert model.name == f"models/{FLASH}" and "generateContent" in model.supported_actions
     r = httpx.get(f"{pooled.url}/v1beta/models?pageSize=2", headers={"x-goog-api-key": GATEWAY_KEY}, timeout=10)
     assert len(r.json()["models"]) == 2 and r.json()["nextPageToken"] == "2"
+    google = {"x-goog-api-key": GATEWAY_KEY, "x-goog-api-client": "google-genai-sdk/3.6.1"}
+    r = httpx.get(f"{pooled.url}/v1/models/bad..name", headers=google, timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["status"] == "INVALID_ARGUMENT"
     # the OpenAI SDK's listing at the same path is unchanged
     r = httpx.get(f"{pooled.url}/v1/models", headers={"authorization": f"Bearer {GATEWAY_KEY}"}, timeout=10)
     assert r.json()["object"] == "list"

@@ -96,10 +96,14 @@ class GeminiFrontend(Surface):
 
     async def get_model(self, call: RouteCall) -> Outcome:
         name = call.match["model"]
-        limits.check_model_name(name)
-        if not call.pool.model_exists(name):
-            raise GatewayError(404, f"models/{name} is not found for API version v1beta, or is not served by "
-                                    "this gateway (no mapping rule covers it).", code="model_not_found")
+        try:
+            limits.check_model_name(name)
+            if not call.pool.model_exists(name):
+                raise GatewayError(404, f"models/{name} is not found for API version v1beta, or is not served by "
+                                        "this gateway (no mapping rule covers it).", code="model_not_found")
+        except GatewayError as err:  # in Google's shape under /v1/models/{id} too, where OpenAI's shape owns the path
+            call.story.error_code = err.code
+            return self.error(err)
         return Outcome(200, {"content-type": JSON_TYPE, "x-mapped-model": limits.header_value(call.pool.resolve(name))},
                       jsonfast.dumps(model_object(name, call.pool.resolve(name))))
 
