@@ -164,24 +164,32 @@ class Engine:
             out = await self._route(req, story)
         except GatewayError as err:
             story.error_code = err.code
-            out = self.error(req.path, err)
+            out = self.error(req, err)
         except Exception:  # a bug must still answer in the surface's error shape, without a traceback
             log.exception("internal error on %s %s", req.method, req.path)
             story.error_code = "internal_error"
-            out = self.error(req.path, GatewayError(500, "The gateway hit an internal error; see its log.",
+            out = self.error(req, GatewayError(500, "The gateway hit an internal error; see its log.",
                                                     code="internal_error"))
         return self._told(out, story)
 
-    def error(self, path: str, err: GatewayError) -> Outcome:
-        """`err` in the error shape of the front end that owns `path` (OpenAI's for the engine's own
-        routes and unknown paths)."""
-        owner = self._owner(path.rstrip("/") or "/")
+    def error(self, req: Incoming, err: GatewayError) -> Outcome:
+        """`err` in the error shape of the front end that owns the request (OpenAI's for the engine's
+        own routes and unknown paths)."""
+        owner = self._owner(req)
         return owner.error(err) if owner is not None else openai_error(err)
 
-    def _owner(self, path: str) -> Surface | None:
+    def _owner(self, req: Incoming) -> Surface | None:
+        """The surface whose error shape `req` gets: the one owning its path, else, on GET
+        /v1/models[/{id}], the one whose client is listing there (google-genai lists at /v1/models,
+        Anthropic's clients too), so its refusals come in the shape its SDK understands."""
+        path = req.path.rstrip("/") or "/"
         for surface in self.frontends:
             if surface.owns(path):
                 return surface
+        if req.method == "GET":
+            for surface in self.frontends:
+                if surface.listing_for(req.headers, req.query, path) is not None:
+                    return surface
         return None
 
     def refusal(self, req: Incoming) -> Outcome | None:
@@ -197,7 +205,7 @@ class Engine:
         """`err` as the answer to `req`, with its story."""
         story = self._story(req)
         story.error_code = err.code
-        return self._told(self.error(req.path, err), story)
+        return self._told(self.error(req, err), story)
 
     def _story(self, req: Incoming, story: Story | None = None) -> Story:
         story = story if story is not None else Story()
@@ -246,7 +254,7 @@ class Engine:
         auth.check_browser_headers(req.host, req.headers.get("origin"), settings.allowed_hosts)
         path = req.path.rstrip("/") or "/"
         is_health = path in ("/healthz", "/health")
-        owner = self._owner(path)
+        owner = self._owner(req)
         url_key = auth.query_key(req.query) if owner is not None and owner.accepts_query_key(path) else None
         if self.clients is None:
             auth.check(settings.auth_mode, settings.api_key, is_health, req.headers, url_key)

@@ -180,6 +180,22 @@ def test_models_are_listed_in_googles_shape(pooled: Gateway, emulator: Emulator)
     assert r.json()["object"] == "list"
 
 
+def test_listing_at_v1_models_refuses_google_clients_in_googles_shape(pooled: Gateway) -> None:
+    """google-genai lists at GET /v1/models: a wrong key there is Google's 401 (the SDK's ClientError
+    with its status), and `?key=` works there as on every Google path."""
+    gm = client(pooled, key="not-the-key")  # (held: a Client closes its connections when collected)
+    with pytest.raises(genai_errors.ClientError) as exc:
+        list(gm.models.list())
+    assert exc.value.code == 401 and exc.value.status == "UNAUTHENTICATED"
+    r = httpx.get(f"{pooled.url}/v1/models?key={GATEWAY_KEY}", timeout=10)
+    assert r.status_code == 200 and "models" in r.json(), r.text
+    r = httpx.get(f"{pooled.url}/v1/models/{FLASH}?key=not-the-key", timeout=10)
+    assert r.status_code == 401 and r.json()["error"]["status"] == "UNAUTHENTICATED", r.text
+    # an OpenAI client's refusal there stays OpenAI's
+    r = httpx.get(f"{pooled.url}/v1/models", headers={"authorization": "Bearer not-the-key"}, timeout=10)
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error", r.text
+
+
 def test_vertex_and_cloud_code_get_their_own_wrapping(gateways: GatewayFactory, emulator: Emulator) -> None:
     express, refresh, pro = f"AQ.native-{SALT}", f"1//rt-native-{SALT}", "gemini-2.5-pro"
     gw = gateways.start(f"""accounts:

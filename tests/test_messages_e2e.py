@@ -250,6 +250,10 @@ def test_auth_refusals_are_anthropic_shaped_before_the_body_is_read(gateways: Ga
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error" and r.headers["request-id"]
     r = httpx.get(gw.url + "/v1/messages", headers={"x-api-key": "gw-secret"})
     assert r.status_code == 405 and r.json()["type"] == "error"
+    # Anthropic's SDK lists at /v1/models: its refusal there is Anthropic's too
+    with pytest.raises(anthropic.AuthenticationError) as exc:
+        client(gw, api_key="wrong").models.list()
+    assert exc.value.body["error"]["type"] == "authentication_error" and exc.value.response.headers["request-id"]
 
 
 def test_count_tokens_on_vertex_and_cloud_code(gateways: GatewayFactory, emulator: Emulator) -> None:

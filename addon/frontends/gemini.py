@@ -77,8 +77,9 @@ class GeminiFrontend(Surface):
         return Outcome(*error_answer(err))
 
     def accepts_query_key(self, path: str) -> bool:
-        """Google's API takes the key as `?key=` too (its REST docs and curl examples do)."""
-        return self.owns(path)
+        """Google's API takes the key as `?key=` too (its REST docs and curl examples do), also where
+        a Google client lists at GET /v1/models[/{id}]."""
+        return self.owns(path) or path == "/v1/models" or path.startswith("/v1/models/")
 
     def listing_for(self, headers: Any, query: str, path: str) -> tuple[Route, re.Match[str]] | None:
         if not is_google_client(headers, query):
