@@ -22,8 +22,9 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from mitmproxy import io
 
-from tests.conftest import Emulator, Gateway, GatewayFactory
+from tests.conftest import Emulator, Gateway, GatewayFactory, wait_for
 from tests.emulator.embeddings import embedding
+from tests.test_operator_e2e import request_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -117,6 +118,19 @@ def test_the_key_in_the_query_string_is_accepted_and_kept_out_of_logs_and_flows(
     assert recorded and all(GATEWAY_KEY not in fl.request.url for fl in recorded)
     assert "key=%5Bredacted%5D" in recorded[0].request.url or "key=[redacted]" in recorded[0].request.url
     assert GATEWAY_KEY not in pooled.log()
+
+
+def test_an_answer_google_rerouted_is_told_in_the_log_line(pooled: Gateway, emulator: Emulator) -> None:
+    """Google answers a deprecated name from its successor (the answer's modelVersion says which):
+    the log line's served_model says so on Google's own API as on the OpenAI and Anthropic routes."""
+    gm = client(pooled)
+    assert gm.models.generate_content(model="gemini-2.5-pro", contents="old name").model_version == "gemini-3.8-flash"
+    assert "".join(c.text or "" for c in gm.models.generate_content_stream(model="gemini-2.5-pro",
+                                                                           contents="old streamed"))
+    lines = wait_for(lambda: (found := [ln for ln in request_lines(pooled) if ln.get("client_model") == "gemini-2.5-pro"
+                                        and ln.get("status") == "200"]) and len(found) >= 2 and found,
+                     what="both log lines")
+    assert [ln.get("served_model") for ln in lines[-2:]] == ["gemini-3.8-flash"] * 2, lines
 
 
 def test_the_json_array_stream_and_a_stream_cut_mid_way(pooled: Gateway, emulator: Emulator) -> None:

@@ -136,16 +136,21 @@ class GeminiFrontend(Surface):
             return self._stream(call, result, acc, mapped, SSEFraming() if sse else ArrayFraming())
         await self._keep(gn.answer_signatures(result), acc, mapped)
         call.pool.record_usage(acc, mapped, gn.usage(result), call.story)
+        call.story.answered_by(_model_version(result))  # Google answers a deprecated name from its successor
         return Outcome(200, {"content-type": JSON_TYPE}, jsonfast.dumps(result))
 
     def _stream(self, call: RouteCall, batches: AsyncIterator[list[Any]], acc: Any, mapped: str,
                 framing: SSEFraming | ArrayFraming) -> Outcome:
         last: list[c.Usage] = []
+        served: list[str] = []
 
         def on_event(event: Any) -> Any:
             usage = gn.usage(event)
             if usage is not None:
                 last[:] = [usage]
+            version = _model_version(event)
+            if version:
+                served[:] = [version]
             signatures = gn.answer_signatures(event)
             return self._keep(signatures, acc, mapped) if signatures else None
 
@@ -159,6 +164,7 @@ class GeminiFrontend(Surface):
                     yield chunk
             finally:
                 call.pool.record_usage(acc, mapped, last[0] if last else None, call.story)
+                call.story.answered_by(served[0] if served else None)
 
         headers = {"content-type": framing.content_type, "cache-control": "no-cache", "x-accel-buffering": "no"}
         return Outcome(200, headers, stream=counted())
@@ -177,6 +183,12 @@ class GeminiFrontend(Surface):
         if signatures:
             origin = credential_id(acc)
             await self.signatures.put({gn.signature_key(s): c.Signature("", origin, mapped) for s in signatures})
+
+
+def _model_version(answer: Any) -> str | None:
+    """The upstream's name for the model that answered (Gemini's `modelVersion`), if it said."""
+    version = answer.get("modelVersion") if isinstance(answer, dict) else None
+    return version if isinstance(version, str) else None
 
 
 async def _embed_through(provider: Any, acc: Any, body: dict[str, Any], mapped: str, verb: str,
