@@ -9,7 +9,7 @@ knows (model names, targets) for handlers that list models.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from .config.mapping import Chain, Target
@@ -18,6 +18,7 @@ from .pool.accounts_file import Account
 from .protocol import canonical as c
 from .protocol import limits
 from .protocol.errors import GatewayError
+from .upstream.streaming import until_shutdown
 
 T = TypeVar("T")
 
@@ -89,6 +90,9 @@ class Operations:
 
     def redact(self, text: str) -> str:
         return self.engine.redact(text)
+
+    def until_shutdown(self, batches: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        return until_shutdown(batches, lambda: self.engine.stopping)
 
     # ---- calls through the pool -------------------------------------------------------------
     def checked_chain(self, client_model: str, story: Story) -> Chain:

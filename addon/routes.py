@@ -94,6 +94,10 @@ class PoolCalls(Protocol):
 
     def redact(self, text: str) -> str: ...  # secrets out of text bound for a client or the log
 
+    def until_shutdown(self, batches: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """An upstream stream that, when the gateway stops while it is open, raises ShuttingDown
+        (an UpstreamError) for the surface to end its client's stream with its own error event."""
+
 
 @dataclass(slots=True)
 class RouteCall:

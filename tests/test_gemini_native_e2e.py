@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 from typing import Any
 
 import httpx
@@ -332,3 +333,36 @@ mappings:
     paths = [c["path"] for c in generate_calls(emulator)]
     assert paths == ["/v1beta/models/gemini-2.5-pro:generateContent", "/v1beta/models/gemini-2.5-flash:generateContent",
                      "/v1beta/models/gemini-2.5-flash:streamGenerateContent"], "the resting model is not asked again"
+
+
+def test_a_stream_open_at_shutdown_ends_with_googles_error_object(gateways: GatewayFactory,
+                                                                   emulator: Emulator) -> None:
+    """SIGTERM (Ctrl-C in scripts/run) mid-stream: after the grace period the stream ends with
+    Google's error object and a log line, as on the OpenAI and Anthropic routes, not a cut body."""
+    gw = gateways.start(gemini_pool(emulator, KEY_A), shutdown_grace_seconds=1)
+    emulator.rules({"match": {"path_contains": "stream"}, "times": 1, "chunk_delay_ms": 1500,
+                    "reply": {"chunks": [f"long{i} " for i in range(10)]}})
+    got: list[str] = []
+    first = threading.Event()
+
+    def stream() -> None:
+        with httpx.stream("POST", f"{gw.url}/v1beta/models/{FLASH}:streamGenerateContent?alt=sse", timeout=30,
+                          json={"contents": [{"role": "user", "parts": [{"text": "x"}]}]}) as r:
+            for chunk in r.iter_text():
+                got.append(chunk)
+                first.set()
+
+    reader = threading.Thread(target=stream)
+    reader.start()
+    assert first.wait(15)
+    gw.proc.terminate()
+    reader.join(30)
+    assert gw.proc.wait(30) == 0
+    events = [json.loads(line[6:]) for line in "".join(got).splitlines() if line.startswith("data: ")]
+    assert "long0" in json.dumps(events[0]) and "long9" not in "".join(got)
+    assert events[-1]["error"]["code"] >= 500, events[-1]
+    assert "shutting down" in events[-1]["error"]["message"], events[-1]
+    log = gw.log()
+    [line] = [ln for ln in log.splitlines() if "] method=POST" in ln and ":{verb}" in ln]
+    assert "stream_error=" in line and "client_gone" not in line, line
+    assert "Traceback" not in log and "CancelledError" not in log, log

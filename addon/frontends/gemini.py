@@ -159,7 +159,7 @@ class GeminiFrontend(Surface):
 
         async def counted() -> AsyncIterator[bytes]:
             try:
-                async for chunk in framed(batches, framing, on_event=on_event, on_failure=on_failure,
+                async for chunk in framed(call.pool.until_shutdown(batches), framing, on_event=on_event, on_failure=on_failure,
                                           redact=call.pool.redact):
                     yield chunk
             finally:
