@@ -11,7 +11,7 @@ always succeed, so only the misbehaviour under test is seen:
   waitinf    429 with Retry-After: inf and RetryInfo of 31 years
   cutkey     400 with a plain-text (not JSON) body in which the key straddles characters 500 and
              2000 (where the gateway cut such text, and cuts it now), then 3000 more characters
-  echoauth   400 (OpenAI's error shape) whose message echoes the Authorization header it got
+  echoauth   400 (OpenAI's error shape) whose message echoes the Authorization (and api-key) header it got
 `hits` counts requests per mode (and `leak`).
 """
 
@@ -95,6 +95,8 @@ class HostileUpstream:
             return web.Response(status=400, text=text, content_type="text/plain")
         if mode == "echoauth":
             auth = request.headers.get("authorization", "(none)")
+            if "api-key" in request.headers:
+                auth += f" and api-key {request.headers['api-key']}"
             return web.json_response({"error": {"message": f"refused credentials {auth}", "type": "invalid_request",
                                                 "code": None}}, status=400)
         if mode == "waitinf":

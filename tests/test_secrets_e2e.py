@@ -66,8 +66,27 @@ def test_url_credentials_next_to_an_api_key_are_refused_with_one_line(tmp_path: 
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0
     errors = [line for line in out.splitlines() if "base_url carries credentials" in line]
-    assert len(errors) == 1 and "keep one of them" in errors[0], out
+    assert len(errors) == 1 and "api_key_header" in errors[0], out
     assert "pa55-url-secret-93x" not in out and "sk-also-a-key-1234" not in out and "Traceback" not in out
+
+
+def test_url_credentials_work_next_to_an_api_key_in_its_own_header(
+        gateways: GatewayFactory, hostile: HostileUpstream) -> None:
+    """A server behind a basic-auth proxy that reads its own key from another header (Azure's
+    `api-key`): both go up, neither is ever shown."""
+    password, key = "pa55-url-secret-93x", "sk-also-a-key-123456"
+    basic = base64.b64encode(f"bob:{password}".encode()).decode()
+    netloc = hostile.url.removeprefix("http://")
+    gw = gateways.start(f"accounts:\n  - provider: openai\n    label: both\n"
+                        f"    base_url: http://bob:{password}@{netloc}/echoauth/v1\n"
+                        f"    api_key: {key}\n    api_key_header: api-key\n")
+    r = httpx.post(gw.v1 + "/chat/completions", json=CHAT, timeout=30)
+    assert r.status_code == 400, r.text
+    assert "refused credentials Basic [redacted] and api-key [redacted]" in r.text
+    text = r.text + httpx.get(gw.url + "/gateway/accounts", timeout=10).text
+    gateways.stop(gw)
+    for secret in (password, basic, basic[:12], key):
+        assert secret not in text + gw.log()
 
 
 def test_a_key_at_a_truncation_point_leaves_no_fragment(gateways: GatewayFactory, emulator: Emulator,

@@ -196,26 +196,36 @@ class OpenAIAccount(AccountBase):
     api_key_env: str | None = None
     # which field carries the output-token limit; auto: see backends.openai.limit_field
     max_tokens_field: Literal["auto", "max_tokens", "max_completion_tokens"] = "auto"
+    # Where api_key goes: `authorization` (as `Bearer <key>`, OpenAI's way) or the name of the
+    # header the server reads the bare key from (Azure OpenAI: `api-key`).
+    api_key_header: str = Field(default="authorization", pattern=r"^[A-Za-z0-9-]{1,64}$")
 
     _basic: str | None = PrivateAttr(default=None)  # "user:password" taken out of base_url
 
     @model_validator(mode="after")
     def _key(self) -> "OpenAIAccount":
         self.api_key = _secret(self.api_key, self.api_key_env, "api_key")
+        self.api_key_header = self.api_key_header.lower()
         self.base_url, self._basic = _split_credentials(self.base_url.rstrip("/"))
-        if self._basic is not None and self.api_key:
-            raise ValueError("base_url carries credentials (user:password@) and api_key is set too; an upstream "
-                             "takes one Authorization header: keep one of them")
+        if self._basic is not None and self.api_key and self.api_key_header == "authorization":
+            # e.g. a server behind a basic-auth proxy that reads its own key from another header
+            raise ValueError("base_url carries credentials (user:password@) and api_key goes in the Authorization "
+                             "header too: set api_key_header to the header the server reads its key from "
+                             "(Azure: api-key), or keep one of them")
         return self
 
-    @property
-    def authorization(self) -> str | None:
-        """The Authorization header value: Bearer api_key, or Basic from base_url's user:password."""
-        if self.api_key:
-            return f"Bearer {self.api_key}"
+    def auth_headers(self) -> dict[str, str]:
+        """The credential headers of every request: the key (Bearer, or bare in `api_key_header`)
+        and the Basic credentials taken out of base_url."""
+        headers: dict[str, str] = {}
         if self._basic is not None:
-            return "Basic " + base64.b64encode(self._basic.encode()).decode()
-        return None
+            headers["authorization"] = "Basic " + base64.b64encode(self._basic.encode()).decode()
+        if self.api_key:
+            if self.api_key_header == "authorization":
+                headers["authorization"] = f"Bearer {self.api_key}"
+            else:
+                headers[self.api_key_header] = self.api_key
+        return headers
 
     def secrets(self) -> list[str]:
         if self._basic is None:

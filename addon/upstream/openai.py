@@ -25,8 +25,7 @@ class OpenAIProvider:
 
     @staticmethod
     def _auth(acc: OpenAIAccount) -> dict[str, str]:
-        value = acc.authorization
-        return {"authorization": value} if value else {}
+        return acc.auth_headers()
 
     async def probe(self, acc: OpenAIAccount) -> UpstreamError | None:
         """The key alone, without the client's request: list the models."""
