@@ -50,15 +50,21 @@ def vertex_batch_size(model: str) -> int:
 
 # ---- Gemini API --------------------------------------------------------------------------
 
+def _config(req: c.EmbedRequest) -> dict[str, Any]:
+    """The options of a Gemini embedContent request (the Gemini API's and Vertex's spell them alike)."""
+    config: dict[str, Any] = {}
+    if req.task_type:
+        config["taskType"] = req.task_type
+    if req.title:
+        config["title"] = req.title
+    if req.dimensions is not None:
+        config["outputDimensionality"] = req.dimensions
+    return config
+
+
 def gemini_batch_body(req: c.EmbedRequest, model: str) -> dict[str, Any]:
     """A BatchEmbedContentsRequest for all of `req.inputs` (the caller keeps it to GEMINI_BATCH)."""
-    one: dict[str, Any] = {"model": f"models/{model}"}
-    if req.task_type:
-        one["taskType"] = req.task_type
-    if req.title:
-        one["title"] = req.title
-    if req.dimensions is not None:
-        one["outputDimensionality"] = req.dimensions
+    one: dict[str, Any] = {"model": f"models/{model}", **_config(req)}
     return {"requests": [{**one, "content": {"parts": [{"text": text}]}} for text in req.inputs]}
 
 
@@ -101,13 +107,7 @@ def vertex_predict_body(req: c.EmbedRequest) -> dict[str, Any]:
 
 def vertex_embed_content_body(req: c.EmbedRequest) -> dict[str, Any]:
     """Vertex's `:embedContent` for the one text of `req`."""
-    config: dict[str, Any] = {}
-    if req.task_type:
-        config["taskType"] = req.task_type
-    if req.title:
-        config["title"] = req.title
-    if req.dimensions is not None:
-        config["outputDimensionality"] = req.dimensions
+    config = _config(req)
     body: dict[str, Any] = {"content": {"role": "user", "parts": [{"text": req.inputs[0]}]}}
     if config:
         body["embedContentConfig"] = config

@@ -91,6 +91,13 @@ def _find(doc: Any, name: str) -> int | None:
     return next((i for i, e in enumerate(doc["clients"]) if isinstance(e, dict) and e.get("name") == name), None)
 
 
+def _existing(doc: Any, name: str, file: str) -> int:
+    i = _find(doc, name)
+    if i is None:
+        raise SystemExit(f"clients: no client named {name} in {file}")
+    return i
+
+
 def _patterns(values: list[str] | None) -> list[str] | None:
     if not values:
         return None
@@ -126,9 +133,7 @@ def add(args: argparse.Namespace) -> int:
 
 def rotate(args: argparse.Namespace) -> int:
     doc = _load(args.file)
-    i = _find(doc, args.name)
-    if i is None:
-        raise SystemExit(f"clients: no client named {args.name} in {args.file}")
+    i = _existing(doc, args.name, args.file)
     key = new_key()
     entry = doc["clients"][i]
     entry.pop("key_env", None)
@@ -142,9 +147,7 @@ def rotate(args: argparse.Namespace) -> int:
 
 def remove(args: argparse.Namespace) -> int:
     doc = _load(args.file)
-    i = _find(doc, args.name)
-    if i is None:
-        raise SystemExit(f"clients: no client named {args.name} in {args.file}")
+    i = _existing(doc, args.name, args.file)
     del doc["clients"][i]
     _save(args.file, doc)
     print(f"clients: removed {args.name}; its key stops working within a second", file=sys.stderr)

@@ -5,7 +5,6 @@ retry policy treats a native request exactly as a chat one."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +13,7 @@ from ..backends.gemini.native import unwrap_cloudcode
 from ..protocol import jsonfast
 from ..protocol.errors import UpstreamError
 from .http import UpstreamResponse
-from .streaming import sse_payloads
+from .streaming import read_ahead, sse_payloads
 
 READ_AHEAD_SECONDS = 10.0  # how long the first event may take before the stream is handed over unread
 
@@ -49,45 +48,12 @@ async def _events(resp: UpstreamResponse, unwrap: bool) -> NativeEvents:
         await resp.close()
 
 
+def _first(batch: list[dict[str, Any]]) -> bool:
+    return True
+
+
 async def events(resp: UpstreamResponse, *, unwrap: bool = False, patience: float = READ_AHEAD_SECONDS) -> NativeEvents:
     """The stream, its first events already read: a failure the upstream reports at once (an error
     event, a cut connection) still fails this attempt, so the policy can try another account
     before the client got a byte. A first event slower than `patience` is not waited for."""
-    it = aiter(_events(resp, unwrap))
-    step = asyncio.ensure_future(anext(it))
-    try:
-        done, _ = await asyncio.wait({step}, timeout=patience)
-    except BaseException:
-        step.cancel()
-        await it.aclose()
-        raise
-    if done:
-        try:
-            first = step.result()
-        except StopAsyncIteration:
-            first = []
-        except BaseException:
-            await it.aclose()
-            raise
-        return _replay(first, None, it)
-    return _replay(None, step, it)
-
-
-async def _replay(first: list[dict[str, Any]] | None, pending: asyncio.Future | None, it: NativeEvents) -> NativeEvents:
-    try:
-        if first:
-            yield first
-        if pending is not None:
-            try:
-                yield await pending
-            except StopAsyncIteration:
-                return
-        async for batch in it:
-            yield batch
-    finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
-        try:
-            await it.aclose()
-        except RuntimeError:  # a cancelled step still owns the generator
-            pass
+    return await read_ahead(_events(resp, unwrap), patience, enough=_first)

@@ -4,7 +4,8 @@ batches, through the back end's StreamDecoder, closing the upstream response wha
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 from ..backends import StreamDecoder, decoding, well_formed_events
 from ..protocol import canonical as c
@@ -13,6 +14,7 @@ from .http import UpstreamResponse
 from .sse import SSEParser
 
 StreamBatches = AsyncIterator[list[c.StreamEvent]]
+B = TypeVar("B")  # one batch of a stream: canonical events, or Gemini-native JSON objects
 
 
 async def sse_payloads(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[str]]:
@@ -64,16 +66,18 @@ def _has_output(batch: list[c.StreamEvent]) -> bool:
     return any((isinstance(ev, c.TextDelta) and ev.text) or isinstance(ev, c.ToolCallDelta) for ev in batch)
 
 
-async def read_ahead(batches: StreamBatches, patience: float) -> StreamBatches:
+async def read_ahead(batches: AsyncIterator[B], patience: float,
+                     enough: Callable[[B], bool] = _has_output) -> AsyncIterator[B]:
     """Read a stream until its first answer text or tool call (at most `patience` seconds), so a
     failure the upstream reports before any (a malformed function call, an empty answer: the
     decoder raises UpstreamError) still fails this attempt and the retry policy can try again
     before the client saw a byte. Returns the whole stream, starting with what was read.
 
     Thoughts do not end the wait (a failure after them can still be retried); the bound keeps
-    clients from waiting without even keep-alive comments while a model thinks silently."""
+    clients from waiting without even keep-alive comments while a model thinks silently.
+    `enough` says which batch ends the wait (a Gemini-native stream: its first)."""
     it = aiter(batches)
-    held: list[list[c.StreamEvent]] = []
+    held: list[B] = []
     deadline = asyncio.get_running_loop().time() + patience
     pending: asyncio.Future | None = None
     try:
@@ -88,7 +92,7 @@ async def read_ahead(batches: StreamBatches, patience: float) -> StreamBatches:
             except StopAsyncIteration:
                 break
             held.append(batch)
-            if _has_output(batch):
+            if enough(batch):
                 break
     except BaseException:
         if pending is None and not step.done():
@@ -98,8 +102,7 @@ async def read_ahead(batches: StreamBatches, patience: float) -> StreamBatches:
     return _replay(held, pending, it)
 
 
-async def _replay(held: list[list[c.StreamEvent]], pending: asyncio.Future | None,
-                  it: AsyncIterator[list[c.StreamEvent]]) -> StreamBatches:
+async def _replay(held: list[B], pending: asyncio.Future | None, it: AsyncIterator[B]) -> AsyncIterator[B]:
     try:
         for batch in held:
             yield batch
@@ -119,7 +122,7 @@ async def _replay(held: list[list[c.StreamEvent]], pending: asyncio.Future | Non
         await _close(it)
 
 
-async def _close(it: AsyncIterator[list[c.StreamEvent]]) -> None:
+async def _close(it: AsyncIterator[Any]) -> None:
     aclose = getattr(it, "aclose", None)
     if aclose is not None:
         try:
